@@ -1,0 +1,78 @@
+"""What counts as a valid joke, and when two jokes are the same joke.
+
+Pure standard library: the bot uses it for `/addjoke` and `jokebot import`, and the trainer
+uses `normalise_key` to recognise a generated joke that copies a training joke verbatim.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from dataclasses import dataclass
+
+MAX_JOKE_CHARS = 280
+MIN_JOKE_CHARS = 3
+
+_WHITESPACE = re.compile(r"\s+")
+_MENTION_OR_LINK = re.compile(
+    r"<@!?\d+>|<@&\d+>|<#\d+>|@everyone|@here|https?://\S+|www\.\S+", re.IGNORECASE
+)
+
+
+def fold_whitespace(text: str) -> str:
+    """Collapse every run of whitespace (newlines included) to one space and trim the ends."""
+    return _WHITESPACE.sub(" ", text).strip()
+
+
+def normalise_key(text: str) -> str:
+    """Duplicate-detection key: NFKC, case-folded, punctuation and symbols dropped, spaces folded.
+
+    "Why did the chicken…?" and "why did the CHICKEN ..." share a key.
+    """
+    text = unicodedata.normalize("NFKC", text).casefold()
+    kept = []
+    for char in text:
+        category = unicodedata.category(char)
+        if category[0] in "PSZ" or char.isspace():  # punctuation, symbols, emoji, spaces
+            kept.append(" ")
+        elif category[0] == "C":  # control, format (zero-width) characters
+            continue
+        else:
+            kept.append(char)
+    return fold_whitespace("".join(kept))
+
+
+@dataclass(frozen=True)
+class JokeCheck:
+    """The outcome of validating one submitted joke."""
+
+    text: str | None  # the cleaned text to store, when valid
+    key: str | None
+    reason: str | None  # why it was refused, phrased for the author
+
+    @property
+    def ok(self) -> bool:
+        return self.reason is None
+
+
+def _refuse(reason: str) -> JokeCheck:
+    return JokeCheck(text=None, key=None, reason=reason)
+
+
+def check_joke(raw: str | None) -> JokeCheck:
+    """Validate and clean a submitted joke; the reason is written for the person who sent it."""
+    if raw is None or not raw.strip():
+        return _refuse("The joke is empty. Please send the text of a joke.")
+    if any(unicodedata.category(ch) == "Cc" and ch not in "\n\r\t" for ch in raw):
+        return _refuse("The joke contains control characters. Please send plain text.")
+    text = fold_whitespace(unicodedata.normalize("NFC", raw))
+    if len(text) > MAX_JOKE_CHARS:
+        return _refuse(
+            f"The joke is {len(text)} characters long; the limit is {MAX_JOKE_CHARS}. "
+            "Please shorten it."
+        )
+    if not normalise_key(_MENTION_OR_LINK.sub(" ", text)):
+        return _refuse("The joke has no words of its own, only mentions, links or symbols.")
+    if len(text) < MIN_JOKE_CHARS:
+        return _refuse("The joke is too short to be a joke.")
+    return JokeCheck(text=text, key=normalise_key(text), reason=None)

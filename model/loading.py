@@ -1,0 +1,49 @@
+"""Load any Hugging Face causal LM the same way, whether a hub id (`gpt2`) or a local folder."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel
+
+from model.devices import resolve_device, serving_dtype
+
+
+@dataclass
+class LoadedModel:
+    """A model ready to generate, with the tokenizer it was trained with."""
+
+    model: PreTrainedModel
+    tokenizer: object
+    device: torch.device
+    ref: str
+
+    @property
+    def eos_token_id(self) -> int:
+        return self.tokenizer.eos_token_id
+
+
+def load_tokenizer(ref: str):
+    """A tokenizer with a pad token (reusing eos) so that batches can be padded."""
+    tokenizer = AutoTokenizer.from_pretrained(str(ref))
+    if tokenizer.eos_token_id is None:
+        raise ValueError(f"the tokenizer of {ref} has no eos token; jokebot needs one to end jokes")
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def load_model_and_tokenizer(
+    ref: str | Path, device: str | torch.device = "auto", dtype: torch.dtype | None = None
+) -> LoadedModel:
+    """Load weights and tokenizer via `from_pretrained`; hub ids and folders share this path."""
+    dev = device if isinstance(device, torch.device) else resolve_device(device)
+    tokenizer = load_tokenizer(str(ref))
+    model = AutoModelForCausalLM.from_pretrained(
+        str(ref), dtype=dtype or serving_dtype(dev), attn_implementation="sdpa"
+    )
+    model.to(dev)
+    model.eval()
+    return LoadedModel(model=model, tokenizer=tokenizer, device=dev, ref=str(ref))
