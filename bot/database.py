@@ -1,0 +1,353 @@
+"""The bot's SQLite database: jokes, model versions and training runs (aiosqlite, WAL).
+
+Only the bot side writes it. Every write is committed when its coroutine returns, so a joke
+acknowledged to its author is already on disk. Schema changes are numbered SQL files in
+`bot/migrations/`, applied at start and tracked with `PRAGMA user_version`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import re
+from collections.abc import AsyncIterator, Iterable
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import aiosqlite
+
+log = logging.getLogger(__name__)
+_MIGRATION_NAME = re.compile(r"^(\d{4})_[\w-]+\.sql$")
+
+
+@dataclass(frozen=True)
+class AddResult:
+    """Outcome of storing one joke: its id, or the id of the joke it duplicates."""
+
+    id: int
+    created: bool
+
+
+@dataclass(frozen=True)
+class CorpusJoke:
+    id: int
+    text: str
+    key: str
+
+
+@dataclass(frozen=True)
+class ModelVersion:
+    version: int
+    path: str
+    parent_version: int | None
+    created_at: str
+    status: str
+    active: bool
+    metrics: dict[str, Any] = field(default_factory=dict)
+    manifest: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def name(self) -> str:
+        return f"v{self.version}"
+
+    def as_json(self) -> dict[str, Any]:
+        """The `jokebot models --json` shape."""
+        return {
+            "version": self.version,
+            "path": self.path,
+            "created_at": self.created_at,
+            "active": self.active,
+            "status": self.status,
+            "parent_version": self.parent_version,
+            "metrics": self.metrics,
+        }
+
+
+@dataclass(frozen=True)
+class TrainingRun:
+    id: int
+    started_at: str
+    finished_at: str | None
+    trigger: str
+    requested_by: int | None
+    status: str
+    corpus_size: int | None
+    corpus_hash: str | None
+    last_joke_id: int | None
+    candidate_version: int | None
+    metrics: dict[str, Any]
+    message: str | None
+
+
+def _migrations() -> list[tuple[int, str]]:
+    folder = resources.files("bot") / "migrations"
+    found = []
+    for entry in folder.iterdir():
+        match = _MIGRATION_NAME.match(entry.name)
+        if match:
+            found.append((int(match.group(1)), entry.read_text(encoding="utf-8")))
+    return sorted(found)
+
+
+def _version_from_row(row: aiosqlite.Row) -> ModelVersion:
+    return ModelVersion(
+        version=row["version"],
+        path=row["path"],
+        parent_version=row["parent_version"],
+        created_at=row["created_at"],
+        status=row["status"],
+        active=bool(row["active"]),
+        metrics=json.loads(row["metrics"] or "{}"),
+        manifest=json.loads(row["manifest"] or "{}"),
+    )
+
+
+def _run_from_row(row: aiosqlite.Row) -> TrainingRun:
+    values = dict(row)
+    values["metrics"] = json.loads(values["metrics"] or "{}")
+    return TrainingRun(**values)
+
+
+class Database:
+    """One connection to the jokebot database; use `await Database.open(path)`."""
+
+    def __init__(self, connection: aiosqlite.Connection, path: Path) -> None:
+        self._db = connection
+        self.path = path
+
+    @classmethod
+    async def open(cls, path: Path) -> Database:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        connection = await aiosqlite.connect(path, isolation_level=None)
+        connection.row_factory = aiosqlite.Row
+        await connection.execute("PRAGMA journal_mode=WAL")
+        await connection.execute("PRAGMA foreign_keys=ON")
+        await connection.execute("PRAGMA synchronous=FULL")
+        await connection.execute("PRAGMA busy_timeout=5000")
+        database = cls(connection, path)
+        await database._migrate()
+        return database
+
+    async def close(self) -> None:
+        await self._db.close()
+
+    @contextlib.asynccontextmanager
+    async def _transaction(self) -> AsyncIterator[None]:
+        """BEGIN IMMEDIATE ... COMMIT, rolled back on any error: all or nothing."""
+        await self._db.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+        except BaseException:
+            await self._db.execute("ROLLBACK")
+            raise
+        await self._db.execute("COMMIT")
+
+    async def _migrate(self) -> None:
+        async with self._db.execute("PRAGMA user_version") as cursor:
+            (current,) = await cursor.fetchone()
+        for number, script in _migrations():
+            if number <= current:
+                continue
+            log.info("applying database migration %04d", number)
+            await self._db.executescript(
+                f"BEGIN IMMEDIATE;\n{script}\nPRAGMA user_version = {number};\nCOMMIT;"
+            )
+
+    async def schema_version(self) -> int:
+        async with self._db.execute("PRAGMA user_version") as cursor:
+            (version,) = await cursor.fetchone()
+        return version
+
+    # ---- jokes -------------------------------------------------------------------------
+
+    async def add_joke(
+        self,
+        text: str,
+        key: str,
+        *,
+        source: str,
+        author_id: int | None = None,
+        guild_id: int | None = None,
+    ) -> AddResult:
+        """Store a validated joke (committed on return), or report the joke it duplicates."""
+        cursor = await self._db.execute(
+            "INSERT INTO jokes (text, norm_key, author_id, guild_id, source) VALUES (?,?,?,?,?)"
+            " ON CONFLICT (norm_key) DO NOTHING",
+            (text, key, author_id, guild_id, source),
+        )
+        if cursor.rowcount == 1:
+            return AddResult(id=cursor.lastrowid, created=True)
+        async with self._db.execute("SELECT id FROM jokes WHERE norm_key = ?", (key,)) as found:
+            (existing,) = await found.fetchone()
+        return AddResult(id=existing, created=False)
+
+    async def add_jokes(
+        self, jokes: Iterable[tuple[str, str]], *, source: str = "import"
+    ) -> list[AddResult]:
+        """Store many (text, key) pairs in one transaction; all or nothing."""
+        results = []
+        async with self._transaction():
+            for text, key in jokes:
+                results.append(await self.add_joke(text, key, source=source))
+        return results
+
+    async def joke_count(self) -> int:
+        async with self._db.execute("SELECT count(*) FROM jokes WHERE status='approved'") as c:
+            (count,) = await c.fetchone()
+        return count
+
+    async def corpus(self) -> list[CorpusJoke]:
+        """Approved jokes in id order: what a training run learns from."""
+        async with self._db.execute(
+            "SELECT id, text, norm_key FROM jokes WHERE status='approved' ORDER BY id"
+        ) as cursor:
+            return [CorpusJoke(row[0], row[1], row[2]) async for row in cursor]
+
+    async def jokes_added_since(self, last_joke_id: int) -> int:
+        async with self._db.execute(
+            "SELECT count(*) FROM jokes WHERE status='approved' AND id > ?", (last_joke_id,)
+        ) as cursor:
+            (count,) = await cursor.fetchone()
+        return count
+
+    # ---- model versions ----------------------------------------------------------------
+
+    async def ensure_base_version(self, path: str) -> None:
+        """Record version 0 (the base model) and make it serve if nothing else does."""
+        async with self._transaction():
+            async with self._db.execute(
+                "SELECT path FROM model_versions WHERE version = 0"
+            ) as cursor:
+                row = await cursor.fetchone()
+            if row is None:
+                await self._db.execute(
+                    "INSERT INTO model_versions (version, path, status) VALUES (0, ?, 'base')",
+                    (path,),
+                )
+            elif row[0] != path:
+                log.warning(
+                    "MODEL_BASE changed from %s to %s; v0 now means the new base", row[0], path
+                )
+                await self._db.execute(
+                    "UPDATE model_versions SET path = ? WHERE version = 0", (path,)
+                )
+            async with self._db.execute(
+                "SELECT count(*) FROM model_versions WHERE active = 1"
+            ) as cursor:
+                (active,) = await cursor.fetchone()
+            if not active:
+                await self._db.execute("UPDATE model_versions SET active = 1 WHERE version = 0")
+
+    async def versions(self) -> list[ModelVersion]:
+        async with self._db.execute("SELECT * FROM model_versions ORDER BY version") as cursor:
+            return [_version_from_row(row) async for row in cursor]
+
+    async def version(self, number: int) -> ModelVersion | None:
+        async with self._db.execute(
+            "SELECT * FROM model_versions WHERE version = ?", (number,)
+        ) as cursor:
+            row = await cursor.fetchone()
+        return _version_from_row(row) if row else None
+
+    async def active_version(self) -> ModelVersion:
+        async with self._db.execute("SELECT * FROM model_versions WHERE active = 1") as cursor:
+            row = await cursor.fetchone()
+        if row is None:
+            raise LookupError("no active model version; call ensure_base_version first")
+        return _version_from_row(row)
+
+    async def next_version_number(self) -> int:
+        async with self._db.execute("SELECT coalesce(max(version), 0) FROM model_versions") as c:
+            (highest,) = await c.fetchone()
+        return highest + 1
+
+    async def add_version(
+        self,
+        version: int,
+        path: str,
+        *,
+        parent_version: int | None,
+        status: str,
+        metrics: dict[str, Any],
+        manifest: dict[str, Any],
+    ) -> None:
+        await self._db.execute(
+            "INSERT INTO model_versions (version, path, parent_version, status, metrics, manifest)"
+            " VALUES (?,?,?,?,?,?)",
+            (version, path, parent_version, status, json.dumps(metrics), json.dumps(manifest)),
+        )
+
+    async def set_version_status(self, version: int, status: str) -> None:
+        await self._db.execute(
+            "UPDATE model_versions SET status = ? WHERE version = ?", (status, version)
+        )
+
+    async def set_active(self, version: int) -> None:
+        """Make `version` the serving one, in one transaction (exactly one row is active)."""
+        async with self._transaction():
+            await self._db.execute("UPDATE model_versions SET active = 0 WHERE active = 1")
+            cursor = await self._db.execute(
+                "UPDATE model_versions SET active = 1 WHERE version = ?", (version,)
+            )
+            if cursor.rowcount != 1:
+                raise LookupError(f"there is no model version v{version}")
+
+    # ---- training runs -----------------------------------------------------------------
+
+    async def start_run(self, trigger: str, requested_by: int | None = None) -> int:
+        cursor = await self._db.execute(
+            "INSERT INTO training_runs (trigger, requested_by) VALUES (?, ?)",
+            (trigger, requested_by),
+        )
+        return cursor.lastrowid
+
+    async def update_run(self, run_id: int, **values: Any) -> None:
+        """Set columns of a run; `metrics` is stored as JSON."""
+        if "metrics" in values:
+            values["metrics"] = json.dumps(values["metrics"])
+        if values.pop("finished", False):
+            values["finished_at"] = _now_sql()
+        assignments = ", ".join(f"{column} = ?" for column in values)
+        await self._db.execute(
+            f"UPDATE training_runs SET {assignments} WHERE id = ?", (*values.values(), run_id)
+        )
+
+    async def run(self, run_id: int) -> TrainingRun | None:
+        async with self._db.execute("SELECT * FROM training_runs WHERE id = ?", (run_id,)) as c:
+            row = await c.fetchone()
+        return _run_from_row(row) if row else None
+
+    async def last_finished_run(self) -> TrainingRun | None:
+        async with self._db.execute(
+            "SELECT * FROM training_runs WHERE status != 'running' ORDER BY id DESC LIMIT 1"
+        ) as cursor:
+            row = await cursor.fetchone()
+        return _run_from_row(row) if row else None
+
+    async def last_trained_joke_id(self) -> int:
+        """Highest joke id that a completed (promoted or rejected) training run has seen."""
+        async with self._db.execute(
+            "SELECT coalesce(max(last_joke_id), 0) FROM training_runs"
+            " WHERE status IN ('promoted', 'rejected')"
+        ) as cursor:
+            (last,) = await cursor.fetchone()
+        return last
+
+    async def fail_interrupted_runs(self) -> int:
+        """Runs still 'running' at start-up were interrupted by a stop: record them as failed."""
+        cursor = await self._db.execute(
+            "UPDATE training_runs SET status = 'failed', finished_at = ?,"
+            " message = 'interrupted: jokebot stopped during the run' WHERE status = 'running'",
+            (_now_sql(),),
+        )
+        return cursor.rowcount
+
+
+def _now_sql() -> str:
+    from datetime import UTC, datetime
+
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")[:-4] + "Z"

@@ -1,0 +1,186 @@
+"""The bot's side of the model runner's HTTP API (OpenAI completions subset + admin load).
+
+One aiohttp session for the bot's lifetime, timeouts on every call, and retries with backoff
+when the connection fails (a local runner that is restarting), never when the runner answered.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+import aiohttp
+
+log = logging.getLogger(__name__)
+
+
+class RunnerError(Exception):
+    """The runner answered with an error; the message is its reason."""
+
+
+class RunnerUnavailable(RunnerError):
+    """The runner could not be reached (or is not ready) after the retries."""
+
+
+class RunnerBusy(RunnerError):
+    """The runner's queue is full; try again after `retry_after` seconds."""
+
+    def __init__(self, message: str, retry_after: int) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+@dataclass(frozen=True)
+class Completion:
+    text: str
+    finish_reason: str
+    model: str
+    completion_tokens: int
+
+
+def _error_message(body: Any, status: int) -> str:
+    if isinstance(body, dict) and isinstance(body.get("error"), dict):
+        return str(body["error"].get("message") or f"HTTP {status}")
+    return f"HTTP {status}"
+
+
+class RunnerClient:
+    """Talks to one runner at `base_url`; create it inside a running event loop."""
+
+    def __init__(
+        self,
+        base_url: str,
+        *,
+        admin_token: str | None = None,
+        timeout: float = 60.0,
+        retries: int = 3,
+        backoff: float = 0.5,
+    ) -> None:
+        self.base_url = base_url.rstrip("/")
+        self._admin_token = admin_token
+        self._timeout = aiohttp.ClientTimeout(total=timeout, connect=5)
+        self._retries = retries
+        self._backoff = backoff
+        self._session: aiohttp.ClientSession | None = None
+
+    async def __aenter__(self) -> RunnerClient:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
+
+    def _http(self) -> aiohttp.ClientSession:
+        if self._session is None or self._session.closed:
+            self._session = aiohttp.ClientSession(timeout=self._timeout)
+        return self._session
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+
+    async def _request(
+        self,
+        method: str,
+        path: str,
+        *,
+        json_body: dict[str, Any] | None = None,
+        admin: bool = False,
+        timeout: float | None = None,
+        retries: int | None = None,
+    ) -> tuple[int, Any, aiohttp.typedefs.LooseHeaders]:
+        headers = {"Authorization": f"Bearer {self._admin_token}"} if admin else {}
+        attempts = (self._retries if retries is None else retries) + 1
+        request_timeout = aiohttp.ClientTimeout(total=timeout) if timeout else None
+        for attempt in range(attempts):
+            try:
+                async with self._http().request(
+                    method,
+                    f"{self.base_url}{path}",
+                    json=json_body,
+                    headers=headers,
+                    timeout=request_timeout,
+                ) as response:
+                    try:
+                        body = await response.json(content_type=None)
+                    except (aiohttp.ContentTypeError, ValueError):
+                        body = await response.text()
+                    return response.status, body, response.headers
+            except (aiohttp.ClientConnectionError, ConnectionError) as error:
+                if attempt + 1 >= attempts:
+                    raise RunnerUnavailable(f"cannot reach the model runner: {error}") from error
+                delay = self._backoff * 2**attempt
+                log.info("runner unreachable (%s); retrying in %.1fs", error, delay)
+                await asyncio.sleep(delay)
+            except TimeoutError as error:
+                raise RunnerUnavailable("the model runner did not answer in time") from error
+        raise AssertionError("unreachable")
+
+    async def complete(
+        self,
+        prompt: str,
+        *,
+        max_tokens: int,
+        temperature: float,
+        top_p: float,
+        seed: int | None = None,
+    ) -> Completion:
+        """One completion; the runner stops it at the model's end-of-joke token."""
+        body: dict[str, Any] = {
+            "prompt": prompt,
+            "max_tokens": max_tokens,
+            "temperature": temperature,
+            "top_p": top_p,
+        }
+        if seed is not None:
+            body["seed"] = seed
+        status, answer, headers = await self._request("POST", "/v1/completions", json_body=body)
+        if status == 429:
+            retry_after = int(headers.get("Retry-After", "5") or 5)
+            raise RunnerBusy(_error_message(answer, status), retry_after)
+        if status == 503:
+            raise RunnerUnavailable(_error_message(answer, status))
+        if status != 200:
+            raise RunnerError(_error_message(answer, status))
+        choice = answer["choices"][0]
+        return Completion(
+            text=choice["text"],
+            finish_reason=choice.get("finish_reason", "stop"),
+            model=answer.get("model", "?"),
+            completion_tokens=answer.get("usage", {}).get("completion_tokens", 0),
+        )
+
+    async def health(self) -> dict[str, Any]:
+        """The runner's /health body; raises RunnerUnavailable when it is not ready."""
+        status, body, _ = await self._request("GET", "/health", retries=0, timeout=5)
+        if status != 200:
+            raise RunnerUnavailable(_error_message(body, status))
+        return body if isinstance(body, dict) else {}
+
+    async def wait_until_ready(self, timeout: float, is_alive: Any = None) -> dict[str, Any]:
+        """Poll /health until ready; `is_alive()` returning False (a dead child) stops early."""
+        deadline = asyncio.get_running_loop().time() + timeout
+        while True:
+            try:
+                return await self.health()
+            except RunnerUnavailable:
+                if is_alive is not None and not is_alive():
+                    raise
+                if asyncio.get_running_loop().time() > deadline:
+                    raise
+            await asyncio.sleep(0.25)
+
+    async def load(self, path: str, version: str, *, timeout: float = 600) -> dict[str, Any]:
+        """Ask the runner to load, smoke-test and swap in a model; the old one serves meanwhile."""
+        status, body, _ = await self._request(
+            "POST",
+            "/admin/load",
+            json_body={"path": path, "version": version},
+            admin=True,
+            timeout=timeout,
+            retries=1,
+        )
+        if status != 200:
+            raise RunnerError(_error_message(body, status))
+        return body

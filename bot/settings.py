@@ -1,0 +1,132 @@
+"""Every setting of jokebot, read from the environment and `.env` (see `.env.example`).
+
+Imported by the bot process and by the CLI; it imports neither discord nor torch.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+DISCORD_API_BASE = "https://discord.com/api/v10"
+DISCORD_GATEWAY_URL = "wss://gateway.discord.gg/"
+
+IdList = Annotated[list[int], NoDecode]
+
+
+class SettingsError(Exception):
+    """A setting is missing or invalid; the message names it in one line."""
+
+
+class Settings(BaseSettings):
+    """jokebot's configuration. Environment variables win over `.env`."""
+
+    model_config = SettingsConfigDict(
+        env_file=".env", env_file_encoding="utf-8", extra="ignore", populate_by_name=True
+    )
+
+    # Discord
+    discord_token: SecretStr | None = None
+    discord_api_base: str = DISCORD_API_BASE
+    discord_gateway_url: str = DISCORD_GATEWAY_URL
+    discord_guild_ids: IdList = Field(default_factory=list)
+    admin_role_ids: IdList = Field(default_factory=list)
+    announce_channel_id: int | None = None
+
+    # Where data lives
+    data_dir: Path = Field(
+        default=Path("data"), validation_alias=AliasChoices("JOKEBOT_DATA_DIR", "data_dir")
+    )
+
+    # Model runner
+    model_base: str | None = None
+    runner_url: str | None = None
+    runner_host: str = "127.0.0.1"
+    runner_port: int = Field(default=8765, ge=0, le=65535)
+    runner_token: SecretStr | None = None
+    device: Literal["auto", "cuda", "mps", "cpu"] = "auto"
+    runner_max_queue: int = Field(default=64, ge=1)
+    runner_max_batch: int = Field(default=16, ge=1)
+    runner_compile: bool = False
+
+    # Jokes
+    joke_max_tokens: int = Field(default=64, ge=8, le=512)
+    joke_temperature: float = Field(default=0.9, ge=0.0, le=2.0)
+    joke_top_p: float = Field(default=0.95, gt=0.0, le=1.0)
+
+    # Retraining
+    retrain_schedule: str = "0 */6 * * *"
+    retrain_min_new_jokes: int = Field(default=20, ge=0)
+    retrain_max_minutes: float = Field(default=15.0, gt=0)
+    retrain_from: Literal["serving", "base"] = "serving"
+    train_epochs: float = Field(default=2.0, gt=0)
+    train_learning_rate: float = Field(default=5e-5, gt=0)
+    train_batch_size: int = Field(default=16, ge=1)
+    train_grad_accum: int = Field(default=1, ge=1)
+    train_lora: bool = False
+    train_seed: int = 42
+    train_eval_samples: int = Field(default=48, ge=1)
+    promote_min_nll_gain: float = Field(default=0.01, ge=0.0, lt=1.0)
+    promote_max_one_joke_drop: float = Field(default=0.05, ge=0.0, le=1.0)
+    promote_max_copy_rate: float = Field(default=0.25, ge=0.0, le=1.0)
+    keep_versions: int = Field(default=3, ge=1)
+
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+    @field_validator("discord_guild_ids", "admin_role_ids", mode="before")
+    @classmethod
+    def _comma_separated_ids(cls, value: object) -> object:
+        """Accept `123,456` (what a person writes in .env) as well as a list."""
+        if isinstance(value, str):
+            return [int(part) for part in value.replace(" ", "").split(",") if part]
+        return value
+
+    @field_validator("retrain_schedule")
+    @classmethod
+    def _valid_cron(cls, value: str) -> str:
+        if value.strip().lower() in {"", "off", "never"}:
+            return "off"
+        from apscheduler.triggers.cron import CronTrigger
+
+        CronTrigger.from_crontab(value)  # raises ValueError with the reason
+        return value
+
+    @property
+    def database_path(self) -> Path:
+        return self.data_dir / "jokebot.sqlite3"
+
+    @property
+    def models_dir(self) -> Path:
+        return self.data_dir / "models"
+
+    @property
+    def base_model_ref(self) -> str:
+        """Version 0: MODEL_BASE (hub id or folder) or the embedded model's converted folder."""
+        if self.model_base:
+            return self.model_base
+        from model.embedded import embedded_model_dir  # pure path helper, no torch
+
+        return str(embedded_model_dir(self.data_dir))
+
+    def require_discord_token(self) -> str:
+        if self.discord_token is None or not self.discord_token.get_secret_value().strip():
+            raise SettingsError(
+                "DISCORD_TOKEN is not set: put your bot token in .env or the environment "
+                "(see README, 'Create the Discord application')"
+            )
+        return self.discord_token.get_secret_value().strip()
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Read settings; an invalid value becomes one SettingsError line that names the setting."""
+    try:
+        return Settings(**overrides)
+    except ValidationError as error:
+        first = error.errors()[0]
+        name = str(first["loc"][0]).upper() if first["loc"] else "settings"
+        if name == "DATA_DIR":
+            name = "JOKEBOT_DATA_DIR"
+        raise SettingsError(f"{name}: {first['msg']} (got {first.get('input')!r})") from None
