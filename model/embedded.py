@@ -60,3 +60,12 @@ def ensure_embedded_model(data_dir: Path) -> Path:
     tokenizer.save_pretrained(str(tmp))
     os.replace(tmp, target)  # visible only complete
     return target
+
+
+if __name__ == "__main__":
+    import sys
+
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    print(ensure_embedded_model(Path(sys.argv[1] if len(sys.argv) > 1 else "data")))

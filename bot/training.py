@@ -1,0 +1,320 @@
+"""One training run, the same for `jokebot train`, `/retrain` and the scheduler.
+
+Snapshot the corpus to a file, run `python -m model.train` in its own process (a crash or an
+out-of-memory there never touches serving), follow its JSON progress lines, pass its metrics
+through the promotion gate, and make the runner serve the new version only if it is better.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import json
+import logging
+import os
+import shutil
+import signal
+import sys
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from bot import versions
+from bot.database import Database
+from bot.gate import GatePolicy, decide
+from bot.progress import TrainingProgress
+from bot.runner_client import RunnerClient, RunnerError
+from bot.settings import Settings
+
+log = logging.getLogger(__name__)
+ProgressCallback = Callable[[TrainingProgress], Awaitable[None]]
+
+
+class TrainingBusy(Exception):
+    """A training run is already under way; only one runs at a time."""
+
+
+@dataclass
+class TrainingOutcome:
+    """What happened, for the CLI, the Discord message and the logs."""
+
+    run_id: int
+    status: str  # promoted, rejected, failed, cancelled
+    message: str
+    version: int | None = None
+    serving: str = ""
+    metrics: dict[str, Any] = field(default_factory=dict)
+    samples: dict[str, str] = field(default_factory=dict)
+    seconds: float = 0.0
+
+
+def corpus_hash(keys: list[str]) -> str:
+    """A fingerprint of the corpus content (order-independent)."""
+    digest = hashlib.sha256()
+    for key in sorted(keys):
+        digest.update(key.encode("utf-8") + b"\n")
+    return digest.hexdigest()
+
+
+class TrainingCoordinator:
+    """Runs at most one training at a time and remembers its live progress."""
+
+    def __init__(self, settings: Settings, db: Database, runner: RunnerClient | None) -> None:
+        self.settings = settings
+        self.db = db
+        self.runner = runner
+        self.progress: TrainingProgress | None = None
+        self.run_id: int | None = None
+        self._lock = asyncio.Lock()
+        self._process: asyncio.subprocess.Process | None = None
+        self._cancelled = False
+
+    @property
+    def busy(self) -> bool:
+        return self._lock.locked()
+
+    async def cancel(self) -> bool:
+        """Stop the running training (SIGTERM); False if none runs."""
+        if not self.busy:
+            return False
+        self._cancelled = True
+        if self._process is not None and self._process.returncode is None:
+            self._process.send_signal(signal.SIGTERM)
+        return True
+
+    async def new_jokes_since_last_training(self) -> int:
+        return await self.db.jokes_added_since(await self.db.last_trained_joke_id())
+
+    async def train(
+        self,
+        trigger: str,
+        requested_by: int | None = None,
+        on_progress: ProgressCallback | None = None,
+    ) -> TrainingOutcome:
+        if self._lock.locked():
+            raise TrainingBusy("a training run is already under way")
+        async with self._lock:
+            self._cancelled = False
+            self.progress = TrainingProgress()
+            started = time.monotonic()
+            run_id = await self.db.start_run(trigger, requested_by)
+            self.run_id = run_id
+            try:
+                outcome = await self._run(run_id, on_progress or _ignore)
+            except asyncio.CancelledError:
+                await self.db.update_run(
+                    run_id, status="cancelled", finished=True, message="jokebot stopped"
+                )
+                raise
+            except Exception as error:
+                log.exception("training run #%d failed", run_id)
+                outcome = TrainingOutcome(run_id, "failed", f"training failed: {error}")
+            finally:
+                self._process = None
+                versions.remove_partial_outputs(self.settings.models_dir)
+            outcome.seconds = time.monotonic() - started
+            outcome.serving = (await self.db.active_version()).name
+            if outcome.status in ("failed", "cancelled"):
+                await self.db.update_run(
+                    run_id, status=outcome.status, finished=True, message=outcome.message
+                )
+            self.progress.phase = "done"
+            log.info("training run #%d: %s — %s", run_id, outcome.status, outcome.message)
+            return outcome
+
+    async def _run(self, run_id: int, on_progress: ProgressCallback) -> TrainingOutcome:
+        settings = self.settings
+        corpus = await self.db.corpus()
+        if len(corpus) < 2:
+            return TrainingOutcome(
+                run_id, "failed", f"need at least 2 jokes to train, the corpus has {len(corpus)}"
+            )
+        await ensure_embedded_model(self.settings)
+        serving = await self.db.active_version()
+        base_ref = serving.path if settings.retrain_from == "serving" else settings.base_model_ref
+        parent = serving.version if settings.retrain_from == "serving" else 0
+        number = await self.db.next_version_number()
+        output = settings.models_dir / f"v{number}"
+        shutil.rmtree(output, ignore_errors=True)  # a folder no database row names is garbage
+        work = settings.data_dir / "runs" / f"run-{run_id}"
+        work.mkdir(parents=True, exist_ok=True)
+        snapshot = work / "snapshot.jsonl"
+        with snapshot.open("w", encoding="utf-8") as out:
+            for joke in corpus:
+                out.write(json.dumps({"id": joke.id, "text": joke.text, "key": joke.key}) + "\n")
+        fingerprint = corpus_hash([joke.key for joke in corpus])
+        await self.db.update_run(
+            run_id,
+            corpus_size=len(corpus),
+            corpus_hash=fingerprint,
+            last_joke_id=corpus[-1].id,
+        )
+        job = self._job(snapshot, base_ref, serving.path, output, number, parent, fingerprint)
+        job_file = work / "job.json"
+        job_file.write_text(json.dumps(job, indent=2), encoding="utf-8")
+
+        done = await self._run_trainer(job_file, work / "train.log", on_progress)
+        if self._cancelled:
+            return TrainingOutcome(run_id, "cancelled", "cancelled by an admin")
+        if done is None or done.get("event") != "done":
+            reason = (done or {}).get("message") or "the training process ended without a result"
+            return TrainingOutcome(run_id, "failed", reason)
+
+        metrics = done["metrics"]
+        manifest = _read_manifest(output)
+        decision = decide(metrics["candidate"], metrics["serving"], self._policy())
+        outcome = TrainingOutcome(
+            run_id,
+            "rejected",
+            decision.reason,
+            version=number,
+            metrics=metrics,
+            samples=done.get("samples", {}),
+        )
+        await self.db.add_version(
+            number,
+            str(output),
+            parent_version=parent,
+            status="rejected",
+            metrics=metrics,
+            manifest=manifest,
+        )
+        if decision.promote:
+            self.progress.phase, self.progress.detail = "loading", f"v{number} into the runner"
+            await on_progress(self.progress)
+            try:
+                await self.db.set_version_status(number, "promoted")
+                await versions.activate(self.db, self.runner, await self.db.version(number))
+                outcome.status = "promoted"
+            except (RunnerError, versions.VersionError) as error:
+                await self.db.set_version_status(number, "rejected")
+                outcome.message = f"the runner refused v{number}: {error}"
+        if outcome.status == "rejected":
+            shutil.rmtree(output, ignore_errors=True)
+        await self.db.update_run(
+            run_id,
+            status=outcome.status,
+            finished=True,
+            message=outcome.message,
+            metrics=metrics,
+            candidate_version=number,
+        )
+        await versions.prune(self.db, settings.keep_versions)
+        shutil.rmtree(work, ignore_errors=True)
+        return outcome
+
+    def _policy(self) -> GatePolicy:
+        return GatePolicy(
+            min_nll_gain=self.settings.promote_min_nll_gain,
+            max_one_joke_drop=self.settings.promote_max_one_joke_drop,
+            max_copy_rate=self.settings.promote_max_copy_rate,
+        )
+
+    def _job(
+        self,
+        snapshot: Path,
+        base_ref: str,
+        serving_ref: str,
+        output: Path,
+        number: int,
+        parent: int,
+        fingerprint: str,
+    ) -> dict[str, Any]:
+        s = self.settings
+        return {
+            "snapshot": str(snapshot),
+            "base": base_ref,
+            "serving": serving_ref,
+            "output": str(output),
+            "device": s.device,
+            "seed": s.train_seed,
+            "max_minutes": s.retrain_max_minutes,
+            "epochs": s.train_epochs,
+            "learning_rate": s.train_learning_rate,
+            "batch_size": s.train_batch_size,
+            "grad_accum": s.train_grad_accum,
+            "lora": s.train_lora,
+            "eval_samples": s.train_eval_samples,
+            "sample_max_tokens": s.joke_max_tokens,
+            "manifest": {
+                "version": number,
+                "parent_version": parent,
+                "base_model": s.base_model_ref,
+                "started_from": base_ref,
+                "corpus_hash": fingerprint,
+                "corpus_size": sum(1 for _ in snapshot.open(encoding="utf-8")),
+            },
+        }
+
+    async def _run_trainer(
+        self, job_file: Path, log_file: Path, on_progress: ProgressCallback
+    ) -> dict[str, Any] | None:
+        """Run the trainer process, fold its events into `self.progress`; return its last event."""
+        env = {**os.environ, "TOKENIZERS_PARALLELISM": "false"}
+        with log_file.open("ab") as stderr:
+            self._process = await asyncio.create_subprocess_exec(
+                sys.executable,
+                "-m",
+                "model.train",
+                "--job",
+                str(job_file),
+                stdout=asyncio.subprocess.PIPE,
+                stderr=stderr,
+                env=env,
+            )
+            last: dict[str, Any] | None = None
+            try:
+                assert self._process.stdout is not None
+                async for raw in self._process.stdout:
+                    try:
+                        event = json.loads(raw)
+                    except ValueError:
+                        log.debug("trainer: %s", raw.decode(errors="replace").rstrip())
+                        continue
+                    last = event
+                    self.progress.apply(event)
+                    await on_progress(self.progress)
+                await self._process.wait()
+            except asyncio.CancelledError:
+                with contextlib.suppress(ProcessLookupError):
+                    self._process.send_signal(signal.SIGTERM)
+                await asyncio.shield(self._process.wait())
+                raise
+        code = self._process.returncode
+        if code != 0 and (last is None or last.get("event") != "error"):
+            tail = _tail(log_file)
+            last = {"event": "error", "message": f"the trainer exited with code {code}: {tail}"}
+        return last
+
+
+async def ensure_embedded_model(settings: Settings) -> None:
+    """Convert the embedded model in a child process if it is the base and not converted yet."""
+    if settings.model_base or (Path(settings.base_model_ref) / "config.json").is_file():
+        return
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "model.embedded", str(settings.data_dir)
+    )
+    if await process.wait() != 0:
+        raise RuntimeError("converting the embedded model failed (see the log above)")
+
+
+def _read_manifest(folder: Path) -> dict[str, Any]:
+    try:
+        return json.loads((folder / "manifest.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+
+
+def _tail(log_file: Path, lines: int = 3) -> str:
+    try:
+        text = log_file.read_text(encoding="utf-8", errors="replace").strip().splitlines()
+    except OSError:
+        return "no log"
+    return " | ".join(text[-lines:]) or "no log"
+
+
+async def _ignore(_: TrainingProgress) -> None:
+    return None
