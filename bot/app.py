@@ -1,0 +1,155 @@
+"""`jokebot run`: database, model runner, scheduler and the Discord client, started and stopped
+together. SIGTERM or SIGINT stop everything (training included) within 10 seconds."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+import discord
+
+from bot import versions
+from bot.database import Database
+from bot.discord_bot import JokeBot, point_discord_at
+from bot.discord_replies import NO_MENTIONS
+from bot.runner_client import RunnerClient, RunnerUnavailable
+from bot.runner_process import RunnerProcess
+from bot.scheduler import RetrainScheduler
+from bot.services import Services
+from bot.settings import Settings
+from bot.training import TrainingCoordinator
+
+log = logging.getLogger(__name__)
+RUNNER_START_TIMEOUT = 900  # the first start may convert the embedded model
+
+
+class StartupError(Exception):
+    """jokebot cannot start; the message says what to fix."""
+
+
+@dataclass
+class Backend:
+    """Everything but Discord: what `run`, the sandbox and the tests share."""
+
+    services: Services
+    runner_process: RunnerProcess | None
+
+
+async def open_database(settings: Settings) -> Database:
+    """Open (and migrate) the database, and tidy what an earlier crash left behind."""
+    db = await Database.open(settings.database_path)
+    interrupted = await db.fail_interrupted_runs()
+    if interrupted:
+        log.warning("%d training run(s) were interrupted by the last stop", interrupted)
+    versions.remove_partial_outputs(settings.models_dir)
+    await db.ensure_base_version(settings.base_model_ref)
+    return db
+
+
+@contextlib.asynccontextmanager
+async def backend(settings: Settings) -> AsyncIterator[Backend]:
+    """Database + runner (a child process unless RUNNER_URL names one) + training coordinator."""
+    db = await open_database(settings)
+    runner_process: RunnerProcess | None = None
+    try:
+        if settings.runner_url:
+            url = settings.runner_url
+            token = settings.runner_token.get_secret_value() if settings.runner_token else None
+        else:
+            active = await db.active_version()
+            runner_process = RunnerProcess(
+                model_ref=active.path,
+                version=active.name,
+                host=settings.runner_host,
+                port=settings.runner_port,
+                admin_token=(
+                    settings.runner_token.get_secret_value() if settings.runner_token else None
+                ),
+            )
+            await runner_process.start()
+            url, token = runner_process.url, runner_process.admin_token
+        runner = RunnerClient(url, admin_token=token)
+        try:
+            health = await runner.wait_until_ready(
+                RUNNER_START_TIMEOUT,
+                is_alive=runner_process.is_alive if runner_process else None,
+            )
+        except RunnerUnavailable as error:
+            raise StartupError(f"the model runner at {url} did not become ready: {error}") from None
+        log.info("model runner ready at %s, serving %s", url, health.get("version"))
+        training = TrainingCoordinator(settings, db, runner)
+        services = Services(settings=settings, db=db, runner=runner, training=training)
+        try:
+            yield Backend(services=services, runner_process=runner_process)
+        finally:
+            if training.busy:
+                await training.cancel()
+                for _ in range(50):  # up to 5 s for the trainer to clean up
+                    if not training.busy:
+                        break
+                    await asyncio.sleep(0.1)
+            await runner.close()
+    finally:
+        if runner_process is not None:
+            await runner_process.stop(timeout=7)
+        await db.close()
+
+
+async def run_bot(
+    settings: Settings,
+    *,
+    stop: asyncio.Event | None = None,
+    guild_ready_timeout: float = 2.0,
+    install_signal_handlers: bool = True,
+) -> int:
+    """Run until `stop` is set, a signal arrives or Discord drops us; return the exit code."""
+    token = settings.require_discord_token()
+    stop = stop or asyncio.Event()
+    if install_signal_handlers:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+    point_discord_at(settings.discord_api_base, settings.discord_gateway_url)
+    async with backend(settings) as started:
+        services = started.services
+        bot = JokeBot(services, guild_ready_timeout=guild_ready_timeout)
+        scheduler = RetrainScheduler(
+            settings, services.training, announce=_announcer(bot, settings)
+        )
+        services.scheduler = scheduler
+        scheduler.start()
+        bot_task = asyncio.create_task(bot.start(token), name="discord-client")
+        stop_task = asyncio.create_task(stop.wait(), name="stop-signal")
+        try:
+            await asyncio.wait({bot_task, stop_task}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            scheduler.shutdown()
+            stop_task.cancel()
+            if not bot.is_closed():
+                await bot.close()
+        if bot_task.done() and not bot_task.cancelled() and bot_task.exception():
+            error = bot_task.exception()
+            if isinstance(error, discord.LoginFailure):
+                raise StartupError("Discord refused DISCORD_TOKEN: check the bot token") from None
+            raise StartupError(f"the Discord connection failed: {error}") from error
+        log.info("stopping")
+    return 0
+
+
+def _announcer(bot: JokeBot, settings: Settings):
+    """Where scheduled training results go: ANNOUNCE_CHANNEL_ID, else only the log."""
+
+    async def announce(text: str) -> None:
+        if settings.announce_channel_id is None:
+            return
+        try:
+            channel = bot.get_partial_messageable(settings.announce_channel_id)
+            await channel.send(text[:2000], allowed_mentions=NO_MENTIONS)
+        except discord.HTTPException as error:
+            log.warning("could not announce in channel %s: %s", settings.announce_channel_id, error)
+
+    return announce

@@ -1,0 +1,101 @@
+"""Plain-text reports shared by Discord, the scheduler's announcements and the CLI."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from bot.database import ModelVersion
+from bot.progress import describe, format_duration
+from bot.services import Services
+from bot.training import TrainingOutcome
+
+_HEADLINES = {
+    "promoted": "promoted: **v{version}** now serves",
+    "rejected": "finished: v{version} was not better, **{serving}** keeps serving",
+    "failed": "failed, **{serving}** keeps serving",
+    "cancelled": "cancelled, **{serving}** keeps serving",
+}
+
+
+def _metrics_line(label: str, metrics: dict[str, Any]) -> str:
+    return (
+        f"{label}: NLL {metrics['nll']:.3f}/token, one-joke rate {metrics['one_joke_rate']:.0%}, "
+        f"copies {metrics.get('copy_rate', 0):.0%}"
+    )
+
+
+def training_result(outcome: TrainingOutcome) -> str:
+    """The final message of a training run: verdict, metrics before and after, one sample each."""
+    headline = _HEADLINES[outcome.status].format(version=outcome.version, serving=outcome.serving)
+    lines = [f"Training run #{outcome.run_id} {headline} ({format_duration(outcome.seconds)})."]
+    lines.append(outcome.message)
+    if outcome.metrics:
+        lines.append(_metrics_line("Before", outcome.metrics["serving"]))
+        lines.append(_metrics_line("After", outcome.metrics["candidate"]))
+    for label, key in (("Sample before", "serving"), ("Sample after", "candidate")):
+        sample = (outcome.samples or {}).get(key)
+        if sample:
+            lines.append(f"{label}: “{sample.strip()[:300]}”")
+    return "\n".join(lines)
+
+
+def _when(timestamp: str | datetime | None) -> str:
+    if timestamp is None:
+        return "never"
+    if isinstance(timestamp, str):
+        timestamp = datetime.fromisoformat(timestamp.replace("Z", "+00:00"))
+    return timestamp.astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC")
+
+
+async def status_report(services: Services) -> str:
+    """`/status`: what serves, how big the corpus is, the last and the next training."""
+    db, settings = services.db, services.settings
+    active = await db.active_version()
+    lines = [f"Serving **{active.name}**" + (" (base model)" if active.version == 0 else "")]
+    try:
+        health = await services.runner.health()
+        lines.append(
+            f"Runner: serving {health.get('version', '?')}, queue "
+            f"{health.get('queue_depth', '?')}/{health.get('max_queue', '?')}"
+        )
+    except Exception:
+        lines.append("Runner: unavailable")
+    total = await db.joke_count()
+    fresh = await services.training.new_jokes_since_last_training()
+    lines.append(f"Corpus: {total} jokes, {fresh} new since the last training")
+    last = await db.last_finished_run()
+    if last is None:
+        lines.append("Last training: never")
+    else:
+        version = f" v{last.candidate_version}" if last.candidate_version else ""
+        lines.append(
+            f"Last training: run #{last.id}{version} {last.status}, {_when(last.finished_at)}"
+        )
+    if services.training.busy and services.training.progress is not None:
+        lines.append(f"Training now: {describe(services.training.progress)}")
+    scheduler = services.scheduler
+    next_run = scheduler.next_run_time() if scheduler else None
+    if next_run is None:
+        lines.append("Next scheduled training: none (schedule off)")
+    else:
+        lines.append(
+            f"Next scheduled training: {_when(next_run)} "
+            f"(if at least {settings.retrain_min_new_jokes} new jokes)"
+        )
+    return "\n".join(lines)
+
+
+def versions_table(versions: list[ModelVersion]) -> str:
+    """`/models` and `jokebot models`: one line per version with its metrics."""
+    lines = []
+    for version in versions:
+        marker = "▶" if version.active else " "
+        metrics = version.metrics.get("candidate") if version.metrics else None
+        figures = (
+            f"NLL {metrics['nll']:.3f}, one-joke {metrics['one_joke_rate']:.0%}" if metrics else "—"
+        )
+        lines.append(
+            f"{marker} {version.name:<4} {version.status:<9} {_when(version.created_at)}  {figures}"
+        )
+    return "\n".join(lines)

@@ -1,0 +1,76 @@
+"""Scheduled retraining with APScheduler 3.11: on the cron schedule, if enough new jokes came."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+
+from apscheduler.schedulers.asyncio import AsyncIOScheduler
+from apscheduler.triggers.cron import CronTrigger
+
+from bot.reports import training_result
+from bot.settings import Settings
+from bot.training import TrainingBusy, TrainingCoordinator, TrainingOutcome
+
+log = logging.getLogger(__name__)
+JOB_ID = "retrain"
+
+
+class RetrainScheduler:
+    """Starts a training run on `RETRAIN_SCHEDULE` when `RETRAIN_MIN_NEW_JOKES` have arrived."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        training: TrainingCoordinator,
+        announce: Callable[[str], Awaitable[None]] | None = None,
+    ) -> None:
+        self.settings = settings
+        self.training = training
+        self.announce = announce
+        self._scheduler = AsyncIOScheduler(timezone=UTC)
+
+    def start(self) -> None:
+        if self.settings.retrain_schedule == "off":
+            log.info("scheduled retraining is off")
+            return
+        self._scheduler.add_job(
+            self.tick,
+            CronTrigger.from_crontab(self.settings.retrain_schedule, timezone=UTC),
+            id=JOB_ID,
+            max_instances=1,
+            coalesce=True,
+            misfire_grace_time=600,
+        )
+        self._scheduler.start()
+        log.info("scheduled retraining: %s (UTC)", self.settings.retrain_schedule)
+
+    def shutdown(self) -> None:
+        if self._scheduler.running:
+            self._scheduler.shutdown(wait=False)
+
+    def next_run_time(self) -> datetime | None:
+        job = self._scheduler.get_job(JOB_ID) if self._scheduler.running else None
+        return job.next_run_time if job else None
+
+    async def tick(self) -> TrainingOutcome | None:
+        """One scheduled check; never starts a second training."""
+        if self.training.busy:
+            log.info("scheduled retraining skipped: a training run is under way")
+            return None
+        fresh = await self.training.new_jokes_since_last_training()
+        if fresh < self.settings.retrain_min_new_jokes:
+            log.info(
+                "scheduled retraining skipped: %d new jokes, need %d",
+                fresh,
+                self.settings.retrain_min_new_jokes,
+            )
+            return None
+        try:
+            outcome = await self.training.train("schedule")
+        except TrainingBusy:
+            return None
+        if self.announce is not None:
+            await self.announce(training_result(outcome))
+        return outcome
