@@ -5,10 +5,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
+import os
 import signal
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import discord
 
@@ -83,9 +86,11 @@ async def backend(settings: Settings) -> AsyncIterator[Backend]:
         log.info("model runner ready at %s, serving %s", url, health.get("version"))
         training = TrainingCoordinator(settings, db, runner)
         services = Services(settings=settings, db=db, runner=runner, training=training)
+        runner_file = write_runner_file(settings, url, token)
         try:
             yield Backend(services=services, runner_process=runner_process)
         finally:
+            runner_file.unlink(missing_ok=True)
             if training.busy:
                 await training.cancel()
                 for _ in range(50):  # up to 5 s for the trainer to clean up
@@ -97,6 +102,40 @@ async def backend(settings: Settings) -> AsyncIterator[Backend]:
         if runner_process is not None:
             await runner_process.stop(timeout=7)
         await db.close()
+
+
+def runner_file_path(settings: Settings) -> Path:
+    return settings.data_dir / "runner.json"
+
+
+def write_runner_file(settings: Settings, url: str, token: str | None) -> Path:
+    """Tell CLI commands on this host (`jokebot train`, `rollback`) how to reach our runner."""
+    path = runner_file_path(settings)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps({"url": url, "token": token, "pid": os.getpid()}), encoding="utf-8")
+    tmp.chmod(0o600)
+    os.replace(tmp, path)
+    return path
+
+
+async def connect_runner(settings: Settings) -> RunnerClient | None:
+    """A client for the runner a CLI command should use: RUNNER_URL, else the one `jokebot run`
+    started on this data directory; None when no runner is up (the change applies at next start).
+    """
+    if settings.runner_url:
+        token = settings.runner_token.get_secret_value() if settings.runner_token else None
+        return RunnerClient(settings.runner_url, admin_token=token)
+    try:
+        info = json.loads(runner_file_path(settings).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    client = RunnerClient(info["url"], admin_token=info.get("token"), retries=0)
+    try:
+        await client.health()
+    except RunnerUnavailable:
+        await client.close()
+        return None
+    return client
 
 
 async def run_bot(

@@ -49,30 +49,34 @@ class JokeCheck:
     text: str | None  # the cleaned text to store, when valid
     key: str | None
     reason: str | None  # why it was refused, phrased for the author
+    kind: str | None = None  # a short code for the refusal: empty, control, too_long, ...
 
     @property
     def ok(self) -> bool:
         return self.reason is None
 
 
-def _refuse(reason: str) -> JokeCheck:
-    return JokeCheck(text=None, key=None, reason=reason)
+def _refuse(kind: str, reason: str) -> JokeCheck:
+    return JokeCheck(text=None, key=None, reason=reason, kind=kind)
 
 
 def check_joke(raw: str | None) -> JokeCheck:
     """Validate and clean a submitted joke; the reason is written for the person who sent it."""
     if raw is None or not raw.strip():
-        return _refuse("The joke is empty. Please send the text of a joke.")
+        return _refuse("empty", "The joke is empty. Please send the text of a joke.")
     if any(unicodedata.category(ch) == "Cc" and ch not in "\n\r\t" for ch in raw):
-        return _refuse("The joke contains control characters. Please send plain text.")
+        return _refuse("control", "The joke contains control characters. Please send plain text.")
     text = fold_whitespace(unicodedata.normalize("NFC", raw))
     if len(text) > MAX_JOKE_CHARS:
         return _refuse(
+            "too_long",
             f"The joke is {len(text)} characters long; the limit is {MAX_JOKE_CHARS}. "
-            "Please shorten it."
+            "Please shorten it.",
         )
     if not normalise_key(_MENTION_OR_LINK.sub(" ", text)):
-        return _refuse("The joke has no words of its own, only mentions, links or symbols.")
+        return _refuse(
+            "no_words", "The joke has no words of its own, only mentions, links or symbols."
+        )
     if len(text) < MIN_JOKE_CHARS:
-        return _refuse("The joke is too short to be a joke.")
+        return _refuse("too_short", "The joke is too short to be a joke.")
     return JokeCheck(text=text, key=normalise_key(text), reason=None)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import hashlib
 import json
 import logging
@@ -17,7 +18,7 @@ import shutil
 import signal
 import sys
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -97,33 +98,34 @@ class TrainingCoordinator:
         if self._lock.locked():
             raise TrainingBusy("a training run is already under way")
         async with self._lock:
-            self._cancelled = False
-            self.progress = TrainingProgress()
-            started = time.monotonic()
-            run_id = await self.db.start_run(trigger, requested_by)
-            self.run_id = run_id
-            try:
-                outcome = await self._run(run_id, on_progress or _ignore)
-            except asyncio.CancelledError:
-                await self.db.update_run(
-                    run_id, status="cancelled", finished=True, message="jokebot stopped"
-                )
-                raise
-            except Exception as error:
-                log.exception("training run #%d failed", run_id)
-                outcome = TrainingOutcome(run_id, "failed", f"training failed: {error}")
-            finally:
-                self._process = None
-                versions.remove_partial_outputs(self.settings.models_dir)
-            outcome.seconds = time.monotonic() - started
-            outcome.serving = (await self.db.active_version()).name
-            if outcome.status in ("failed", "cancelled"):
-                await self.db.update_run(
-                    run_id, status=outcome.status, finished=True, message=outcome.message
-                )
-            self.progress.phase = "done"
-            log.info("training run #%d: %s — %s", run_id, outcome.status, outcome.message)
-            return outcome
+            with _host_training_lock(self.settings.data_dir):
+                self._cancelled = False
+                self.progress = TrainingProgress()
+                started = time.monotonic()
+                run_id = await self.db.start_run(trigger, requested_by)
+                self.run_id = run_id
+                try:
+                    outcome = await self._run(run_id, on_progress or _ignore)
+                except asyncio.CancelledError:
+                    await self.db.update_run(
+                        run_id, status="cancelled", finished=True, message="jokebot stopped"
+                    )
+                    raise
+                except Exception as error:
+                    log.exception("training run #%d failed", run_id)
+                    outcome = TrainingOutcome(run_id, "failed", f"training failed: {error}")
+                finally:
+                    self._process = None
+                    versions.remove_partial_outputs(self.settings.models_dir)
+                outcome.seconds = time.monotonic() - started
+                outcome.serving = (await self.db.active_version()).name
+                if outcome.status in ("failed", "cancelled"):
+                    await self.db.update_run(
+                        run_id, status=outcome.status, finished=True, message=outcome.message
+                    )
+                self.progress.phase = "done"
+                log.info("training run #%d: %s — %s", run_id, outcome.status, outcome.message)
+                return outcome
 
     async def _run(self, run_id: int, on_progress: ProgressCallback) -> TrainingOutcome:
         settings = self.settings
@@ -288,6 +290,21 @@ class TrainingCoordinator:
             tail = _tail(log_file)
             last = {"event": "error", "message": f"the trainer exited with code {code}: {tail}"}
         return last
+
+
+@contextlib.contextmanager
+def _host_training_lock(data_dir: Path) -> Iterator[None]:
+    """One training per data directory across processes (the bot and a CLI `jokebot train`)."""
+    data_dir.mkdir(parents=True, exist_ok=True)
+    with (data_dir / "training.lock").open("w") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise TrainingBusy("another jokebot process is training on this data") from None
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 async def ensure_embedded_model(settings: Settings) -> None:
