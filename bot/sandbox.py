@@ -1,0 +1,182 @@
+"""`jokebot sandbox`: the real bot against the built-in loopback Discord, driven from a terminal.
+
+Each input line is a slash command as Discord would send it (`/joke`, `/joke prompt: A horse`,
+`/addjoke text: ...`, `/retrain`, `/status`); the bot's answers are printed. `:member` and
+`:admin` switch who is typing (an admin by default). No Discord account, no internet.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import re
+import sys
+from typing import Any, TextIO
+
+from pydantic import SecretStr
+
+from bot.app import RUNNER_START_TIMEOUT, run_bot
+from bot.loopback_discord import (
+    ADMINISTRATOR,
+    DEFAULT_MEMBER_PERMISSIONS,
+    CommandHidden,
+    LoopbackDiscord,
+)
+from bot.settings import Settings
+
+SANDBOX_TOKEN = "sandbox-token"
+TRAINING_TIMEOUT = 3600
+HELP = """Type slash commands as in Discord, one per line, e.g.
+  /addjoke text: I used to hate facial hair, but then it grew on me.
+  /joke            /joke prompt: A horse walks into a bar
+  /retrain         /status         /models        /rollback version: 0
+  :member / :admin  switch between a plain member and a server admin (default admin)
+  :quit             leave (end of input does the same)"""
+_OPTION_TYPES = {3: str, 4: int, 5: lambda v: v.lower() in {"1", "true", "yes"}, 10: float}
+
+
+class SandboxInputError(ValueError):
+    """The typed line is not a command the bot knows; the message says why."""
+
+
+def parse_command(line: str, commands: dict[str, dict[str, Any]]) -> tuple[str, dict[str, Any]]:
+    """`/name opt: value opt2: value` → (name, {opt: value}) typed by the registered command."""
+    match = re.match(r"^/(\w+)\s*(.*)$", line.strip(), re.S)
+    if not match:
+        raise SandboxInputError("commands start with / (type :help for examples)")
+    name, rest = match.group(1).lower(), match.group(2).strip()
+    if name not in commands:
+        raise SandboxInputError(f"unknown command /{name}; known: /{', /'.join(sorted(commands))}")
+    declared = {opt["name"]: opt for opt in commands[name].get("options", [])}
+    options: dict[str, Any] = {}
+    if rest:
+        names = "|".join(re.escape(n) for n in declared) or r"(?!)"
+        parts = re.split(rf"(?:^|\s)({names}):\s*", rest)
+        if parts[0].strip():
+            if len(declared) != 1:
+                raise SandboxInputError(f"write options as name: value ({', '.join(declared)})")
+            parts = ["", next(iter(declared)), rest]  # `/joke A horse` means the only option
+        for key, value in zip(parts[1::2], parts[2::2], strict=True):
+            convert = _OPTION_TYPES.get(declared[key].get("type", 3), str)
+            try:
+                options[key] = convert(value.strip())
+            except ValueError:
+                raise SandboxInputError(f"{key} must be a number") from None
+    for opt in declared.values():
+        if opt.get("required") and opt["name"] not in options:
+            raise SandboxInputError(f"/{name} needs {opt['name']}: ...")
+    return name, options
+
+
+class Sandbox:
+    def __init__(self, standin: LoopbackDiscord, out: TextIO) -> None:
+        self.standin = standin
+        self.out = out
+        self.admin = True
+        self._printed_channel = 0
+
+    def say(self, text: str) -> None:
+        print(text, file=self.out, flush=True)
+
+    def _show(self, message: Any, prefix: str = "bot") -> None:
+        note = " (only you can see this)" if message.ephemeral else ""
+        self.say(f"[{prefix}]{note} {message.content}")
+
+    async def handle(self, line: str) -> None:
+        line = line.strip()
+        if not line or line.startswith("#"):
+            return
+        if line in (":admin", ":member"):
+            self.admin = line == ":admin"
+            self.say(f"(you are now a {'server admin' if self.admin else 'plain member'})")
+            return
+        if line in (":help", "help"):
+            self.say(HELP)
+            return
+        name, options = parse_command(line, self.standin.registered_commands)
+        permissions = DEFAULT_MEMBER_PERMISSIONS | (ADMINISTRATOR if self.admin else 0)
+        try:
+            interaction = await self.standin.invoke(
+                name, options, user_id=1001, username="you", permissions=permissions
+            )
+        except CommandHidden:
+            self.say(f"(Discord hides /{name} from members without the permission it needs)")
+            return
+        reply = await interaction.wait_for_reply(timeout=120)
+        self._show(reply)
+        if name == "retrain" and not reply.ephemeral:
+            await self._follow_training(reply)
+        self._show_channel_messages()
+
+    async def _follow_training(self, message: Any) -> None:
+        """Print the live-edited training message until it reports the result."""
+        seen = message.content
+        deadline = asyncio.get_running_loop().time() + TRAINING_TIMEOUT
+        while "Training run #" not in seen and "already" not in seen:
+            if asyncio.get_running_loop().time() > deadline:
+                self.say("(gave up waiting for the training run)")
+                return
+            await asyncio.sleep(0.5)
+            if message.content != seen:
+                seen = message.content
+                finished = "Training run #" in seen
+                self.say(f"[bot, edited] {seen if finished else seen.splitlines()[-1]}")
+
+    def _show_channel_messages(self) -> None:
+        for message in self.standin.channel_messages[self._printed_channel :]:
+            self._show(message, prefix="bot in #general")
+        self._printed_channel = len(self.standin.channel_messages)
+
+
+async def _read_lines(stream: TextIO):
+    loop = asyncio.get_running_loop()
+    while True:
+        line = await loop.run_in_executor(None, stream.readline)
+        if not line:
+            return
+        yield line
+
+
+async def run_sandbox(settings: Settings, stdin: TextIO, *, echo: bool = False) -> int:
+    """Start the stand-in and the real bot (same code as `jokebot run`), then read commands."""
+    async with LoopbackDiscord(token=SANDBOX_TOKEN) as standin:
+        settings = settings.model_copy(
+            update={
+                "discord_token": SecretStr(SANDBOX_TOKEN),
+                "discord_api_base": standin.api_base,
+                "discord_gateway_url": standin.gateway_url,
+                "discord_guild_ids": [],
+            }
+        )
+        stop = asyncio.Event()
+        bot = asyncio.create_task(
+            run_bot(settings, stop=stop, guild_ready_timeout=0.1, install_signal_handlers=False)
+        )
+        sandbox = Sandbox(standin, sys.stdout)
+        sandbox.say("starting the model runner and the bot (the first start converts the model)…")
+        ready = asyncio.create_task(standin.wait_until_ready(timeout=RUNNER_START_TIMEOUT))
+        await asyncio.wait({bot, ready}, return_when=asyncio.FIRST_COMPLETED)
+        if bot.done():
+            ready.cancel()
+            return await bot  # raises the start-up error
+        await ready
+        sandbox.say(f"ready. {HELP}")
+        try:
+            async for line in _read_lines(stdin):
+                if line.strip() in (":quit", ":q"):
+                    break
+                if echo and line.strip():
+                    sandbox.say(f"> {line.strip()}")
+                try:
+                    await sandbox.handle(line)
+                except SandboxInputError as error:
+                    sandbox.say(f"(sandbox) {error}")
+                except TimeoutError as error:
+                    sandbox.say(f"(sandbox) no answer: {error}")
+                if bot.done():
+                    break
+        finally:
+            stop.set()
+            with contextlib.suppress(asyncio.CancelledError):
+                code = await bot
+        return code
