@@ -1,0 +1,88 @@
+"""The SQLite store on a real file: migrations, durability, duplicates, versions, runs."""
+
+import sqlite3
+
+import pytest
+
+from bot.database import Database
+from bot.jokes import check_joke
+
+
+async def _add(db, text, **kw):
+    check = check_joke(text)
+    return await db.add_joke(check.text, check.key, source="user", **kw)
+
+
+async def test_migrations_wal_and_foreign_keys(tmp_path):
+    db = await Database.open(tmp_path / "j.sqlite3")
+    assert await db.schema_version() >= 1
+    await db.close()
+    raw = sqlite3.connect(tmp_path / "j.sqlite3")
+    assert raw.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    tables = {row[0] for row in raw.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+    assert {"jokes", "model_versions", "training_runs"} <= tables
+    # re-opening does not re-apply migrations
+    db = await Database.open(tmp_path / "j.sqlite3")
+    assert await db.schema_version() >= 1
+    await db.close()
+
+
+async def test_an_acknowledged_joke_is_on_disk(tmp_path):
+    db = await Database.open(tmp_path / "j.sqlite3")
+    result = await _add(db, "I used to hate facial hair, but then it grew on me.", author_id=7)
+    # another connection (another process) sees it at once: it was committed
+    raw = sqlite3.connect(tmp_path / "j.sqlite3")
+    row = raw.execute("SELECT text, author_id, source FROM jokes WHERE id=?", (result.id,))
+    assert row.fetchone() == ("I used to hate facial hair, but then it grew on me.", 7, "user")
+    await db.close()
+
+
+async def test_duplicates_point_at_the_original(tmp_path):
+    db = await Database.open(tmp_path / "j.sqlite3")
+    first = await _add(db, "Why did the chicken cross the road?")
+    again = await _add(db, "why did the CHICKEN cross the road!!")
+    assert first.created and not again.created
+    assert again.id == first.id
+    assert await db.joke_count() == 1
+    await db.close()
+
+
+async def test_bulk_add_is_all_or_nothing(tmp_path):
+    db = await Database.open(tmp_path / "j.sqlite3")
+    with pytest.raises(sqlite3.IntegrityError):
+        await db.add_jokes([("a joke here", "a joke here"), ("bad", None)])  # NOT NULL key
+    assert await db.joke_count() == 0
+    await db.close()
+
+
+async def test_versions_have_exactly_one_active(tmp_path):
+    db = await Database.open(tmp_path / "j.sqlite3")
+    await db.ensure_base_version("/models/base")
+    assert (await db.active_version()).version == 0
+    await db.add_version(
+        1, "/models/v1", parent_version=0, status="promoted", metrics={"a": 1}, manifest={}
+    )
+    await db.set_active(1)
+    assert (await db.active_version()).name == "v1"
+    with pytest.raises(LookupError):
+        await db.set_active(9)
+    assert (await db.active_version()).name == "v1"  # the failed switch changed nothing
+    await db.ensure_base_version("/models/base")  # a restart keeps the promoted version
+    assert (await db.active_version()).name == "v1"
+    assert [v.as_json()["active"] for v in await db.versions()] == [False, True]
+    await db.close()
+
+
+async def test_runs_and_new_joke_counting(tmp_path):
+    db = await Database.open(tmp_path / "j.sqlite3")
+    for n in range(3):
+        await _add(db, f"joke number {n} is funny")
+    run = await db.start_run("cli")
+    assert await db.jokes_added_since(await db.last_trained_joke_id()) == 3
+    await db.update_run(run, status="promoted", finished=True, last_joke_id=2)
+    assert await db.jokes_added_since(await db.last_trained_joke_id()) == 1
+    stale = await db.start_run("admin")
+    assert await db.fail_interrupted_runs() == 1
+    assert (await db.run(stale)).status == "failed"
+    assert (await db.last_finished_run()).id == stale
+    await db.close()

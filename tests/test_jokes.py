@@ -1,0 +1,62 @@
+"""Validation and duplicate keys: what /addjoke and `jokebot import` accept."""
+
+import pytest
+
+from bot.jokes import MAX_JOKE_CHARS, check_joke, normalise_key
+
+
+@pytest.mark.parametrize(
+    ("a", "b"),
+    [
+        ("Why did the chicken cross the road?", "why did the CHICKEN cross the road"),
+        ("Ｆｕｌｌ ｗｉｄｔｈ joke!", "full width joke"),
+        ("Spaces\t\tand\nnewlines ", "spaces and newlines"),
+        ("It’s a “quote”…", "it s a quote"),
+        ("zero\u200bwidth", "zerowidth"),
+    ],
+)
+def test_equivalent_jokes_share_a_key(a, b):
+    assert normalise_key(a) == normalise_key(b)
+
+
+def test_different_jokes_have_different_keys():
+    assert normalise_key("I like cats") != normalise_key("I like dogs")
+
+
+@pytest.mark.parametrize(
+    ("raw", "kind"),
+    [
+        ("", "empty"),
+        ("   \n ", "empty"),
+        (None, "empty"),
+        ("bell\x07 joke", "control"),
+        ("x" * (MAX_JOKE_CHARS + 1), "too_long"),
+        ("<@123456> <@&42> @everyone", "no_words"),
+        ("https://example.com/joke", "no_words"),
+        ("!!! ???", "no_words"),
+        ("ha", "too_short"),
+    ],
+)
+def test_bad_jokes_are_refused_with_a_reason(raw, kind):
+    check = check_joke(raw)
+    assert not check.ok
+    assert check.kind == kind
+    assert check.reason and check.reason[0].isupper()
+
+
+def test_whitespace_is_folded_before_the_length_limit():
+    text = "word " * 50 + " " * 200  # 250 chars of words, padded with spaces
+    check = check_joke(text.replace(" ", "   "))
+    assert check.ok
+    assert check.text == ("word " * 50).strip()
+
+
+def test_valid_joke_keeps_its_text():
+    check = check_joke("  I used to hate facial hair,\nbut then it grew on me.  ")
+    assert check.ok
+    assert check.text == "I used to hate facial hair, but then it grew on me."
+    assert check.key == "i used to hate facial hair but then it grew on me"
+
+
+def test_a_joke_that_mentions_someone_is_still_a_joke():
+    assert check_joke("<@123> walks into a bar and orders a pun").ok

@@ -1,0 +1,85 @@
+"""Settings: one clear line and exit code 2 for a bad value; the CLI without Discord."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from bot.settings import SettingsError, load_settings
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED_CSV = ROOT.parent / "shared" / "data" / "onelinefun.csv"
+
+
+def jokebot(*args, env=None, cwd=None, timeout=120):
+    merged = {k: v for k, v in os.environ.items() if not k.startswith(("DISCORD_", "RUNNER_"))}
+    merged.update(env or {})
+    return subprocess.run(
+        [sys.executable, "-m", "bot.cli", *args],
+        capture_output=True,
+        text=True,
+        env=merged,
+        cwd=cwd,
+        timeout=timeout,
+    )
+
+
+def test_comma_separated_ids_and_defaults(monkeypatch, tmp_path):
+    monkeypatch.setenv("ADMIN_ROLE_IDS", "12, 34")
+    monkeypatch.setenv("JOKEBOT_DATA_DIR", str(tmp_path))
+    settings = load_settings()
+    assert settings.admin_role_ids == [12, 34]
+    assert settings.data_dir == tmp_path
+    assert settings.base_model_ref.endswith("SmolLM2-135M-Instruct")
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [("DEVICE", "gpu"), ("RETRAIN_SCHEDULE", "every tuesday"), ("RUNNER_PORT", "99999")],
+)
+def test_invalid_value_names_the_setting(monkeypatch, name, value):
+    monkeypatch.setenv(name, value)
+    with pytest.raises(SettingsError, match=name):
+        load_settings()
+
+
+def test_cli_exits_2_with_one_line(tmp_path):
+    result = jokebot("models", env={"DEVICE": "gpu", "JOKEBOT_DATA_DIR": str(tmp_path)})
+    assert result.returncode == 2
+    assert result.stderr.strip().count("\n") == 0
+    assert "DEVICE" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_run_without_token_exits_2(tmp_path):
+    result = jokebot("run", env={"JOKEBOT_DATA_DIR": str(tmp_path)}, cwd=tmp_path)
+    assert result.returncode == 2
+    assert "DISCORD_TOKEN" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_import_tutorial_csv_then_models_json(tmp_path):
+    env = {"JOKEBOT_DATA_DIR": str(tmp_path)}
+    first = jokebot("import", str(SHARED_CSV), env=env, cwd=tmp_path)
+    assert first.returncode == 0, first.stderr
+    assert "added 2942, duplicates 3, rejected 5" in first.stdout
+    second = jokebot("import", str(SHARED_CSV), env=env, cwd=tmp_path)
+    assert "added 0, duplicates 2945" in second.stdout
+    listing = jokebot("models", "--json", env=env, cwd=tmp_path)
+    versions = json.loads(listing.stdout)
+    assert versions[0]["version"] == 0 and versions[0]["active"] is True
+    assert set(versions[0]) >= {"version", "path", "created_at", "active", "metrics"}
+
+
+def test_import_text_file_one_joke_per_line(tmp_path):
+    jokes = tmp_path / "mine.txt"
+    jokes.write_text("First joke is here\n\nSecond joke is here\nfirst JOKE is here!\nok\n")
+    result = jokebot("import", str(jokes), env={"JOKEBOT_DATA_DIR": str(tmp_path)}, cwd=tmp_path)
+    assert "read 4, added 2, duplicates 1, rejected 1" in result.stdout
+    assert "too short" in result.stdout
+
+
+def test_import_missing_file_is_a_clear_error(tmp_path):
+    result = jokebot("import", "nope.csv", env={"JOKEBOT_DATA_DIR": str(tmp_path)}, cwd=tmp_path)
+    assert result.returncode == 2 and "cannot read nope.csv" in result.stderr
