@@ -83,3 +83,19 @@ def test_import_text_file_one_joke_per_line(tmp_path):
 def test_import_missing_file_is_a_clear_error(tmp_path):
     result = jokebot("import", "nope.csv", env={"JOKEBOT_DATA_DIR": str(tmp_path)}, cwd=tmp_path)
     assert result.returncode == 2 and "cannot read nope.csv" in result.stderr
+
+
+def test_env_example_documents_every_setting_and_parses(monkeypatch):
+    from bot.settings import Settings
+
+    text = (ROOT / ".env.example").read_text()
+    documented = {line.split("=", 1)[0] for line in text.splitlines() if "=" in line[:40]}
+    documented = {name for name in documented if not name.startswith("#")}
+    expected = {
+        (field.validation_alias.choices[0] if field.validation_alias else name.upper())
+        for name, field in Settings.model_fields.items()
+    }
+    assert expected == documented
+    settings = Settings(_env_file=str(ROOT / ".env.example"))
+    assert settings.discord_token is None and settings.model_base is None
+    assert settings.retrain_schedule == "0 */6 * * *"
