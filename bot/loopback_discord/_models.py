@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import re
 import time
 from collections.abc import Callable
@@ -152,10 +153,8 @@ class Notifier:
             if remaining <= 0:
                 raise TimeoutError(f"timed out after {timeout:g} s waiting for {describe()}")
             event = self._event
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(event.wait(), remaining)
-            except TimeoutError:
-                pass
 
 
 _USER_MENTION = re.compile(r"<@!?(\d+)>")
@@ -373,7 +372,10 @@ class Interaction:
         )
 
     def __repr__(self) -> str:
-        return f"<Interaction /{self.name} id={self.id} ack_type={self.ack_type} messages={len(self.messages)}>"
+        return (
+            f"<Interaction /{self.name} id={self.id} ack_type={self.ack_type} "
+            f"messages={len(self.messages)}>"
+        )
 
 
 def _pred(predicate: Callable[..., Any] | None) -> str:
