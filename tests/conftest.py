@@ -1,0 +1,154 @@
+"""Shared fixtures: a tiny real GPT-2, the loopback Discord, and jokebot wired to both.
+
+`jokebot_app` runs the real bot code (`bot.app.backend` + `JokeBot`) against the loopback
+Discord stand-in, with a real SQLite file and a real runner process over HTTP.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from pydantic import SecretStr
+
+from bot.app import backend
+from bot.discord_bot import JokeBot
+from bot.loopback_discord import LoopbackDiscord, running_bot
+from bot.runner_process import free_port
+from bot.services import Services
+from bot.settings import Settings
+from tests.tiny_model import make_tiny_gpt2
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED_CSV = ROOT.parent / "shared" / "data" / "onelinefun.csv"
+TOKEN = "loopback-token"
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory) -> Path:
+    """A 2-layer GPT-2 (random weights) with the real GPT-2 tokenizer."""
+    return make_tiny_gpt2(tmp_path_factory.mktemp("models") / "tiny-gpt2", seed=0)
+
+
+@pytest.fixture(scope="session")
+def tiny_model_b(tmp_path_factory) -> Path:
+    """Another tiny GPT-2 (different weights), for swaps."""
+    return make_tiny_gpt2(tmp_path_factory.mktemp("models") / "tiny-gpt2-b", seed=1)
+
+
+def wait_healthy(url: str, process: subprocess.Popen, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"runner exited with code {process.returncode}")
+        with (
+            contextlib.suppress(OSError),
+            urllib.request.urlopen(f"{url}/health", timeout=2) as response,
+        ):
+            if response.status == 200:
+                return
+        time.sleep(0.2)
+    raise TimeoutError(f"runner at {url} not healthy after {timeout}s")
+
+
+@pytest.fixture(scope="session")
+def shared_runner(tiny_model) -> str:
+    """One real runner process (tiny GPT-2 as v0) for tests that do not swap models."""
+    port = free_port()
+    env = {**os.environ, "RUNNER_TOKEN": "shared-secret", "MODEL_BASE": str(tiny_model)}
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "bot.cli",
+            "runner",
+            "--port",
+            str(port),
+            "--model",
+            str(tiny_model),
+            "--version",
+            "v0",
+        ],
+        env=env,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_healthy(url, process)
+        yield url
+    finally:
+        process.terminate()
+        process.wait(timeout=15)
+
+
+def make_settings(data_dir: Path, model: Path, **overrides) -> Settings:
+    values = {
+        "data_dir": data_dir,
+        "model_base": str(model),
+        "discord_token": SecretStr(TOKEN),
+        "runner_port": 0,
+        "retrain_schedule": "off",
+        "device": "cpu",
+        "joke_max_tokens": 24,
+        "train_epochs": 4,
+        "train_learning_rate": 2e-3,
+        "train_batch_size": 8,
+        "train_eval_samples": 8,
+        "retrain_max_minutes": 5,
+    }
+    values.update(overrides)
+    return Settings(_env_file=None, **values)
+
+
+@pytest.fixture
+async def standin() -> AsyncIterator[LoopbackDiscord]:
+    async with LoopbackDiscord(token=TOKEN) as server:
+        yield server
+
+
+@dataclass
+class App:
+    standin: LoopbackDiscord
+    services: Services
+    run: object
+
+    @property
+    def db(self):
+        return self.services.db
+
+
+@contextlib.asynccontextmanager
+async def jokebot_app(
+    standin: LoopbackDiscord, settings: Settings, *, allow_errors: bool = False
+) -> AsyncIterator[App]:
+    """The real jokebot (backend + Discord client) against the stand-in."""
+    async with backend(settings) as started:
+        bot = JokeBot(started.services, guild_ready_timeout=0.05)
+        async with running_bot(
+            bot, standin, TOKEN, allow_errors=allow_errors, loggers=("discord", "bot")
+        ) as run:
+            yield App(standin, started.services, run)
+
+
+@pytest.fixture
+def shared_settings(tmp_path, tiny_model, shared_runner) -> Settings:
+    """Settings for a fresh data directory, using the session's shared runner."""
+    return make_settings(
+        tmp_path / "data",
+        tiny_model,
+        runner_url=shared_runner,
+        runner_token=SecretStr("shared-secret"),
+    )
+
+
+@pytest.fixture
+async def app(standin, shared_settings) -> AsyncIterator[App]:
+    async with jokebot_app(standin, shared_settings) as running:
+        yield running

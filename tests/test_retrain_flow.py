@@ -1,0 +1,115 @@
+"""/retrain end to end: real trainer process, gate, hot swap in the real runner, restart."""
+
+from __future__ import annotations
+
+import asyncio
+
+from bot.importer import import_jokes, parse_jokes
+from bot.loopback_discord import ADMINISTRATOR, DEFAULT_MEMBER_PERMISSIONS, LoopbackDiscord
+from tests.conftest import SHARED_CSV, TOKEN, jokebot_app, make_settings
+
+ADMIN = DEFAULT_MEMBER_PERMISSIONS | ADMINISTRATOR
+FINAL = "Training run #"
+
+
+def corpus(n: int) -> list[str]:
+    return parse_jokes(SHARED_CSV.read_text(encoding="utf-8"), "onelinefun.csv")[:n]
+
+
+async def retrain(standin: LoopbackDiscord, timeout: float = 240):
+    interaction = await standin.invoke("retrain", permissions=ADMIN)
+    first = await interaction.wait_for_reply(timeout=10)
+    assert not first.ephemeral
+    final = await interaction.wait_for_reply(lambda m: FINAL in m.content, timeout=timeout)
+    return first, final
+
+
+async def test_retrain_promotes_swaps_rolls_back_and_survives_restart(tmp_path, tiny_model):
+    settings = make_settings(tmp_path / "data", tiny_model)
+    async with LoopbackDiscord(token=TOKEN) as standin, jokebot_app(standin, settings) as app:
+        await import_jokes(app.db, corpus(60))
+        first, final = await retrain(standin)
+        assert "promoted: **v1** now serves" in final.content, final.content
+        assert final.edit_count >= 2  # live progress edits before the result
+        assert any("step" in old for old in final.history), final.history
+        assert "Before: NLL" in final.content and "After: NLL" in final.content
+        announcement = await standin.wait_for_channel_message(lambda m: "v1" in m.content)
+        assert announcement.mentions_disabled
+        assert (await app.services.runner.health())["version"] == "v1"
+        status = await (await standin.invoke("status")).wait_for_reply()
+        assert "**v1**" in status.content and "run #1 v1 promoted" in status.content
+        joke = await (await standin.invoke("joke")).wait_for_reply(timeout=30)
+        assert joke.content.strip()
+        manifest = (tmp_path / "data" / "models" / "v1" / "manifest.json").read_text()
+        assert '"corpus_hash"' in manifest
+
+        models = await (await standin.invoke("models", permissions=ADMIN)).wait_for_reply()
+        assert "v1" in models.content and "promoted" in models.content
+
+        back = await (await standin.invoke("rollback", permissions=ADMIN)).wait_for_reply(
+            timeout=60
+        )
+        assert "**v0** serves" in back.content
+        assert (await app.services.runner.health())["version"] == "v0"
+        forward = await standin.invoke("rollback", {"version": 1}, permissions=ADMIN)
+        assert "**v1** serves" in (await forward.wait_for_reply(timeout=60)).content
+
+    # A restart on the same data directory keeps the jokes and the promoted version.
+    async with LoopbackDiscord(token=TOKEN) as standin, jokebot_app(standin, settings) as app:
+        assert await app.db.joke_count() == 60
+        assert (await app.services.runner.health())["version"] == "v1"
+        status = await (await standin.invoke("status")).wait_for_reply()
+        assert "**v1**" in status.content
+
+
+async def test_gate_refuses_a_candidate_that_is_not_better(tmp_path, tiny_model):
+    settings = make_settings(tmp_path / "data", tiny_model, promote_min_nll_gain=0.99)
+    async with LoopbackDiscord(token=TOKEN) as standin, jokebot_app(standin, settings) as app:
+        await import_jokes(app.db, corpus(20))
+        _, final = await retrain(standin)
+        assert "was not better, **v0** keeps serving" in final.content, final.content
+        assert "below 99.0%" in final.content
+        assert (await app.services.runner.health())["version"] == "v0"
+        assert not (tmp_path / "data" / "models" / "v1").exists()
+        (version,) = [v for v in await app.db.versions() if v.version == 1]
+        assert version.status == "rejected" and version.metrics["candidate"]["nll"] > 0
+
+
+async def test_cancel_stops_training_and_keeps_serving(tmp_path, tiny_model):
+    settings = make_settings(tmp_path / "data", tiny_model, train_epochs=200)
+    async with LoopbackDiscord(token=TOKEN) as standin, jokebot_app(standin, settings) as app:
+        await import_jokes(app.db, corpus(60))
+        interaction = await standin.invoke("retrain", permissions=ADMIN)
+        await interaction.wait_for_reply(lambda m: "step" in m.content, timeout=120)
+        cancel = await (await standin.invoke("cancel", permissions=ADMIN)).wait_for_reply()
+        assert "Cancelling" in cancel.content
+        final = await interaction.wait_for_reply(lambda m: FINAL in m.content, timeout=60)
+        assert "cancelled, **v0** keeps serving" in final.content
+        assert (await app.services.runner.health())["version"] == "v0"
+        models_dir = tmp_path / "data" / "models"
+        assert not any(models_dir.glob("v*")) and not any(models_dir.glob(".tmp-*"))
+        again = await (await standin.invoke("cancel", permissions=ADMIN)).wait_for_reply()
+        assert "No training run" in again.content
+
+
+async def test_killed_trainer_leaves_no_version_and_is_recorded(tmp_path, tiny_model):
+    settings = make_settings(tmp_path / "data", tiny_model, train_epochs=200)
+    async with LoopbackDiscord(token=TOKEN) as standin, jokebot_app(standin, settings) as app:
+        await import_jokes(app.db, corpus(60))
+        training = app.services.training
+        task = asyncio.create_task(training.train("cli"))
+        for _ in range(600):
+            if training.progress and training.progress.step > 0:
+                break
+            await asyncio.sleep(0.1)
+        training._process.kill()  # SIGKILL, as the kernel's OOM killer would
+        outcome = await task
+        assert outcome.status == "failed"
+        assert "code -9" in outcome.message
+        run = await app.db.run(outcome.run_id)
+        assert run.status == "failed" and run.finished_at
+        models_dir = tmp_path / "data" / "models"
+        assert not any(models_dir.glob("v*")) and not any(models_dir.glob(".tmp-*"))
+        assert (await app.services.runner.health())["version"] == "v0"
+        status = await (await standin.invoke("status")).wait_for_reply()
+        assert f"run #{outcome.run_id} failed" in status.content
