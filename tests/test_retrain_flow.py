@@ -28,7 +28,7 @@ async def test_retrain_promotes_swaps_rolls_back_and_survives_restart(tmp_path, 
     settings = make_settings(tmp_path / "data", tiny_model)
     async with LoopbackDiscord(token=TOKEN) as standin, jokebot_app(standin, settings) as app:
         await import_jokes(app.db, corpus(60))
-        first, final = await retrain(standin)
+        _, final = await retrain(standin)
         assert "promoted: **v1** now serves" in final.content, final.content
         assert final.edit_count >= 2  # live progress edits before the result
         assert any("step" in old for old in final.history), final.history
