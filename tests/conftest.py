@@ -152,3 +152,10 @@ def shared_settings(tmp_path, tiny_model, shared_runner) -> Settings:
 async def app(standin, shared_settings) -> AsyncIterator[App]:
     async with jokebot_app(standin, shared_settings) as running:
         yield running
+
+
+def corpus_lines(n: int) -> list[str]:
+    """The first `n` jokes of the tutorial's data set, as /addjoke would receive them."""
+    from bot.importer import parse_jokes
+
+    return parse_jokes(SHARED_CSV.read_text(encoding="utf-8"), "onelinefun.csv")[:n]

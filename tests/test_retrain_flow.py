@@ -4,16 +4,12 @@ from __future__ import annotations
 
 import asyncio
 
-from bot.importer import import_jokes, parse_jokes
+from bot.importer import import_jokes
 from bot.loopback_discord import ADMINISTRATOR, DEFAULT_MEMBER_PERMISSIONS, LoopbackDiscord
-from tests.conftest import SHARED_CSV, TOKEN, jokebot_app, make_settings
+from tests.conftest import TOKEN, corpus_lines, jokebot_app, make_settings
 
 ADMIN = DEFAULT_MEMBER_PERMISSIONS | ADMINISTRATOR
 FINAL = "Training run #"
-
-
-def corpus(n: int) -> list[str]:
-    return parse_jokes(SHARED_CSV.read_text(encoding="utf-8"), "onelinefun.csv")[:n]
 
 
 async def retrain(standin: LoopbackDiscord, timeout: float = 240):
@@ -27,7 +23,7 @@ async def retrain(standin: LoopbackDiscord, timeout: float = 240):
 async def test_retrain_promotes_swaps_rolls_back_and_survives_restart(tmp_path, tiny_model):
     settings = make_settings(tmp_path / "data", tiny_model)
     async with LoopbackDiscord(token=TOKEN) as standin, jokebot_app(standin, settings) as app:
-        await import_jokes(app.db, corpus(60))
+        await import_jokes(app.db, corpus_lines(60))
         _, final = await retrain(standin)
         assert "promoted: **v1** now serves" in final.content, final.content
         assert final.edit_count >= 2  # live progress edits before the result
@@ -65,7 +61,7 @@ async def test_retrain_promotes_swaps_rolls_back_and_survives_restart(tmp_path, 
 async def test_gate_refuses_a_candidate_that_is_not_better(tmp_path, tiny_model):
     settings = make_settings(tmp_path / "data", tiny_model, promote_min_nll_gain=0.99)
     async with LoopbackDiscord(token=TOKEN) as standin, jokebot_app(standin, settings) as app:
-        await import_jokes(app.db, corpus(20))
+        await import_jokes(app.db, corpus_lines(20))
         _, final = await retrain(standin)
         assert "was not better, **v0** keeps serving" in final.content, final.content
         assert "below 99.0%" in final.content
@@ -78,7 +74,7 @@ async def test_gate_refuses_a_candidate_that_is_not_better(tmp_path, tiny_model)
 async def test_cancel_stops_training_and_keeps_serving(tmp_path, tiny_model):
     settings = make_settings(tmp_path / "data", tiny_model, train_epochs=200)
     async with LoopbackDiscord(token=TOKEN) as standin, jokebot_app(standin, settings) as app:
-        await import_jokes(app.db, corpus(60))
+        await import_jokes(app.db, corpus_lines(60))
         interaction = await standin.invoke("retrain", permissions=ADMIN)
         await interaction.wait_for_reply(lambda m: "step" in m.content, timeout=120)
         cancel = await (await standin.invoke("cancel", permissions=ADMIN)).wait_for_reply()
@@ -95,7 +91,7 @@ async def test_cancel_stops_training_and_keeps_serving(tmp_path, tiny_model):
 async def test_killed_trainer_leaves_no_version_and_is_recorded(tmp_path, tiny_model):
     settings = make_settings(tmp_path / "data", tiny_model, train_epochs=200)
     async with LoopbackDiscord(token=TOKEN) as standin, jokebot_app(standin, settings) as app:
-        await import_jokes(app.db, corpus(60))
+        await import_jokes(app.db, corpus_lines(60))
         training = app.services.training
         task = asyncio.create_task(training.train("cli"))
         for _ in range(600):
