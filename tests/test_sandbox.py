@@ -1,0 +1,96 @@
+"""`jokebot sandbox`: parsing typed commands, and a piped session like `make demo`'s."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from bot.sandbox import SandboxInputError, parse_command
+from tests.conftest import ROOT
+
+COMMANDS = {
+    "joke": {"options": [{"name": "prompt", "type": 3}]},
+    "addjoke": {"options": [{"name": "text", "type": 3, "required": True}]},
+    "rollback": {"options": [{"name": "version", "type": 4}]},
+    "status": {},
+}
+
+
+def test_parse_options_by_name_and_type():
+    assert parse_command("/joke", COMMANDS) == ("joke", {})
+    assert parse_command("/joke prompt: A horse: walks in", COMMANDS) == (
+        "joke",
+        {"prompt": "A horse: walks in"},
+    )
+    assert parse_command("/addjoke text: I can't: stop", COMMANDS) == (
+        "addjoke",
+        {"text": "I can't: stop"},
+    )
+    assert parse_command("/joke A horse", COMMANDS) == ("joke", {"prompt": "A horse"})
+    assert parse_command("/rollback version: 2", COMMANDS) == ("rollback", {"version": 2})
+
+
+@pytest.mark.parametrize(
+    ("line", "message"),
+    [
+        ("joke", "start with /"),
+        ("/nope", "unknown command"),
+        ("/addjoke", "needs text"),
+        ("/rollback version: two", "must be a number"),
+    ],
+)
+def test_bad_lines_explain_themselves(line, message):
+    with pytest.raises(SandboxInputError, match=message):
+        parse_command(line, COMMANDS)
+
+
+def test_piped_session(tmp_path, tiny_model):
+    session = "\n".join(
+        [
+            "/addjoke text: I used to hate facial hair, but then it grew on me.",
+            "/addjoke text: I used to hate facial hair but then it grew on me",
+            "/addjoke text: Why did the scarecrow win an award? He was outstanding in his field.",
+            "/addjoke text: I told my wife she was drawing her eyebrows too high. She looked surprised.",
+            "/joke prompt: A horse walks into a bar",
+            ":member",
+            "/retrain",
+            ":admin",
+            "/retrain",
+            "/status",
+            "/bogus",
+        ]
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("DISCORD_", "RUNNER_"))}
+    env.update(
+        JOKEBOT_DATA_DIR=str(tmp_path / "data"),
+        MODEL_BASE=str(tiny_model),
+        RUNNER_PORT="0",
+        RETRAIN_SCHEDULE="off",
+        DEVICE="cpu",
+        JOKE_MAX_TOKENS="24",
+        TRAIN_LEARNING_RATE="2e-3",
+        TRAIN_EPOCHS="4",
+        TRAIN_EVAL_SAMPLES="8",
+    )
+    result = subprocess.run(
+        [sys.executable, "-m", "bot.cli", "sandbox", "--echo"],
+        input=session,
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=ROOT,
+        timeout=300,
+    )
+    out = result.stdout
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "[bot] (only you can see this) Stored as #1" in out
+    assert "duplicate of #1" in out
+    assert "Stored as #3" in out
+    assert "[bot] A horse walks into a bar" in out
+    assert "Discord hides /retrain" in out
+    assert "Training run #1" in out
+    assert "Serving **v" in out
+    assert "unknown command /bogus" in out
