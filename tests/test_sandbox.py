@@ -53,7 +53,7 @@ def test_piped_session(tmp_path, tiny_model):
             "/addjoke text: I used to hate facial hair, but then it grew on me.",
             "/addjoke text: I used to hate facial hair but then it grew on me",
             "/addjoke text: Why did the scarecrow win an award? He was outstanding in his field.",
-            "/addjoke text: I told my wife she was drawing her eyebrows too high. She looked surprised.",
+            "/addjoke text: I told my wife she drew her eyebrows too high. She looked surprised.",
             "/joke prompt: A horse walks into a bar",
             ":member",
             "/retrain",
