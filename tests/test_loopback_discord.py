@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import io
 import json
 import time
 
@@ -116,6 +117,37 @@ def make_bot(standin: LoopbackDiscord, *, guild_commands: bool = False) -> comma
     async def whois(interaction: discord.Interaction, member: discord.Member) -> None:
         bot.seen.append(member)  # type: ignore[attr-defined]
         await interaction.response.send_message(f"that is {member.name}")
+
+    @bot.tree.command(description="Upload a file")
+    async def upload(interaction: discord.Interaction) -> None:
+        file = discord.File(io.BytesIO(b"hello file"), filename="joke.txt", description="a joke")
+        await interaction.response.send_message("here", file=file)
+
+    @bot.tree.command(description="Fail after a public defer, as bot.discord_replies does")
+    async def oops(interaction: discord.Interaction) -> None:
+        await interaction.response.defer(thinking=True)
+        await interaction.delete_original_response()
+        await interaction.followup.send("sorry", ephemeral=True)
+
+    @bot.tree.command(description="Answer, then a followup that is too long")
+    async def twice(interaction: discord.Interaction) -> None:
+        await interaction.response.send_message("one")
+        try:
+            await interaction.followup.send("x" * 2001)
+        except discord.HTTPException as exc:
+            await interaction.followup.send(f"followup failed {exc.code}")
+
+    @bot.tree.command(description="Open a form")
+    async def form(interaction: discord.Interaction) -> None:
+        modal = discord.ui.Modal(title="Tell a joke", custom_id="joke-form")
+        modal.add_item(discord.ui.TextInput(label="Joke", custom_id="text"))
+        await interaction.response.send_modal(modal)
+
+    @bot.tree.command(description="Pick a role and a channel")
+    async def pick(
+        interaction: discord.Interaction, role: discord.Role, channel: discord.TextChannel
+    ) -> None:
+        await interaction.response.send_message(f"{role.name} in #{channel.name}")
 
     group = app_commands.Group(name="config", description="Settings")
 
@@ -313,7 +345,8 @@ async def test_late_ack_is_unknown_interaction(standin: LoopbackDiscord) -> None
             if run.errors:
                 break
             await asyncio.sleep(0.02)
-        assert "Unknown interaction" in run.errors[0] or "sleepy" in run.errors[0]
+        assert "Ignoring exception in command 'sleepy'" in run.errors[0]
+        assert "10062" in run.errors[0]  # the traceback is part of the collected text
 
 
 async def test_content_over_2000_chars_is_rejected(standin: LoopbackDiscord) -> None:
@@ -326,7 +359,10 @@ async def test_content_over_2000_chars_is_rejected(standin: LoopbackDiscord) -> 
             "data": {
                 "content": {
                     "_errors": [
-                        {"code": "BASE_TYPE_MAX_LENGTH", "message": "Must be 2000 or fewer in length."}
+                        {
+                            "code": "BASE_TYPE_MAX_LENGTH",
+                            "message": "Must be 2000 or fewer in length.",
+                        }
                     ]
                 }
             }
@@ -445,3 +481,89 @@ async def test_stop_closes_gateway_sockets() -> None:
             assert standin.connected_sessions == 0
     finally:
         await standin.stop()
+
+
+async def test_file_upload_is_captured(standin: LoopbackDiscord) -> None:
+    bot = make_bot(standin)
+    async with running_bot(bot, standin):
+        inter = await standin.invoke("upload")
+        msg = await inter.wait_for_reply()
+        assert msg.content == "here"
+        [att] = msg.attachments
+        assert (att.filename, att.data, att.description) == ("joke.txt", b"hello file", "a joke")
+
+
+async def test_delete_deferred_then_ephemeral_followup(standin: LoopbackDiscord) -> None:
+    bot = make_bot(standin)
+    events: list[str] = []
+    standin.add_listener(lambda event, msg, inter: events.append(event))
+    async with running_bot(bot, standin):
+        inter = await standin.invoke("oops")
+        msg = await inter.wait_for_reply()
+        # the placeholder was deleted, so the followup is a new message and may be ephemeral
+        assert msg.content == "sorry" and msg.ephemeral and msg.id != inter.original_id
+        assert inter.original is not None and inter.original.deleted
+        assert events == ["defer", "delete", "message"]
+
+
+async def test_double_ack_and_followup_errors(standin: LoopbackDiscord) -> None:
+    bot = make_bot(standin)
+    async with running_bot(bot, standin):
+        inter = await standin.invoke("twice")
+        msg = await inter.wait_for_reply(lambda m: m.content.startswith("followup failed"))
+        assert msg.content == "followup failed 50035"
+        assert [e["code"] for e in inter.errors] == [50035]
+        # and the server itself refuses a second acknowledgement
+        url = f"{standin.api_base}/interactions/{inter.id}/{inter.token}/callback"
+        body = {"type": 4, "data": {"content": "again"}}
+        async with aiohttp.ClientSession() as session, session.post(url, json=body) as resp:
+            assert resp.status == 400 and (await resp.json())["code"] == 40060
+
+
+async def test_modal_is_recorded(standin: LoopbackDiscord) -> None:
+    bot = make_bot(standin)
+    async with running_bot(bot, standin):
+        inter = await standin.invoke("form")
+        assert await inter.wait_for_ack() == 9
+        assert inter.modal is not None and inter.modal["custom_id"] == "joke-form"
+
+
+async def test_role_and_channel_options(standin: LoopbackDiscord) -> None:
+    bot = make_bot(standin)
+    async with running_bot(bot, standin):
+        inter = await standin.invoke(
+            "pick", {"role": standin.admin_role_id, "channel": f"<#{standin.channel_id}>"}
+        )
+        assert (await inter.wait_for_reply()).content == "Admin in #jokes"
+        with pytest.raises(InvalidOptions):
+            await standin.invoke("pick", {"role": 42, "channel": standin.channel_id})
+
+
+async def test_member_without_app_command_permission(standin: LoopbackDiscord) -> None:
+    bot = make_bot(standin)
+    async with running_bot(bot, standin):
+        with pytest.raises(CommandHidden):
+            await standin.invoke("secret", permissions=0)
+
+
+async def test_wait_timeout_lists_what_was_received(standin: LoopbackDiscord) -> None:
+    bot = make_bot(standin)
+    async with running_bot(bot, standin):
+        inter = await standin.invoke("slow")
+        await inter.wait_for_reply(lambda m: m.content == "second")
+        with pytest.raises(TimeoutError) as info:
+            await inter.wait_for_reply(lambda m: m.content == "third", timeout=0.1)
+        text = str(info.value)
+        assert "'first'" in text and "'second'" in text and "ack_type=5" in text
+
+
+async def test_failed_sync_stops_the_run(standin: LoopbackDiscord) -> None:
+    bot = make_bot(standin)
+
+    async def setup_hook() -> None:
+        await bot.tree.sync(guild=discord.Object(id=123))  # a guild the bot is not in
+
+    bot.setup_hook = setup_hook  # type: ignore[method-assign]
+    with pytest.raises(discord.Forbidden):
+        async with running_bot(bot, standin, ready_timeout=5):
+            pass

@@ -115,16 +115,14 @@ async def running_bot(
         run.task.add_done_callback(on_done)
         ready = asyncio.create_task(standin.wait_until_ready(ready_timeout))
         await asyncio.wait({ready, run.task}, return_when=asyncio.FIRST_COMPLETED)
-        if not ready.done():
-            ready.cancel()
-            with contextlib.suppress(asyncio.CancelledError, BotFailure):
+        if run.task.done():  # stopped before (or while) becoming ready: say why
+            if not ready.done():
+                ready.cancel()
+            with contextlib.suppress(asyncio.CancelledError, BotFailure, TimeoutError):
                 await ready
-            await run.task  # re-raises the bot's exception (LoginFailure, ...)
+            await run.task  # re-raises the bot's own exception (LoginFailure, Forbidden, ...)
             raise RuntimeError("bot.start() returned before the bot was ready")
-        if run.task.done() and run.task.exception() is not None:
-            ready.result()  # drop its BotFailure; the bot's own exception is more useful
-            raise run.task.exception()  # type: ignore[misc]
-        ready.result()
+        ready.result()  # TimeoutError listing what the stand-in saw, or BotFailure
         try:
             yield run
         except BaseException:

@@ -1,0 +1,154 @@
+"""The gateway websocket: HELLO, heartbeats, IDENTIFY → READY + GUILD_CREATE, RESUME."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from typing import Any
+
+from aiohttp import WSMsgType, web
+
+from bot.loopback_discord._gateway_types import Connection, Session
+from bot.loopback_discord._models import NotConnected
+from bot.loopback_discord._state import StandinState, log
+
+
+class GatewayMixin(StandinState):
+    """Gateway websocket handling; sessions survive their socket so clients can RESUME."""
+
+    async def request_reconnect(self) -> None:
+        """Send op 7 RECONNECT: the client closes and RESUMEs on ``resume_gateway_url``."""
+        for conn in list(self._connections):
+            if not conn.ws.closed:
+                await conn.send({"op": 7, "d": None, "s": None, "t": None})
+
+    async def disconnect_gateway(self, code: int = 4000) -> None:
+        """Close every gateway socket with ``code`` (4000 lets the client resume)."""
+        for conn in list(self._connections):
+            await conn.ws.close(code=code, message=b"loopback disconnect")
+
+    def _latest_connection(self) -> Connection:
+        live = [c for c in self._connections if c.ready and not c.ws.closed]
+        if not live:
+            raise NotConnected("no bot is connected to the loopback gateway; " + self.describe())
+        return max(live, key=lambda c: c.connected_at)
+
+    async def _gateway(self, request: web.Request) -> web.StreamResponse:
+        ws = web.WebSocketResponse(compress=False, max_msg_size=16 * 1024 * 1024)
+        if not ws.can_prepare(request).ok:
+            return await self._root(request)
+        await ws.prepare(request)
+        conn = Connection(ws)
+        self._connections.add(conn)
+        try:
+            hello = {"heartbeat_interval": self.heartbeat_interval_ms, "_trace": ["loopback"]}
+            await conn.send({"op": 10, "d": hello, "s": None, "t": None})
+            async for msg in ws:
+                if msg.type == WSMsgType.TEXT:
+                    await self._gateway_message(conn, json.loads(msg.data))
+                elif msg.type == WSMsgType.BINARY:
+                    await ws.close(code=4002, message=b"Error while decoding payload.")
+        except Exception as exc:  # a bug here must show up, not hang the client
+            self.server_errors.append(f"gateway: {exc!r}")
+            log.exception("loopback gateway failed")
+            await ws.close(code=4000, message=b"loopback error")
+        finally:
+            self._connections.discard(conn)
+            self._notifier.notify()
+        return ws
+
+    async def _gateway_message(self, conn: Connection, payload: dict[str, Any]) -> None:
+        op, d = payload.get("op"), payload.get("d")
+        if op == 1:
+            await conn.send({"op": 11, "d": None, "s": None, "t": None})
+        elif op == 2:
+            await self._identify(conn, d or {})
+        elif op == 6:
+            await self._resume(conn, d or {})
+        elif op == 8:
+            await self._request_members(conn, d or {})
+        elif op in (3, 4):
+            pass  # presence / voice state updates: nothing to do
+        else:
+            await conn.ws.close(code=4001, message=b"Unknown opcode.")
+
+    def _token_ok(self, token: Any) -> bool:
+        if isinstance(token, str) and token.startswith("Bot "):
+            token = token[4:]
+        return token == self.token
+
+    async def _identify(self, conn: Connection, d: dict[str, Any]) -> None:
+        if conn.session is not None:
+            await conn.ws.close(code=4005, message=b"Already authenticated.")
+            return
+        if not self._token_ok(d.get("token")):
+            self.auth_failures.append("gateway IDENTIFY")
+            await conn.ws.close(code=4004, message=b"Authentication failed.")
+            return
+        shard = d.get("shard")
+        session = Session(uuid.uuid4().hex, int(d.get("intents") or 0), shard)
+        self._sessions[session.id] = session
+        conn.session = session
+        ready = {
+            "v": 10,
+            "user": {
+                **self._user(self.bot_user_id),
+                "verified": True,
+                "mfa_enabled": False,
+                "email": None,
+                "locale": "en-US",
+            },
+            "guilds": [{"id": str(self.guild_id), "unavailable": True}],
+            "session_id": session.id,
+            "session_type": "normal",
+            "resume_gateway_url": self.gateway_url,
+            "shard": shard or [0, 1],
+            "application": {"id": str(self.application_id), "flags": 0},
+            "private_channels": [],
+            "relationships": [],
+            "presences": [],
+            "guild_join_requests": [],
+            "geo_ordered_rtc_regions": [],
+            "user_settings": {},
+            "auth": {},
+            "_trace": ["loopback"],
+        }
+        await conn.dispatch("READY", ready)
+        await conn.dispatch("GUILD_CREATE", self._guild())
+        conn.ready = True
+        self.identify_count += 1
+        self._notifier.notify()
+
+    async def _resume(self, conn: Connection, d: dict[str, Any]) -> None:
+        if not self._token_ok(d.get("token")):
+            self.auth_failures.append("gateway RESUME")
+            await conn.ws.close(code=4004, message=b"Authentication failed.")
+            return
+        session = self._sessions.get(str(d.get("session_id")))
+        if session is None:
+            await conn.send({"op": 9, "d": False, "s": None, "t": None})
+            return
+        conn.session = session
+        seq = int(d.get("seq") or 0)
+        for s, text in session.sent:
+            if s > seq:
+                await conn.ws.send_str(text)
+        await conn.dispatch("RESUMED", {"_trace": ["loopback"]})
+        conn.ready = True
+        self.resume_count += 1
+        self._notifier.notify()
+
+    async def _request_members(self, conn: Connection, d: dict[str, Any]) -> None:
+        ids = d.get("user_ids")
+        wanted = [int(i) for i in ids] if ids else list(self._users)
+        members = [self._member(uid) for uid in wanted if uid in self._users]
+        chunk = {
+            "guild_id": str(self.guild_id),
+            "members": members,
+            "chunk_index": 0,
+            "chunk_count": 1,
+            "not_found": [str(i) for i in wanted if i not in self._users],
+            "nonce": d.get("nonce"),
+        }
+        if conn.session is not None:
+            await conn.dispatch("GUILD_MEMBERS_CHUNK", chunk)
