@@ -491,6 +491,11 @@ async def test_file_upload_is_captured(standin: LoopbackDiscord) -> None:
         assert msg.content == "here"
         [att] = msg.attachments
         assert (att.filename, att.data, att.description) == ("joke.txt", b"hello file", "a joke")
+        # a public interaction message is in the channel too, with a link to the file
+        channel = bot.get_partial_messageable(standin.channel_id)
+        fetched = await channel.fetch_message(msg.id)
+        assert fetched.content == "here"
+        assert await fetched.attachments[0].read() == b"hello file"
 
 
 async def test_delete_deferred_then_ephemeral_followup(standin: LoopbackDiscord) -> None:

@@ -2,6 +2,34 @@
 
 Used by the test suite and by ``jokebot sandbox``. Pure aiohttp and the standard library;
 ``running_bot`` (the test harness) imports discord only when called.
+
+Typical test::
+
+    async with LoopbackDiscord() as standin:
+        async with running_bot(make_bot(), standin, loggers=("discord", "bot")):
+            interaction = await standin.invoke("joke", {"prompt": "cats"})
+            reply = await interaction.wait_for_reply()
+            assert reply.mentions_disabled and not reply.ephemeral
+
+Discord behaviour it reproduces (beyond the plain routes):
+
+- ``invoke`` raises :class:`CommandHidden` when Discord would not deliver the command: the
+  member lacks ``default_member_permissions`` (administrators see everything) or Use
+  Application Commands. ``respect_default_permissions=False`` delivers it anyway.
+- The first callback must arrive within ``ack_timeout`` (3 s), else 404 code 10062; a second
+  one gets 400 code 40060. Followups before the first callback get 404 code 10015.
+- After a defer, the first followup replaces the "thinking…" message (same id as
+  ``@original``) and is ephemeral exactly when the defer was, whatever flags it asks for.
+  If the deferred message was deleted first, the followup is a new message.
+- Content over 2,000 characters, more than 10 embeds or embed limits: 400 code 50035 with
+  Discord's error tree; an empty message: 400 code 50006.
+- Options are typed from the registered command's schema (strings are coerced, so a
+  sandbox can pass typed text), checked for required/unknown/choices/ranges
+  (:class:`InvalidOptions`), and user/role/channel options are filled into ``resolved``.
+- REST needs ``Authorization: Bot <token>`` (else 401), IDENTIFY/RESUME the token (else
+  close 4004); every JSON answer has ``Content-Type: application/json`` exactly.
+- ``Message.allowed_mentions`` is what the latest create/edit that set the content sent;
+  ``Message.pings`` is what that content would actually ping.
 """
 
 from bot.loopback_discord._models import (

@@ -81,6 +81,19 @@ class RestMixin(StandinState):
         self._notifier.notify()
         return json_response({"message": "404: Not Found", "code": 0}, 404)
 
+    async def _attachment(self, request: web.Request) -> web.StreamResponse:
+        """The file behind an attachment's ``url`` (``discord.Attachment.read()``)."""
+        aid = int(request.match_info["aid"])
+        everything = [*self.channel_messages]
+        for interaction in self.interactions.values():
+            everything += interaction.messages
+        for msg in everything:
+            for att in msg.attachments:
+                if att.id == aid:
+                    ctype = att.content_type or "application/octet-stream"
+                    return web.Response(body=att.data, headers={"Content-Type": ctype})
+        return await self._root(request)
+
     async def _rest(self, request: web.Request) -> web.StreamResponse:
         path = "/" + request.match_info["tail"]
         route = f"{request.method} {path}"
@@ -526,17 +539,24 @@ class RestMixin(StandinState):
         return json_response(self._message_payload(msg))
 
     async def _channel_message(self, request: web.Request, channel: str, mid: str) -> web.Response:
+        """A channel post, or a public interaction message (those live in the channel too)."""
         self._check_channel(channel)
         msg = next((m for m in self.channel_messages if m.id == int(mid)), None)
-        if msg is None or msg.deleted:
+        interaction = None
+        if msg is None:
+            for interaction in self.interactions.values():
+                msg = next((m for m in interaction.messages if m.id == int(mid)), None)
+                if msg is not None:
+                    break
+        if msg is None or msg.deleted or msg.ephemeral:
             raise unknown("Message", 10008)
         if request.method == "GET":
             return json_response(self._message_payload(msg))
         if request.method == "DELETE":
             msg.deleted = True
-            self._notify("delete", msg, None)
+            self._notify("delete", msg, interaction)
             return web.Response(status=204)
         body, files = await self._body(request)
         self._edit_message(msg, body, files, ())
-        self._notify("edit", msg, None)
+        self._notify("edit", msg, interaction)
         return json_response(self._message_payload(msg))

@@ -86,6 +86,7 @@ class LoopbackDiscord(RestMixin, GatewayMixin):
         app = web.Application(client_max_size=64 * 1024 * 1024)
         app.router.add_get("/gateway", self._gateway)
         app.router.add_route("*", r"/api/v{version:\d+}/{tail:.*}", self._rest)
+        app.router.add_get(r"/attachments/{aid:\d+}/{filename}", self._attachment)
         app.router.add_route("*", "/{tail:.*}", self._root)
         self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
         await self._runner.setup()
@@ -116,11 +117,6 @@ class LoopbackDiscord(RestMixin, GatewayMixin):
     @property
     def gateway_url(self) -> str:
         return f"ws://{self.host}:{self.port}/gateway"
-
-    @property
-    def registered_commands(self) -> dict[str, dict[str, Any]]:
-        """Commands by name, global and guild merged (a guild command wins a name clash)."""
-        return {**self.global_commands, **self.guild_commands}
 
     @property
     def failures(self) -> list[str]:

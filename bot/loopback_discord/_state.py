@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections import deque
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
@@ -70,7 +71,7 @@ class StandinState:
         self.auth_failures: list[str] = []
         self.rest_errors: list[str] = []  # every 4xx answered (besides unhandled routes)
         self.server_errors: list[str] = []  # exceptions inside the stand-in itself
-        self.requests: list[str] = []
+        self.requests: deque[str] = deque(maxlen=2000)  # the latest REST requests
         self.identify_count = 0
         self.resume_count = 0
         self.sync_count = 0
@@ -85,6 +86,11 @@ class StandinState:
         self._runner: web.AppRunner | None = None
         self._remember_user(self.bot_user_id, self.bot_username, bot=True)
         self._remember_user(self.owner_id, "owner")
+
+    @property
+    def registered_commands(self) -> dict[str, dict[str, Any]]:
+        """Commands by name, global and guild merged (a guild command wins a name clash)."""
+        return {**self.global_commands, **self.guild_commands}
 
     @property
     def connected_sessions(self) -> int:
