@@ -1,0 +1,263 @@
+"""The evaluation gate's measurements: validation NLL, one-joke rate and copy rate of a model.
+
+- `nll`: mean negative log-likelihood per token of held-out jokes, over each joke's tokens plus
+  its eos, in the token layout of `model.textformat` (the start token is given, not scored).
+  Token-weighted: total NLL of all validation tokens divided by their number.
+- `one_joke_rate`: share of N unprompted samples (start token only) that end with eos within
+  the token limit, are 10 to 280 characters long, fit on one line and contain no other special
+  token (a second start token would be a second joke).
+- `copy_rate`: share of the samples whose duplicate key (`bot.jokes.normalise_key`) is the key
+  of a training joke, i.e. verbatim copies after normalisation.
+
+Sampling uses the serving defaults (temperature 0.9, top-p 0.95, no top-k) and a fixed seed,
+so candidate and serving model are measured the same way. Both NLL and sampling are batched.
+"""
+
+from __future__ import annotations
+
+import gc
+import logging
+import time
+from collections.abc import Collection, Sequence
+from dataclasses import dataclass
+
+from bot.jokes import MAX_JOKE_CHARS, normalise_key
+
+log = logging.getLogger(__name__)
+
+MIN_SAMPLE_CHARS = 10
+MAX_SAMPLE_CHARS = MAX_JOKE_CHARS  # 280
+SAMPLE_TEMPERATURE = 0.9
+SAMPLE_TOP_P = 0.95
+SAMPLE_BATCH = 64  # sequences generated together (sampling is far cheaper per token in batches)
+NLL_TOKENS = 2048  # padded tokens per NLL batch (bounds the logits' memory)
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One unprompted generation."""
+
+    text: str  # decoded tokens before the eos (or all of them when no eos came)
+    finished: bool  # an eos ended it within the token limit
+    clean: bool = True  # no special token other than the final eos
+
+
+def is_one_joke(sample: Sample) -> bool:
+    """Finished by eos, 10 to 280 characters, one line, no stray special token."""
+    text = sample.text.strip()
+    return (
+        sample.finished
+        and sample.clean
+        and MIN_SAMPLE_CHARS <= len(text) <= MAX_SAMPLE_CHARS
+        and "\n" not in text
+        and "\r" not in text
+    )
+
+
+def one_joke_rate(samples: Sequence[Sample]) -> float:
+    return sum(is_one_joke(s) for s in samples) / len(samples) if samples else 0.0
+
+
+def is_copy(sample: Sample, train_keys: Collection[str]) -> bool:
+    key = normalise_key(sample.text)
+    return bool(key) and key in train_keys
+
+
+def copy_rate(samples: Sequence[Sample], train_keys: Collection[str]) -> float:
+    return sum(is_copy(s, train_keys) for s in samples) / len(samples) if samples else 0.0
+
+
+def show_sample(samples: Sequence[Sample]) -> str:
+    """A sample to show people: the first complete joke, else the first sample."""
+    for sample in samples:
+        if is_one_joke(sample):
+            return sample.text.strip()
+    return samples[0].text.strip() if samples else ""
+
+
+def validation_nll(model, tokenizer, texts: Sequence[str]) -> tuple[float, int]:
+    """(mean NLL per token, number of scored tokens) of `texts` laid out as training examples."""
+    import torch
+    import torch.nn.functional as F
+
+    from model.data import JokeCollator, encode_jokes
+
+    examples = sorted(encode_jokes(tokenizer, texts), key=len)
+    collate = JokeCollator(pad_token_id=tokenizer.pad_token_id or tokenizer.eos_token_id)
+    device = next(model.parameters()).device
+    total, count = 0.0, 0
+    start = 0
+    model.eval()
+    with torch.inference_mode():
+        while start < len(examples):
+            end = start + 1
+            # sorted by length: a batch's width is its last example's length
+            while end < len(examples) and (end + 1 - start) * len(examples[end]) <= NLL_TOKENS:
+                end += 1
+            batch = collate([{"input_ids": e} for e in examples[start:end]])
+            start = end
+            logits = model(
+                input_ids=batch["input_ids"].to(device),
+                attention_mask=batch["attention_mask"].to(device),
+            ).logits
+            labels = batch["labels"][:, 1:].to(device)
+            logits = logits[:, :-1].float()
+            total += float(
+                F.cross_entropy(
+                    logits.reshape(-1, logits.shape[-1]),
+                    labels.reshape(-1),
+                    ignore_index=-100,
+                    reduction="sum",
+                )
+            )
+            count += int((labels != -100).sum())
+    return (total / count if count else float("nan")), count
+
+
+def sample_jokes(
+    model,
+    tokenizer,
+    n: int,
+    *,
+    max_new_tokens: int = 64,
+    seed: int = 0,
+    temperature: float = SAMPLE_TEMPERATURE,
+    top_p: float = SAMPLE_TOP_P,
+    batch_size: int = SAMPLE_BATCH,
+) -> list[Sample]:
+    """`n` unprompted samples: each starts from the start token alone and stops at eos."""
+    import torch
+    from transformers import GenerationConfig
+
+    from model.textformat import start_token_id
+
+    eos = tokenizer.eos_token_id
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos
+    special = set(tokenizer.all_special_ids)
+    device = next(model.parameters()).device
+    config = GenerationConfig(
+        do_sample=temperature > 0,
+        temperature=temperature if temperature > 0 else None,
+        top_p=top_p if temperature > 0 else None,
+        top_k=0,
+        max_new_tokens=max_new_tokens,
+        eos_token_id=eos,
+        pad_token_id=pad,
+    )
+    torch.manual_seed(seed)
+    samples: list[Sample] = []
+    model.eval()
+    with torch.inference_mode():
+        for begin in range(0, n, batch_size):
+            rows = min(batch_size, n - begin)
+            input_ids = torch.full((rows, 1), start_token_id(tokenizer), device=device)
+            output = model.generate(
+                input_ids=input_ids,
+                attention_mask=torch.ones_like(input_ids),
+                generation_config=config,
+            )
+            for row in output[:, 1:].tolist():
+                finished = eos in row
+                body = row[: row.index(eos)] if finished else row
+                samples.append(
+                    Sample(
+                        text=tokenizer.decode(body, skip_special_tokens=True),
+                        finished=finished,
+                        clean=not any(token in special for token in body),
+                    )
+                )
+    return samples
+
+
+@dataclass
+class Evaluation:
+    metrics: dict
+    samples: list[Sample]
+
+
+def measure(
+    loaded,
+    validation_texts: Sequence[str],
+    train_keys: Collection[str],
+    *,
+    samples: int,
+    max_new_tokens: int,
+    seed: int,
+    temperature: float = SAMPLE_TEMPERATURE,
+    top_p: float = SAMPLE_TOP_P,
+) -> Evaluation:
+    """Metrics and samples of a `model.loading.LoadedModel`."""
+    began = time.monotonic()
+    nll, tokens = validation_nll(loaded.model, loaded.tokenizer, validation_texts)
+    nll_seconds = time.monotonic() - began
+    drawn = sample_jokes(
+        loaded.model,
+        loaded.tokenizer,
+        samples,
+        max_new_tokens=max_new_tokens,
+        seed=seed,
+        temperature=temperature,
+        top_p=top_p,
+    )
+    metrics = {
+        "nll": nll,
+        "one_joke_rate": one_joke_rate(drawn),
+        "copy_rate": copy_rate(drawn, train_keys),
+        "n_validation": len(validation_texts),
+        "n_samples": len(drawn),
+        "nll_tokens": tokens,
+        "nll_seconds": round(nll_seconds, 2),
+        "sample_seconds": round(time.monotonic() - began - nll_seconds, 2),
+    }
+    return Evaluation(metrics=metrics, samples=drawn)
+
+
+def evaluate_model(
+    model_ref_or_loaded,
+    validation_texts: Sequence[str],
+    train_keys: Collection[str],
+    *,
+    samples: int = 48,
+    max_new_tokens: int = 64,
+    seed: int = 0,
+    device: str = "auto",
+    temperature: float = SAMPLE_TEMPERATURE,
+    top_p: float = SAMPLE_TOP_P,
+) -> dict:
+    """The gate's metrics dict for a model folder / hub id, or an already loaded model.
+
+    A model given by reference is loaded here and freed before returning.
+    """
+    from model.loading import LoadedModel, load_model_and_tokenizer
+
+    owned = not isinstance(model_ref_or_loaded, LoadedModel)
+    loaded = (
+        load_model_and_tokenizer(str(model_ref_or_loaded), device=device)
+        if owned
+        else model_ref_or_loaded
+    )
+    try:
+        return measure(
+            loaded,
+            validation_texts,
+            train_keys,
+            samples=samples,
+            max_new_tokens=max_new_tokens,
+            seed=seed,
+            temperature=temperature,
+            top_p=top_p,
+        ).metrics
+    finally:
+        if owned:
+            release(loaded)
+
+
+def release(loaded) -> None:
+    """Free a loaded model's memory now (before the next model is loaded)."""
+    import torch
+
+    loaded.model.to("cpu")
+    del loaded.model
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()

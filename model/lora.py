@@ -1,0 +1,22 @@
+"""LoRA through peft: adapters on every linear layer while training, merged before saving."""
+
+from __future__ import annotations
+
+
+def add_lora(model, *, r: int, alpha: int, dropout: float = 0.05):
+    """Wrap `model` so that only low-rank adapters on its linear layers train."""
+    from peft import LoraConfig, get_peft_model
+
+    config = LoraConfig(
+        r=r,
+        lora_alpha=alpha,
+        lora_dropout=dropout,
+        target_modules="all-linear",  # attention and MLP projections, not the output layer
+        task_type="CAUSAL_LM",
+    )
+    return get_peft_model(model, config)
+
+
+def merge_lora(model):
+    """An ordinary transformers model with the adapters folded into its weights."""
+    return model.merge_and_unload() if hasattr(model, "merge_and_unload") else model

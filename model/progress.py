@@ -1,0 +1,127 @@
+"""Progress events on stdout (one JSON object a line) and the training time budget.
+
+The bot reads the trainer's stdout line by line, so stdout carries events and nothing else:
+`claim_stdout` keeps the real stdout for events and points file descriptor 1 (print, C
+libraries, progress bars) at stderr.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import sys
+import time
+from typing import IO, Any
+
+from transformers import TrainerCallback
+
+
+def _clean(value: Any) -> Any:
+    """JSON-safe values: NaN and infinities become null, numpy / torch scalars plain numbers."""
+    if isinstance(value, dict):
+        return {k: _clean(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_clean(v) for v in value]
+    if hasattr(value, "item") and callable(value.item):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+class EventWriter:
+    """Writes one JSON object per line and flushes it at once."""
+
+    def __init__(self, stream: IO[str] | None = None):
+        self.stream = stream
+        self.events: list[dict] = []  # kept for in-process callers and tests
+
+    def emit(self, event: str, **fields: Any) -> dict:
+        record = _clean({"event": event, **fields})
+        self.events.append(record)
+        if self.stream is not None:
+            self.stream.write(json.dumps(record, ensure_ascii=False) + "\n")
+            self.stream.flush()
+        return record
+
+
+def claim_stdout() -> IO[str]:
+    """Return a stream on the real stdout for events; send everything else on fd 1 to stderr."""
+    sys.stdout.flush()
+    events_fd = os.dup(1)
+    os.dup2(2, 1)
+    sys.stdout = sys.stderr
+    return os.fdopen(events_fd, "w", encoding="utf-8", buffering=1)
+
+
+class TrainingEvents(TrainerCallback):
+    """Emits `start` when training begins and `progress` at every log and evaluation."""
+
+    def __init__(self, writer: EventWriter, *, train_jokes: int, validation_jokes: int, device):
+        self.writer = writer
+        self.train_jokes = train_jokes
+        self.validation_jokes = validation_jokes
+        self.device = str(device)
+        self.budget: TimeBudget | None = None
+        self.started = time.monotonic()
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self.started = time.monotonic()
+        self.writer.emit(
+            "start",
+            train_jokes=self.train_jokes,
+            validation_jokes=self.validation_jokes,
+            total_steps=state.max_steps,
+            device=self.device,
+        )
+
+    def eta_seconds(self, state) -> float | None:
+        if state.global_step <= 0:
+            return None
+        elapsed = time.monotonic() - self.started
+        eta = elapsed / state.global_step * max(0, state.max_steps - state.global_step)
+        if self.budget is not None:
+            eta = min(eta, self.budget.remaining())
+        return round(eta, 1)
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        logs = logs or {}
+        if "loss" not in logs and "eval_loss" not in logs:
+            return
+        self.writer.emit(
+            "progress",
+            step=state.global_step,
+            total_steps=state.max_steps,
+            epoch=round(state.epoch or 0.0, 3),
+            loss=logs.get("loss"),
+            eval_loss=logs.get("eval_loss"),
+            eta_seconds=self.eta_seconds(state),
+        )
+
+
+class TimeBudget(TrainerCallback):
+    """Stops training once `seconds` have passed since training began.
+
+    The step that crosses the budget is evaluated and saved, so the best checkpoint so far
+    (which `load_best_model_at_end` restores) includes the latest weights.
+    """
+
+    def __init__(self, seconds: float):
+        self.seconds = seconds
+        self.started = time.monotonic()
+        self.hit = False
+
+    def remaining(self) -> float:
+        return max(0.0, self.seconds - (time.monotonic() - self.started))
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self.started = time.monotonic()
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if not self.hit and self.remaining() <= 0 and not control.should_training_stop:
+            self.hit = True
+            control.should_training_stop = True
+            control.should_evaluate = True
+            control.should_save = True
+        return control

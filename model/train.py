@@ -1,0 +1,499 @@
+"""The training process: `python -m model.train --job JOB.json`.
+
+The bot starts one process per fine-tune run (a crash or an out-of-memory here never touches
+serving) and reads its stdout, which carries one JSON event a line and nothing else:
+
+    {"event": "start", "train_jokes", "validation_jokes", "total_steps", "device"}
+    {"event": "progress", "step", "total_steps", "epoch", "loss", "eval_loss", "eta_seconds"}
+    {"event": "evaluating", "model": "candidate" | "serving"}
+    {"event": "done", "output", "metrics": {"candidate", "serving"}, "samples", "train_seconds",
+     "steps", "stopped_early", "budget_hit", "duration_seconds"}
+    {"event": "error", "message"}                      (then exit code 1; 143 after SIGTERM)
+
+The new version is written into `<output's folder>/.tmp-<name>-<pid>` (Trainer checkpoints
+included) and renamed to `output` only once weights, tokenizer, generation config, both
+evaluations and manifest.json are complete, so a killed run never leaves a version: SIGKILL
+leaves only the `.tmp-*` folder (the bot deletes those), SIGTERM removes it before exiting.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import logging
+import math
+import os
+import shutil
+import signal
+import sys
+import time
+from dataclasses import asdict, dataclass, field, fields
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from model.progress import EventWriter
+
+log = logging.getLogger("model.train")
+
+TOKEN_LAYOUT = "start+joke+eos"  # model.textformat: example = start token, joke, eos
+CANCELLED_EXIT_CODE = 128 + signal.SIGTERM
+
+
+class JobError(ValueError):
+    """The job file asks for something impossible; the message says what."""
+
+
+class Cancelled(BaseException):
+    """SIGTERM (or SIGINT): stop now, leave no version. A BaseException so no library eats it."""
+
+
+@dataclass
+class TrainJob:
+    """A training job as the bot writes it; every field but the first three has a default.
+
+    The defaults are tuned for the embedded SmolLM2-135M on a 2-core CPU and the ~3K jokes
+    of onelinefun.csv (see benchmarks/bench_finetune.py for the measurements behind them).
+    """
+
+    snapshot: str  # JSONL corpus snapshot: {"id", "text", "key"} per line
+    base: str  # model to start from: folder or hub id
+    output: str  # final version folder; must not exist yet
+    serving: str = ""  # model the gate compares against; empty = `base`
+    device: str = "auto"  # auto | cuda | mps | cpu
+    seed: int = 42
+    max_minutes: float = 10.0  # training time budget; then the best checkpoint so far is used
+    epochs: float = 1.0
+    learning_rate: float = 1e-4
+    lr_scheduler: str = "cosine"  # any transformers scheduler name (linear, cosine, ...)
+    batch_size: int = 16
+    grad_accum: int = 1
+    warmup_ratio: float = 0.05
+    weight_decay: float = 0.0
+    max_grad_norm: float = 1.0
+    eval_steps: int = 0  # 0 = about `evals_per_epoch` evaluations per epoch
+    evals_per_epoch: int = 4
+    early_stopping_patience: int = 3
+    lora: bool = False  # peft LoRA adapters, merged into the weights before saving
+    lora_r: int = 16
+    lora_alpha: int = 32
+    lora_dropout: float = 0.05
+    lora_learning_rate: float = 0.0  # 0 = 10 x learning_rate (adapters want a larger step)
+    validation_fraction: float = 0.1
+    eval_samples: int = 48  # unprompted samples per model for the one-joke and copy rates
+    sample_max_tokens: int = 64
+    sample_temperature: float = 0.9
+    sample_top_p: float = 0.95
+    max_example_tokens: int = 128
+    manifest: dict = field(default_factory=dict)  # extra fields for manifest.json
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TrainJob:
+        casts = {"int": int, "float": float, "str": str, "bool": _as_bool, "dict": dict}
+        known = {f.name: f for f in fields(cls)}
+        unknown = sorted(set(data) - set(known))
+        if unknown:
+            log.warning("ignoring unknown job fields: %s", ", ".join(unknown))
+        values = {}
+        for name, spec in known.items():
+            if data.get(name) is None:
+                continue
+            try:
+                values[name] = casts[str(spec.type)](data[name])
+            except (TypeError, ValueError) as error:
+                message = f"job field {name!r}: {data[name]!r} is not a {spec.type}"
+                raise JobError(message) from error
+        missing = [n for n in ("snapshot", "base", "output") if not values.get(n)]
+        if missing:
+            raise JobError(f"the job file lacks {', '.join(missing)}")
+        job = cls(**values)
+        job.check()
+        return job
+
+    def check(self) -> None:
+        if not 0 < self.validation_fraction < 1:
+            raise JobError("validation_fraction must be between 0 and 1")
+        if self.batch_size < 1 or self.grad_accum < 1 or self.epochs <= 0:
+            raise JobError("batch_size and grad_accum must be at least 1, epochs above 0")
+        if self.learning_rate <= 0 or self.max_minutes <= 0:
+            raise JobError("learning_rate and max_minutes must be above 0")
+        if self.eval_samples < 1 or self.sample_max_tokens < 1:
+            raise JobError("eval_samples and sample_max_tokens must be at least 1")
+        if not 0 <= self.warmup_ratio < 1:
+            raise JobError("warmup_ratio must be in [0, 1)")
+
+    @property
+    def serving_ref(self) -> str:
+        return self.serving or self.base
+
+    @property
+    def effective_learning_rate(self) -> float:
+        if not self.lora:
+            return self.learning_rate
+        return self.lora_learning_rate or 10 * self.learning_rate
+
+
+def _as_bool(value: Any) -> bool:
+    if isinstance(value, str):
+        return value.strip().lower() in ("1", "true", "yes", "on")
+    return bool(value)
+
+
+def temp_folder(output: Path) -> Path:
+    """Where the version is built: a sibling of `output`, named `.tmp-<name>-<pid>`."""
+    return output.parent / f".tmp-{output.name}-{os.getpid()}"
+
+
+def run_job(job: TrainJob, events: EventWriter) -> dict[str, Any]:
+    """Train, evaluate, save and publish one version; return the `done` event.
+
+    On any failure (or Cancelled) the temporary folder is removed and the exception re-raised.
+    """
+    output = Path(job.output).absolute()
+    if output.exists():
+        raise JobError(f"the output folder {output} already exists")
+    output.parent.mkdir(parents=True, exist_ok=True)
+    tmp = temp_folder(output)
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    try:
+        return _train_evaluate_publish(job, events, tmp, output)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def _train_evaluate_publish(
+    job: TrainJob, events: EventWriter, tmp: Path, output: Path
+) -> dict[str, Any]:
+    import torch
+    import transformers
+    from transformers import (
+        AutoModelForCausalLM,
+        EarlyStoppingCallback,
+        PrinterCallback,
+        Trainer,
+        TrainingArguments,
+        set_seed,
+    )
+
+    from model.data import (
+        JokeCollator,
+        JokeDataset,
+        encode_jokes,
+        file_sha256,
+        read_snapshot,
+        split_jokes,
+    )
+    from model.devices import configure_cpu_threads, resolve_device
+    from model.evaluate import measure, release, show_sample
+    from model.loading import load_model_and_tokenizer, load_tokenizer
+    from model.lora import add_lora, merge_lora
+    from model.progress import TimeBudget, TrainingEvents
+    from model.textformat import start_token_id
+
+    began = time.monotonic()
+    device = resolve_device(job.device)
+    if device.type == "cpu":
+        configure_cpu_threads()
+    set_seed(job.seed)
+
+    jokes = read_snapshot(job.snapshot)
+    train, validation = split_jokes(jokes, job.validation_fraction)
+    train_keys = {j.key for j in train}
+    validation_texts = [j.text for j in validation]
+    log.info("%d jokes: %d for training, %d held out", len(jokes), len(train), len(validation))
+
+    tokenizer = load_tokenizer(job.base)
+    limit = job.max_example_tokens
+    train_set = JokeDataset(encode_jokes(tokenizer, [j.text for j in train], limit))
+    eval_set = JokeDataset(encode_jokes(tokenizer, validation_texts, limit))
+
+    model = AutoModelForCausalLM.from_pretrained(
+        job.base, dtype=torch.float32, attn_implementation="sdpa"
+    )
+    model.config.use_cache = False
+    if job.lora:
+        model = add_lora(model, r=job.lora_r, alpha=job.lora_alpha, dropout=job.lora_dropout)
+
+    steps_per_epoch = math.ceil(len(train_set) / (job.batch_size * job.grad_accum))
+    eval_steps = job.eval_steps or max(1, round(steps_per_epoch / job.evals_per_epoch))
+    logging_steps = max(1, min(5, eval_steps))
+    gpu = device.type == "cuda"
+    bf16 = gpu and torch.cuda.is_bf16_supported()
+    args = TrainingArguments(
+        output_dir=str(tmp / "checkpoints"),
+        per_device_train_batch_size=job.batch_size,
+        per_device_eval_batch_size=max(job.batch_size, 32),
+        gradient_accumulation_steps=job.grad_accum,
+        num_train_epochs=job.epochs,
+        learning_rate=job.effective_learning_rate,
+        lr_scheduler_type=job.lr_scheduler,
+        warmup_steps=job.warmup_ratio,  # below 1: a share of the total steps
+        weight_decay=job.weight_decay,
+        max_grad_norm=job.max_grad_norm,
+        optim="adamw_torch_fused" if gpu else "adamw_torch",
+        bf16=bf16,
+        fp16=gpu and not bf16,
+        use_cpu=device.type == "cpu",
+        eval_strategy="steps",
+        eval_steps=eval_steps,
+        save_strategy="steps",
+        save_steps=eval_steps,
+        save_total_limit=1,  # the best checkpoint is kept besides the latest
+        save_only_model=True,
+        load_best_model_at_end=True,
+        metric_for_best_model="eval_loss",
+        greater_is_better=False,
+        logging_strategy="steps",
+        logging_steps=logging_steps,
+        logging_first_step=True,
+        prediction_loss_only=True,
+        train_sampling_strategy="group_by_length",  # similar lengths per batch: little padding
+        remove_unused_columns=False,
+        dataloader_num_workers=0,
+        report_to=[],
+        disable_tqdm=True,
+        seed=job.seed,
+        data_seed=job.seed,
+    )
+    budget = TimeBudget(job.max_minutes * 60)
+    progress = TrainingEvents(
+        events, train_jokes=len(train), validation_jokes=len(validation), device=device.type
+    )
+    progress.budget = budget
+    trainer = Trainer(
+        model=model,
+        args=args,
+        data_collator=JokeCollator(pad_token_id=tokenizer.pad_token_id),
+        train_dataset=train_set,
+        eval_dataset=eval_set,
+        callbacks=[
+            progress,
+            budget,
+            EarlyStoppingCallback(early_stopping_patience=job.early_stopping_patience),
+        ],
+    )
+    trainer.remove_callback(PrinterCallback)
+
+    train_began = time.monotonic()
+    trainer.train()
+    train_seconds = time.monotonic() - train_began
+    state = trainer.state
+    steps = state.global_step
+    stopped_early = not budget.hit and steps < state.max_steps
+    training = {
+        "steps": steps,
+        "total_steps": state.max_steps,
+        "epochs_done": round(state.epoch or 0.0, 3),
+        "train_seconds": round(train_seconds, 1),
+        "train_tokens": round(train_set.tokens * (state.epoch or 0.0)),
+        "best_eval_loss": state.best_metric,
+        "best_step": state.best_global_step,
+        "stopped_early": stopped_early,
+        "budget_hit": budget.hit,
+        "device": device.type,
+        "precision": "bf16" if bf16 else "fp16" if gpu else "fp32",
+    }
+    log.info("training ended after %d steps in %.0f s: %s", steps, train_seconds, training)
+
+    final = merge_lora(trainer.model) if job.lora else trainer.model
+    final.config.use_cache = True
+    final.generation_config.bos_token_id = start_token_id(tokenizer)
+    final.generation_config.eos_token_id = tokenizer.eos_token_id
+    final.generation_config.pad_token_id = tokenizer.pad_token_id
+    final.generation_config.do_sample = True
+    final.generation_config.temperature = job.sample_temperature
+    final.generation_config.top_p = job.sample_top_p
+    final.generation_config.top_k = 0
+    final.save_pretrained(str(tmp))
+    tokenizer.save_pretrained(str(tmp))
+    del trainer, model, final
+    gc.collect()
+    if gpu:
+        torch.cuda.empty_cache()
+    shutil.rmtree(tmp / "checkpoints", ignore_errors=True)
+
+    results = {}
+    for name, ref in (("candidate", str(tmp)), ("serving", job.serving_ref)):
+        events.emit("evaluating", model=name)
+        loaded = load_model_and_tokenizer(ref, device=device)
+        try:
+            results[name] = measure(
+                loaded,
+                validation_texts,
+                train_keys,
+                samples=job.eval_samples,
+                max_new_tokens=job.sample_max_tokens,
+                seed=job.seed,
+                temperature=job.sample_temperature,
+                top_p=job.sample_top_p,
+            )
+        finally:
+            release(loaded)
+        log.info("%s: %s", name, results[name].metrics)
+    metrics = {name: r.metrics for name, r in results.items()}
+    samples = {name: show_sample(r.samples) for name, r in results.items()}
+
+    duration = time.monotonic() - began
+    hyperparameters = {
+        k: v
+        for k, v in asdict(job).items()
+        if k not in ("snapshot", "output", "manifest", "base", "serving")
+    }
+    hyperparameters.update(
+        effective_learning_rate=job.effective_learning_rate,
+        eval_steps=eval_steps,
+        logging_steps=logging_steps,
+        steps_per_epoch=steps_per_epoch,
+        optimizer=args.optim,
+    )
+    manifest = {
+        "format": 1,
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
+        "token_layout": TOKEN_LAYOUT,
+        "base_model": job.base,
+        "parent_version": None,
+        "trained_from": job.base,
+        "compared_with": job.serving_ref,
+        "corpus_hash": file_sha256(job.snapshot),
+        "corpus_size": len(jokes),
+        "snapshot_sha256": file_sha256(job.snapshot),
+        "split": {
+            "rule": "sha256(normalise_key(text)) as [0,1) < validation_fraction",
+            "validation_fraction": job.validation_fraction,
+            "train": len(train),
+            "validation": len(validation),
+        },
+        "hyperparameters": hyperparameters,
+        "training": training,
+        "metrics": metrics,
+        "samples": samples,
+        "duration_seconds": round(duration, 1),
+        "software": {"torch": torch.__version__, "transformers": transformers.__version__},
+    }
+    manifest.update(job.manifest)
+    (tmp / "manifest.json").write_text(
+        json.dumps(manifest, indent=2, ensure_ascii=False, default=str) + "\n", encoding="utf-8"
+    )
+    _fsync_tree(tmp)
+    _publish(tmp, output)
+    return {
+        "output": str(output),
+        "metrics": metrics,
+        "samples": samples,
+        "train_seconds": round(train_seconds, 1),
+        "steps": steps,
+        "stopped_early": stopped_early,
+        "budget_hit": budget.hit,
+        "duration_seconds": round(duration, 1),
+    }
+
+
+_published = False
+
+
+def _publish(tmp: Path, output: Path) -> None:
+    """Rename the finished folder into place; from then on a SIGTERM no longer cancels."""
+    global _published
+    main_thread = hasattr(signal, "pthread_sigmask") and _in_main_thread()
+    if main_thread:
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM, signal.SIGINT})
+    try:
+        os.replace(tmp, output)  # the version becomes visible only complete
+        _published = True
+    finally:
+        if main_thread:
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM, signal.SIGINT})
+
+
+def _in_main_thread() -> bool:
+    import threading
+
+    return threading.current_thread() is threading.main_thread()
+
+
+def _fsync_tree(folder: Path) -> None:
+    """Flush the version's files to disk before the rename makes it visible."""
+    for path in folder.iterdir():
+        if path.is_file():
+            with path.open("rb") as handle:
+                os.fsync(handle.fileno())
+
+
+def _is_out_of_memory(error: BaseException) -> bool:
+    import torch
+
+    if isinstance(error, MemoryError | torch.OutOfMemoryError):
+        return True
+    return isinstance(error, RuntimeError) and "out of memory" in str(error).lower()
+
+
+def _install_cancel_handlers() -> None:
+    def cancel(signum, _frame):
+        if _published:  # too late to cancel: the version is complete and visible
+            log.warning("%s after the version was published; finishing", signum)
+            return
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)  # one cancel is enough; cleanup runs
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        raise Cancelled(signal.Signals(signum).name)
+
+    signal.signal(signal.SIGTERM, cancel)
+    signal.signal(signal.SIGINT, cancel)
+
+
+def _quiet_libraries() -> None:
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    import transformers
+
+    transformers.logging.set_verbosity_warning()
+    transformers.logging.disable_progress_bar()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="Fine-tune a jokebot model version.")
+    parser.add_argument("--job", required=True, help="job file (JSON)")
+    options = parser.parse_args(argv)
+
+    events = EventWriter(sys.stdout)
+    from model.progress import claim_stdout
+
+    events.stream = claim_stdout()
+    logging.basicConfig(
+        stream=sys.stderr,
+        level=logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    _install_cancel_handlers()
+    try:
+        _quiet_libraries()
+        try:
+            data = json.loads(Path(options.job).read_text(encoding="utf-8"))
+        except (OSError, ValueError) as error:
+            raise JobError(f"cannot read the job file {options.job}: {error}") from error
+        job = TrainJob.from_dict(data)
+        done = run_job(job, events)
+    except Cancelled as cancel:
+        log.warning("cancelled by %s; no version was written", cancel)
+        events.emit("error", message=f"cancelled ({cancel}); no version was written")
+        return CANCELLED_EXIT_CODE
+    except Exception as error:
+        if _is_out_of_memory(error):
+            message = (
+                f"out of memory while training: {error}. Lower TRAIN_BATCH_SIZE (and raise "
+                "TRAIN_GRAD_ACCUM), or use LoRA"
+            )
+        elif isinstance(error, JobError):
+            message = str(error)
+        else:
+            message = f"{type(error).__name__}: {error}"
+        log.error("training failed: %s", message, exc_info=not isinstance(error, JobError))
+        events.emit("error", message=message)
+        return 1
+    events.emit("done", **done)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
