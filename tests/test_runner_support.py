@@ -1,0 +1,69 @@
+"""Shared helpers for the runner tests (no tests here): tiny models built once per session.
+
+Kept conftest-free: the runner test modules call `tiny_model` from their own fixtures, and the
+models are memoised here, so each is built once per session however many modules use it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import atexit
+import contextlib
+import shutil
+import tempfile
+from pathlib import Path
+
+from aiohttp.test_utils import TestClient, TestServer
+
+from model.server import RunnerConfig, build_app
+from tests.tiny_model import make_tiny_gpt2
+
+_MODELS: dict[str, Path] = {}
+_ROOT: list[Path] = []
+
+
+def tiny_model(name: str = "tiny-a", seed: int = 0) -> Path:
+    """A tiny GPT-2 folder (memoised for the session); different seeds give different weights."""
+    if name not in _MODELS:
+        if not _ROOT:
+            _ROOT.append(Path(tempfile.mkdtemp(prefix="jokebot-runner-tests-")))
+            atexit.register(shutil.rmtree, _ROOT[0], True)
+        _MODELS[name] = make_tiny_gpt2(_ROOT[0] / name, seed=seed)
+    return _MODELS[name]
+
+
+def broken_copies(good: Path, root: Path) -> dict[str, Path]:
+    """Candidates that must be refused: corrupt weights, no tokenizer, missing folder."""
+    corrupt = root / "corrupt"
+    shutil.copytree(good, corrupt)
+    (corrupt / "model.safetensors").write_bytes(b"\x00" * 64)
+    no_tok = root / "no-tokenizer"
+    no_tok.mkdir()
+    for name in ("config.json", "model.safetensors", "generation_config.json"):
+        if (good / name).exists():
+            shutil.copyfile(good / name, no_tok / name)
+    return {"missing": root / "does-not-exist", "corrupt": corrupt, "no-tokenizer": no_tok}
+
+
+async def wait_ready(client: TestClient, timeout: float = 30.0) -> dict:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while True:
+        resp = await client.get("/health")
+        body = await resp.json()
+        if resp.status == 200:
+            return body
+        if body.get("status") == "failed" or loop.time() > deadline:
+            raise AssertionError(f"runner never became ready: {body}")
+        await asyncio.sleep(0.05)
+
+
+@contextlib.asynccontextmanager
+async def runner_client(model_ref: Path | str, *, ready: bool = True, **overrides):
+    """An in-process runner app on a loopback port, and a client for it."""
+    config = RunnerConfig(model_ref=str(model_ref), port=0, **overrides)
+    app = build_app(config)
+    async with TestClient(TestServer(app)) as client:
+        if ready:
+            await wait_ready(client)
+        yield client
