@@ -274,6 +274,11 @@ class Interaction:
 
     ``messages`` lists, in order of creation, the type-4 response message, the followups, and
     the ``@original`` message of a deferred interaction once it was first edited.
+    ``ack_type`` (4 message, 5 deferred, 9 modal) and ``ack_latency`` (seconds from delivery)
+    are set by the accepted acknowledgement; a callback after the window leaves them ``None``
+    and sets ``late_ack_latency``. ``errors`` lists every Discord error answered to the bot
+    for this interaction (``{"route", "status", "code", "message", "errors"?}``).
+    ``original_id`` is the id of the ``@original`` message (known from the defer on).
     """
 
     def __init__(

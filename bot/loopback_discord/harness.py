@@ -33,8 +33,9 @@ class BotRun:
     errors: list[str] = field(default_factory=list)  # formatted ERROR records, tracebacks
     records: list[logging.LogRecord] = field(default_factory=list)
 
-    def problems(self, *, unhandled_routes: bool = True) -> list[str]:
-        found = list(self.errors)
+    def problems(self, *, errors: bool = True, unhandled_routes: bool = True) -> list[str]:
+        """Collected errors, unhandled routes and the stand-in's own failures, as text."""
+        found = list(self.errors) if errors else []
         if unhandled_routes and self.standin.unhandled_routes:
             found.append(f"unhandled REST routes: {self.standin.unhandled_routes}")
         if self.standin.server_errors:
@@ -73,7 +74,10 @@ async def running_bot(
 
     ``allow_errors=True`` collects ERROR records in ``run.errors`` without failing (for tests
     of error paths). ``loggers`` are watched for ERROR records (add your package's logger).
-    Raises the bot's own exception (e.g. ``discord.LoginFailure``) if it stops before ready.
+    Unhandled REST routes fail the run unless ``fail_on_unhandled_routes=False``; errors inside
+    the stand-in itself always do. Raises the bot's own exception (e.g.
+    ``discord.LoginFailure``) if it stops before it is ready. Patches discord.py's class-level
+    hosts, so run one bot at a time per process.
     """
     from discord import gateway, http
     from yarl import URL
@@ -148,8 +152,6 @@ async def running_bot(
         return
     if run.task is not None and not run.task.cancelled() and run.task.exception() is not None:
         raise BotFailure(f"bot task crashed: {run.task.exception()!r}") from run.task.exception()
-    problems = run.problems(unhandled_routes=fail_on_unhandled_routes)
-    if problems and not allow_errors:
+    problems = run.problems(errors=not allow_errors, unhandled_routes=fail_on_unhandled_routes)
+    if problems:
         raise BotFailure("the bot run had problems:\n" + "\n".join(problems))
-    if allow_errors and fail_on_unhandled_routes and standin.unhandled_routes:
-        raise BotFailure(f"unhandled REST routes: {standin.unhandled_routes}")
