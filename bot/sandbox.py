@@ -21,6 +21,7 @@ from bot.loopback_discord import (
     DEFAULT_MEMBER_PERMISSIONS,
     CommandHidden,
     LoopbackDiscord,
+    LoopbackError,
 )
 from bot.settings import Settings
 
@@ -101,6 +102,9 @@ class Sandbox:
             )
         except CommandHidden:
             self.say(f"(Discord hides /{name} from members without the permission it needs)")
+            return
+        except LoopbackError as error:  # an option Discord's own client would not let through
+            self.say(f"(sandbox) {error}")
             return
         reply = await interaction.wait_for_reply(timeout=120)
         self._show(reply)
