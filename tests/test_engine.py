@@ -12,7 +12,7 @@ import torch
 
 from model.batch import RunningBatch
 from model.engine import Engine, EngineMetrics, QueueFull, RequestError, SamplingParams
-from model.sampling import RowSampling, choose_tokens, make_generator
+from model.sampling import RowSampling, choose_tokens, make_generator, nucleus_threshold
 from model.swap import load_candidate
 from model.textformat import prompt_ids
 from tests.test_runner_support import tiny_model
@@ -208,7 +208,7 @@ def test_sampling_respects_top_p_and_temperature():
     rows = [
         RowSampling(0.0, 1.0, None),
         RowSampling(1.0, 0.5, make_generator(0)),  # nucleus = the top token alone
-        RowSampling(1.0, 0.8, make_generator(0)),  # nucleus = the top two tokens
+        RowSampling(1.0, 0.75, make_generator(0)),  # nucleus = the top two tokens
     ]
     seen = [set(), set(), set()]
     for _ in range(200):
@@ -220,6 +220,21 @@ def test_sampling_respects_top_p_and_temperature():
     row = [RowSampling(1.0, 0.5, make_generator(1))]
     picks = {choose_tokens(wide, row)[0] for _ in range(400)}
     assert len(picks) > 200 and max(picks) <= 2191
+
+
+@pytest.mark.parametrize("spread", [0.01, 1.0, 4.0, 12.0])
+def test_nucleus_is_the_smallest_top_set_reaching_top_p(spread):
+    torch.manual_seed(int(spread * 100))
+    logp = torch.log_softmax(torch.randn(4, 50257) * spread, dim=-1)
+    top_p = torch.tensor([0.3, 0.9, 0.95, 0.999])
+    threshold = nucleus_threshold(logp.exp(), logp, top_p)
+    for row in range(4):
+        probs = logp[row].exp().double()
+        kept = probs[probs >= threshold[row]]
+        assert (probs[probs < threshold[row]] <= kept.min()).all()  # a top set
+        assert kept.sum() >= top_p[row] - 1e-5  # reaches top_p
+        assert kept.sum() - kept.min() < top_p[row] + 1e-5  # and is the smallest that does
+    assert (nucleus_threshold(logp.exp(), logp, torch.ones(4)) == 0).all()
 
 
 def test_queue_bound_and_cancel(tiny_a):
