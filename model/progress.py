@@ -11,6 +11,7 @@ import json
 import math
 import os
 import sys
+import threading
 import time
 from typing import IO, Any
 
@@ -31,18 +32,28 @@ def _clean(value: Any) -> Any:
 
 
 class EventWriter:
-    """Writes one JSON object per line and flushes it at once."""
+    """Writes one JSON object per line and flushes it at once (thread-safe).
+
+    `final` events (done, error) close the writer: nothing is written after them, so the last
+    line the bot reads is the outcome even if the training thread is still winding down.
+    """
 
     def __init__(self, stream: IO[str] | None = None):
         self.stream = stream
         self.events: list[dict] = []  # kept for in-process callers and tests
+        self.closed = False
+        self._lock = threading.Lock()
 
-    def emit(self, event: str, **fields: Any) -> dict:
+    def emit(self, event: str, *, final: bool = False, **fields: Any) -> dict:
         record = _clean({"event": event, **fields})
-        self.events.append(record)
-        if self.stream is not None:
-            self.stream.write(json.dumps(record, ensure_ascii=False) + "\n")
-            self.stream.flush()
+        with self._lock:
+            if self.closed:
+                return record
+            self.closed = final
+            self.events.append(record)
+            if self.stream is not None:
+                self.stream.write(json.dumps(record, ensure_ascii=False) + "\n")
+                self.stream.flush()
         return record
 
 

@@ -27,11 +27,14 @@ import os
 import shutil
 import signal
 import sys
+import threading
 import time
 from dataclasses import asdict, dataclass, field, fields
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+
+from transformers import TrainerCallback
 
 from model.progress import EventWriter
 
@@ -39,6 +42,7 @@ log = logging.getLogger("model.train")
 
 TOKEN_LAYOUT = "start+joke+eos"  # model.textformat: example = start token, joke, eos
 CANCELLED_EXIT_CODE = 128 + signal.SIGTERM
+CANCEL_GRACE_SECONDS = 2.0  # time the training thread gets to stop by itself
 
 
 class JobError(ValueError):
@@ -208,7 +212,8 @@ def _train_evaluate_publish(
     tokenizer = load_tokenizer(job.base)
     limit = job.max_example_tokens
     train_set = JokeDataset(encode_jokes(tokenizer, [j.text for j in train], limit))
-    eval_set = JokeDataset(encode_jokes(tokenizer, validation_texts, limit))
+    # sorted by length: evaluation batches then carry almost no padding
+    eval_set = JokeDataset(sorted(encode_jokes(tokenizer, validation_texts, limit), key=len))
 
     model = AutoModelForCausalLM.from_pretrained(
         job.base, dtype=torch.float32, attn_implementation="sdpa"
@@ -273,6 +278,7 @@ def _train_evaluate_publish(
             progress,
             budget,
             EarlyStoppingCallback(early_stopping_patience=job.early_stopping_patience),
+            _CancelCheck(),
         ],
     )
     trainer.remove_callback(PrinterCallback)
@@ -317,6 +323,7 @@ def _train_evaluate_publish(
 
     results = {}
     for name, ref in (("candidate", str(tmp)), ("serving", job.serving_ref)):
+        RUN.check()
         events.emit("evaluating", model=name)
         loaded = load_model_and_tokenizer(ref, device=device)
         try:
@@ -378,7 +385,7 @@ def _train_evaluate_publish(
         json.dumps(manifest, indent=2, ensure_ascii=False, default=str) + "\n", encoding="utf-8"
     )
     _fsync_tree(tmp)
-    _publish(tmp, output)
+    RUN.publish(tmp, output)
     return {
         "output": str(output),
         "metrics": metrics,
@@ -391,27 +398,49 @@ def _train_evaluate_publish(
     }
 
 
-_published = False
+class _RunState:
+    """Cancel versus publish, decided once under a lock: a version is either renamed into place
+    (after which SIGTERM no longer cancels) or cancelled (after which it is never renamed)."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.published = False
+        self.cancelled: str | None = None
+
+    def cancel(self, reason: str) -> bool:
+        """Mark the run cancelled; False when it is too late (the version is published)."""
+        with self.lock:
+            if self.published:
+                return False
+            self.cancelled = reason
+            return True
+
+    def check(self) -> None:
+        """Raise Cancelled in the training thread once the run has been cancelled."""
+        if self.cancelled:
+            raise Cancelled(self.cancelled)
+
+    def publish(self, tmp: Path, output: Path) -> None:
+        with self.lock:
+            self.check()
+            os.replace(tmp, output)  # the version becomes visible only complete
+            self.published = True
 
 
-def _publish(tmp: Path, output: Path) -> None:
-    """Rename the finished folder into place; from then on a SIGTERM no longer cancels."""
-    global _published
-    main_thread = hasattr(signal, "pthread_sigmask") and _in_main_thread()
-    if main_thread:
-        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM, signal.SIGINT})
-    try:
-        os.replace(tmp, output)  # the version becomes visible only complete
-        _published = True
-    finally:
-        if main_thread:
-            signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM, signal.SIGINT})
+RUN = _RunState()
 
 
-def _in_main_thread() -> bool:
-    import threading
+class _CancelCheck(TrainerCallback):
+    """Stops the Trainer between (micro-)steps once the run is cancelled."""
 
-    return threading.current_thread() is threading.main_thread()
+    def on_substep_end(self, args, state, control, **kwargs):
+        RUN.check()
+
+    def on_step_end(self, args, state, control, **kwargs):
+        RUN.check()
+
+    def on_evaluate(self, args, state, control, **kwargs):
+        RUN.check()
 
 
 def _fsync_tree(folder: Path) -> None:
@@ -432,15 +461,45 @@ def _is_out_of_memory(error: BaseException) -> bool:
 
 def _install_cancel_handlers() -> None:
     def cancel(signum, _frame):
-        if _published:  # too late to cancel: the version is complete and visible
-            log.warning("%s after the version was published; finishing", signum)
+        name = signal.Signals(signum).name
+        if not RUN.cancel(name):  # too late to cancel: the version is complete and visible
+            log.warning("%s after the version was published; finishing", name)
             return
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)  # one cancel is enough; cleanup runs
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
-        raise Cancelled(signal.Signals(signum).name)
+        raise Cancelled(name)
 
     signal.signal(signal.SIGTERM, cancel)
     signal.signal(signal.SIGINT, cancel)
+
+
+def _run_in_thread(job: TrainJob, events: EventWriter) -> dict[str, Any]:
+    """Run the job in a worker thread so that the main thread answers signals at once.
+
+    Python runs signal handlers in the main thread only between bytecodes; a training step
+    on a busy CPU can spend many seconds inside one torch call. Here the main thread waits in
+    short joins and reacts within a fraction of a second.
+    """
+    result: dict[str, Any] = {}
+
+    def work() -> None:
+        try:
+            result["done"] = run_job(job, events)
+        except BaseException as error:
+            result["error"] = error
+
+    worker = threading.Thread(target=work, name="training", daemon=True)
+    worker.start()
+    try:
+        while worker.is_alive():
+            worker.join(0.1)
+    except Cancelled:
+        deadline = time.monotonic() + CANCEL_GRACE_SECONDS
+        while worker.is_alive() and time.monotonic() < deadline:
+            worker.join(0.1)  # the worker stops at its next check and removes its folder
+        shutil.rmtree(temp_folder(Path(job.output).absolute()), ignore_errors=True)
+        raise
+    if "error" in result:
+        raise result["error"]
+    return result["done"]
 
 
 def _quiet_libraries() -> None:
@@ -473,11 +532,11 @@ def main(argv: list[str] | None = None) -> int:
         except (OSError, ValueError) as error:
             raise JobError(f"cannot read the job file {options.job}: {error}") from error
         job = TrainJob.from_dict(data)
-        done = run_job(job, events)
+        done = _run_in_thread(job, events)
     except Cancelled as cancel:
         log.warning("cancelled by %s; no version was written", cancel)
-        events.emit("error", message=f"cancelled ({cancel}); no version was written")
-        return CANCELLED_EXIT_CODE
+        events.emit("error", final=True, message=f"cancelled ({cancel}); no version was written")
+        _exit_now(CANCELLED_EXIT_CODE)
     except Exception as error:
         if _is_out_of_memory(error):
             message = (
@@ -489,10 +548,17 @@ def main(argv: list[str] | None = None) -> int:
         else:
             message = f"{type(error).__name__}: {error}"
         log.error("training failed: %s", message, exc_info=not isinstance(error, JobError))
-        events.emit("error", message=message)
+        events.emit("error", final=True, message=message)
         return 1
-    events.emit("done", **done)
+    events.emit("done", final=True, **done)
     return 0
+
+
+def _exit_now(code: int) -> None:
+    """Exit without waiting for a training thread stuck in a long torch call."""
+    logging.shutdown()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,204 @@
+"""The training process end to end on a tiny GPT-2: version folder, events, budget, faults, LoRA."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from bot.jokes import normalise_key
+from model.loading import load_model_and_tokenizer
+from model.progress import EventWriter
+from model.train import JobError, TrainJob, run_job
+
+ROOT = Path(__file__).resolve().parents[1]
+ANIMALS = ["chicken", "duck", "cow", "horse", "goat", "sheep", "pig", "dog"]
+PLACES = ["road", "river", "street", "field", "bridge"]
+VERSION_FILES = {"config.json", "model.safetensors", "generation_config.json", "manifest.json"}
+
+
+def write_snapshot(folder: Path) -> Path:
+    texts = [
+        f"Why did the {a} cross the {p}? To get to the other side." for a in ANIMALS for p in PLACES
+    ]
+    path = folder / "snapshot.jsonl"
+    with path.open("w", encoding="utf-8") as out:
+        for number, text in enumerate(texts, 1):
+            out.write(json.dumps({"id": number, "text": text, "key": normalise_key(text)}) + "\n")
+    return path
+
+
+def job_dict(tmp_path: Path, model: Path, **overrides) -> dict:
+    job = {
+        "snapshot": str(write_snapshot(tmp_path)),
+        "base": str(model),
+        "serving": str(model),
+        "output": str(tmp_path / "models" / "v1"),
+        "device": "cpu",
+        "seed": 1,
+        "max_minutes": 5,
+        "epochs": 4,
+        "learning_rate": 1e-2,
+        "batch_size": 8,
+        "eval_steps": 5,
+        "early_stopping_patience": 50,
+        "eval_samples": 4,
+        "sample_max_tokens": 16,
+        "manifest": {"version": 1, "parent_version": 0, "corpus_hash": "abc"},
+    }
+    job.update(overrides)
+    return job
+
+
+def start_cli(job: dict, folder: Path) -> subprocess.Popen:
+    job_file = folder / "job.json"
+    job_file.write_text(json.dumps(job), encoding="utf-8")
+    return subprocess.Popen(
+        [sys.executable, "-m", "model.train", "--job", str(job_file)],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+
+
+def read_until(process: subprocess.Popen, kind: str) -> list[dict]:
+    events = []
+    for line in process.stdout:
+        events.append(json.loads(line))
+        if events[-1]["event"] == kind:
+            return events
+    raise AssertionError(f"the trainer ended before a {kind!r} event: {events}")
+
+
+def test_cli_trains_a_loadable_version_and_reports_in_order(tmp_path, tiny_model):
+    job = job_dict(tmp_path, tiny_model)
+    process = start_cli(job, tmp_path)
+    stdout, _ = process.communicate(timeout=240)
+    assert process.returncode == 0
+    events = [json.loads(line) for line in stdout.splitlines()]  # every stdout line is JSON
+    kinds = [e["event"] for e in events]
+    assert kinds[0] == "start" and kinds[-1] == "done"
+    assert kinds[-3:-1] == ["evaluating", "evaluating"]
+    assert [e["model"] for e in events[-3:-1]] == ["candidate", "serving"]
+    progress = [e for e in events if e["event"] == "progress"]
+    assert progress and set(kinds[1:-3]) == {"progress"}
+    assert [e["step"] for e in progress] == sorted(e["step"] for e in progress)
+    assert any(e["eval_loss"] is not None for e in progress)
+    assert all(e["total_steps"] == events[0]["total_steps"] for e in progress)
+    assert events[0]["train_jokes"] + events[0]["validation_jokes"] == 40
+
+    done = events[-1]
+    output = Path(job["output"])
+    assert done["output"] == str(output)
+    assert {p.name for p in output.iterdir()} >= VERSION_FILES
+    assert not (output / "checkpoints").exists()
+    assert [p.name for p in output.parent.iterdir()] == ["v1"]  # no .tmp-* left
+    candidate, serving = done["metrics"]["candidate"], done["metrics"]["serving"]
+    assert candidate["nll"] < 0.5 * serving["nll"]  # learnt the corpus, measured on held-out jokes
+    assert candidate["n_validation"] == serving["n_validation"] == events[0]["validation_jokes"]
+    assert candidate["n_samples"] == 4
+
+    manifest = json.loads((output / "manifest.json").read_text(encoding="utf-8"))
+    assert manifest["version"] == 1 and manifest["corpus_hash"] == "abc"  # the bot's fields
+    assert manifest["metrics"] == done["metrics"]
+    assert manifest["token_layout"] == "start+joke+eos"
+    assert manifest["hyperparameters"]["learning_rate"] == 1e-2
+    assert len(manifest["snapshot_sha256"]) == 64
+    loaded = load_model_and_tokenizer(output, device="cpu")
+    assert loaded.tokenizer.eos_token_id == loaded.model.generation_config.eos_token_id
+
+
+def test_time_budget_stops_training_and_keeps_the_best(tmp_path, tiny_model):
+    job = TrainJob.from_dict(job_dict(tmp_path, tiny_model, epochs=50, max_minutes=0.02))
+    events = EventWriter()
+    done = run_job(job, events)
+    assert done["budget_hit"] and not done["stopped_early"]
+    start = events.events[0]
+    assert start["event"] == "start" and 0 < done["steps"] < start["total_steps"]
+    assert any(e.get("eval_loss") is not None for e in events.events)  # the last step was measured
+    assert Path(done["output"], "model.safetensors").is_file()
+
+
+def test_lora_is_merged_into_a_plain_model(tmp_path, tiny_model):
+    job = TrainJob.from_dict(job_dict(tmp_path, tiny_model, lora=True, lora_r=4, lora_alpha=8))
+    done = run_job(job, EventWriter())
+    output = Path(done["output"])
+    assert not (output / "adapter_config.json").exists()
+    loaded = load_model_and_tokenizer(output, device="cpu")
+    assert type(loaded.model).__name__ == "GPT2LMHeadModel"
+    assert not any("lora" in name for name in loaded.model.state_dict())
+    assert done["metrics"]["candidate"]["nll"] < done["metrics"]["serving"]["nll"]
+    manifest = json.loads((output / "manifest.json").read_text(encoding="utf-8"))
+    assert manifest["hyperparameters"]["lora"] is True
+
+
+def test_sigterm_leaves_neither_a_version_nor_a_temporary_folder(tmp_path, tiny_model):
+    job = job_dict(tmp_path, tiny_model, epochs=500, max_minutes=10)
+    process = start_cli(job, tmp_path)
+    try:
+        read_until(process, "progress")
+        process.send_signal(signal.SIGTERM)
+        began = time.monotonic()
+        rest, _ = process.communicate(timeout=30)
+        assert time.monotonic() - began < 10
+    finally:
+        process.kill()
+    assert process.returncode not in (0, None)
+    last = json.loads(rest.splitlines()[-1])
+    assert last["event"] == "error" and "cancelled" in last["message"]
+    assert not (tmp_path / "models").exists() or not list((tmp_path / "models").iterdir())
+
+
+def test_sigkill_leaves_no_version_folder(tmp_path, tiny_model):
+    job = job_dict(tmp_path, tiny_model, epochs=500, max_minutes=10)
+    process = start_cli(job, tmp_path)
+    try:
+        read_until(process, "progress")
+    finally:
+        process.send_signal(signal.SIGKILL)
+        process.wait(timeout=30)
+    left = [p.name for p in (tmp_path / "models").iterdir()]
+    assert "v1" not in left
+    assert all(name.startswith(".tmp-v1-") for name in left)
+
+
+def test_out_of_memory_is_reported_and_leaves_nothing(tmp_path, tiny_model):
+    job_file = tmp_path / "job.json"
+    job_file.write_text(json.dumps(job_dict(tmp_path, tiny_model)), encoding="utf-8")
+    code = (
+        "import sys, torch, transformers\n"
+        "def oom(*a, **k): raise torch.OutOfMemoryError('CUDA out of memory. Tried 2 GiB')\n"
+        "transformers.Trainer.train = oom\n"
+        "from model.train import main\n"
+        f"sys.exit(main(['--job', {str(job_file)!r}]))\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 1
+    last = json.loads(result.stdout.splitlines()[-1])
+    assert last["event"] == "error" and "out of memory" in last["message"]
+    assert not list((tmp_path / "models").iterdir())
+
+
+def test_job_defaults_and_refusals(tmp_path, tiny_model):
+    job = TrainJob.from_dict(
+        {"snapshot": "s.jsonl", "base": "b", "output": "o", "epochs": "2", "lora": "false", "x": 1}
+    )
+    assert job.epochs == 2.0 and job.lora is False and job.serving_ref == "b"
+    assert job.max_minutes > 0 and job.validation_fraction == 0.1
+    with pytest.raises(JobError, match="lacks"):
+        TrainJob.from_dict({"snapshot": "s.jsonl", "base": "b"})
+    with pytest.raises(JobError, match="validation_fraction"):
+        TrainJob.from_dict({"snapshot": "s", "base": "b", "output": "o", "validation_fraction": 1})
+    existing = tmp_path / "models" / "v1"
+    existing.mkdir(parents=True)
+    with pytest.raises(JobError, match="already exists"):
+        run_job(TrainJob.from_dict(job_dict(tmp_path, tiny_model)), EventWriter())
+    assert [p.name for p in existing.parent.iterdir()] == ["v1"]
