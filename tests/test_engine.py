@@ -274,7 +274,7 @@ def test_swapped_out_model_is_released(tiny_a, tiny_b):
     eng.install(old)
     eng.start()
     try:
-        slow = SamplingParams(max_tokens=200, temperature=0.0, ignore_eos=True)
+        slow = SamplingParams(max_tokens=120, temperature=0.0, ignore_eos=True)
         in_flight = [eng.submit("x", slow) for _ in range(3)]
         old_weights = weakref.ref(old.loaded.model)
         eng.install(load_candidate(str(tiny_b), "new", device="cpu"))

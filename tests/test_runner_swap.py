@@ -123,8 +123,8 @@ async def test_one_load_at_a_time(tiny_a, tiny_b, monkeypatch):
         time.sleep(0.5)
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(server_module, "load_candidate", slow_load)
     async with runner_client(tiny_a, admin_token=TOKEN) as c:
+        monkeypatch.setattr(server_module, "load_candidate", slow_load)
         first = asyncio.create_task(
             c.post("/admin/load", json={"path": str(tiny_b), "version": "b"}, headers=AUTH)
         )
