@@ -1,0 +1,358 @@
+"""Benchmark the model runner as a real process on the embedded default model (SmolLM2-135M).
+
+Prints one table: sequential, 4, 16 and 32 concurrent clients (tokens/s, p50, p95, errors) at
+32-token completions, a hot swap under 16 clients, and a "hardware" row: raw batched forward
+throughput of the same model at batch 16 without the server, with the server/raw ratio.
+
+    python benchmarks/bench_runner.py [--data-dir DIR] [--model FOLDER] [--compare-cb]
+
+Loopback only; every client loop is bounded. `--compare-cb` adds an in-process comparison of
+this engine with transformers' continuous batching (`generate_batch`) on the same workload.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import aiohttp
+from rich.console import Console
+from rich.table import Table
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+PROMPTS = [
+    "Why did the chicken cross the road?",
+    "What do you call a fish with no eyes?",
+    "I told my wife she was drawing her eyebrows too high.",
+    "Why don't scientists trust atoms?",
+    "A man walks into a bar",
+    "My doctor said",
+    "",
+    "Knock knock.",
+]
+TOKEN = "bench-token"
+console = Console()
+
+
+@dataclass
+class Outcome:
+    latencies: list[float] = field(default_factory=list)
+    tokens: int = 0
+    errors: int = 0
+    codes: dict[int, int] = field(default_factory=dict)
+    wall: float = 0.0
+    versions: set[str] = field(default_factory=set)
+
+    def p(self, q: float) -> float:
+        if not self.latencies:
+            return float("nan")
+        data = sorted(self.latencies)
+        return data[min(len(data) - 1, round(q * (len(data) - 1)))]
+
+    @property
+    def tps(self) -> float:
+        return self.tokens / self.wall if self.wall else 0.0
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+async def one_request(session, url: str, i: int, tokens: int, out: Outcome) -> None:
+    body = {
+        "prompt": PROMPTS[i % len(PROMPTS)],
+        "max_tokens": tokens,
+        "ignore_eos": True,  # exactly `tokens` tokens per completion
+        "seed": i,
+    }
+    start = time.perf_counter()
+    try:
+        async with session.post(f"{url}/v1/completions", json=body) as resp:
+            data = await resp.json()
+            out.codes[resp.status] = out.codes.get(resp.status, 0) + 1
+            if resp.status != 200:
+                out.errors += 1
+                return
+            out.tokens += data["usage"]["completion_tokens"]
+            out.versions.add(data["model"])
+    except Exception:
+        out.errors += 1
+        return
+    out.latencies.append(time.perf_counter() - start)
+
+
+async def load_test(url: str, clients: int, per_client: int, tokens: int) -> Outcome:
+    out = Outcome()
+    connector = aiohttp.TCPConnector(limit=0)
+    timeout = aiohttp.ClientTimeout(total=300)
+    async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
+
+        async def client(c: int) -> None:
+            for k in range(per_client):
+                await one_request(session, url, c * 1000 + k, tokens, out)
+
+        start = time.perf_counter()
+        await asyncio.gather(*(client(c) for c in range(clients)))
+        out.wall = time.perf_counter() - start
+    return out
+
+
+async def swap_test(url: str, clients: int, tokens: int, candidate: Path) -> tuple[Outcome, dict]:
+    out = Outcome()
+    connector = aiohttp.TCPConnector(limit=0)
+    timeout = aiohttp.ClientTimeout(total=300)
+    async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
+        swapped = asyncio.Event()
+
+        async def client(c: int) -> None:
+            for k in range(20):  # bounded: runs until one request after the swap
+                await one_request(session, url, c * 1000 + k, tokens, out)
+                if swapped.is_set():
+                    return
+
+        start = time.perf_counter()
+        tasks = [asyncio.create_task(client(c)) for c in range(clients)]
+        await asyncio.sleep(3.0)  # the batch is full and running
+        async with session.post(
+            f"{url}/admin/load",
+            json={"path": str(candidate), "version": "v1"},
+            headers={"Authorization": f"Bearer {TOKEN}"},
+        ) as resp:
+            info = await resp.json()
+            info["status"] = resp.status
+        swapped.set()
+        await asyncio.gather(*tasks)
+        out.wall = time.perf_counter() - start
+    return out, info
+
+
+def raw_batched_throughput(folder: Path, batch: int, tokens: int) -> float:
+    """Tokens/s of the bare model: batched prefill + decode steps with a KV cache, no server."""
+    import torch
+    from transformers import DynamicCache
+
+    from model.devices import configure_cpu_threads
+    from model.loading import load_model_and_tokenizer
+    from model.textformat import prompt_ids
+
+    configure_cpu_threads()
+    lm = load_model_and_tokenizer(str(folder), device="auto")
+    tok, model = lm.tokenizer, lm.model
+    rows = [prompt_ids(tok, PROMPTS[i % len(PROMPTS)]) for i in range(batch)]
+    width = max(map(len, rows))
+    ids = torch.tensor([[tok.pad_token_id] * (width - len(r)) + r for r in rows])
+    mask = torch.tensor([[0] * (width - len(r)) + [1] * len(r) for r in rows])
+
+    def run() -> float:
+        start = time.perf_counter()
+        with torch.inference_mode():
+            cache = DynamicCache(config=model.config)
+            m = mask.to(lm.device)
+            pos = (m.cumsum(-1) - 1).clamp(min=0)
+            out = model(input_ids=ids.to(lm.device), attention_mask=m, position_ids=pos,
+                        cache=cache, use_cache=True, logits_to_keep=1)  # fmt: skip
+            nxt = out.logits[:, -1].argmax(-1, keepdim=True)
+            last = pos[:, -1:]
+            for _ in range(tokens - 1):
+                m = torch.cat([m, m.new_ones((batch, 1))], dim=1)
+                last = last + 1
+                out = model(input_ids=nxt, attention_mask=m, position_ids=last, cache=cache,
+                            use_cache=True, logits_to_keep=1)  # fmt: skip
+                nxt = out.logits[:, -1].argmax(-1, keepdim=True)
+        return batch * tokens / (time.perf_counter() - start)
+
+    run()  # warm-up
+    return max(run() for _ in range(2))
+
+
+def compare_continuous_batching(folder: Path, requests: int, tokens: int) -> list[tuple]:
+    """Same workload in-process: this engine vs transformers' generate_batch (sampling)."""
+    import logging
+
+    import torch
+    from transformers import GenerationConfig
+    from transformers.generation.configuration_utils import ContinuousBatchingConfig
+
+    from model.devices import configure_cpu_threads
+    from model.engine import Engine, SamplingParams
+    from model.loading import load_model_and_tokenizer
+    from model.swap import load_candidate
+    from model.textformat import prompt_ids
+
+    logging.getLogger("transformers").setLevel(logging.ERROR)
+    configure_cpu_threads()
+    rows = []
+    served = load_candidate(str(folder), "bench", device="auto")
+    engine = Engine(max_batch=16, max_queue=requests)
+    engine.install(served)
+    engine.start()
+    params = SamplingParams(max_tokens=tokens, temperature=0.9, top_p=0.95, ignore_eos=True)
+    engine.submit("warm-up", params).future.result()
+    start = time.perf_counter()
+    reqs = [engine.submit(PROMPTS[i % len(PROMPTS)], params) for i in range(requests)]
+    done = sum(r.future.result().completion_tokens for r in reqs)
+    rows.append(("jokebot engine (max_batch 16)", done / (time.perf_counter() - start), "yes"))
+    engine.stop()
+
+    lm = load_model_and_tokenizer(str(folder), device="auto")
+    model, tok = lm.model, lm.tokenizer
+    inputs = [prompt_ids(tok, PROMPTS[i % len(PROMPTS)]) for i in range(requests)]
+    config = GenerationConfig(
+        max_new_tokens=tokens, do_sample=True, temperature=0.9, top_p=0.95,
+        eos_token_id=-1, pad_token_id=tok.pad_token_id,
+    )  # fmt: skip
+    # tuned for a CPU (the defaults measured ~3x slower here): small pages, synchronous loop
+    cb_config = ContinuousBatchingConfig(
+        max_batch_tokens=256, num_blocks=64, use_async_batching=False, use_cuda_graph=False
+    )
+    try:
+        with torch.inference_mode():
+            start = time.perf_counter()
+            model.generate_batch(  # start-up and warm-up
+                inputs=inputs[:2], generation_config=config, continuous_batching_config=cb_config
+            )
+            setup = time.perf_counter() - start
+            start = time.perf_counter()
+            out = model.generate_batch(
+                inputs=inputs, generation_config=config, continuous_batching_config=cb_config,
+                warmup=False,
+            )  # fmt: skip
+            wall = time.perf_counter() - start
+        made = sum(len(o.generated_tokens) for o in out.values())
+        rows.append((f"transformers generate_batch (start-up {setup:.1f} s)", made / wall, "no"))
+    except Exception as exc:  # report, do not hide
+        rows.append((f"transformers generate_batch failed: {type(exc).__name__}: {exc}", 0.0, "-"))
+    return rows
+
+
+def wait_ready(url: str, proc: subprocess.Popen, log: Path, timeout: float = 240) -> None:
+    import urllib.request
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise SystemExit(f"runner exited with {proc.returncode}:\n{log.read_text()}")
+        try:
+            with urllib.request.urlopen(f"{url}/health", timeout=2) as resp:
+                if resp.status == 200:
+                    return
+        except Exception:
+            pass
+        time.sleep(0.5)
+    raise SystemExit(f"runner not ready after {timeout} s:\n{log.read_text()}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data-dir", help="where the embedded model is converted (default: temp)")
+    parser.add_argument("--model", help="an already converted model folder (skips conversion)")
+    parser.add_argument("--tokens", type=int, default=32)
+    parser.add_argument("--max-batch", type=int, default=16)
+    parser.add_argument("--compare-cb", action="store_true", help="also compare with HF CB")
+    args = parser.parse_args()
+
+    tmp = Path(tempfile.mkdtemp(prefix="jokebot-bench-"))
+    try:
+        if args.model:
+            folder = Path(args.model)
+        else:
+            from model.embedded import ensure_embedded_model
+
+            data_dir = Path(args.data_dir or os.environ.get("JOKEBOT_DATA_DIR") or tmp / "data")
+            console.print(f"embedded model in {data_dir} (converted once, ~30 s)")
+            folder = ensure_embedded_model(data_dir)
+        candidate = tmp / "candidate-v1"  # a second version to swap to (links to the same files)
+        candidate.mkdir()
+        for f in folder.iterdir():
+            (candidate / f.name).symlink_to(f.resolve())
+
+        console.print("raw batched forward (batch 16, no server)...")
+        raw = raw_batched_throughput(folder, 16, args.tokens)
+
+        port = free_port()
+        url = f"http://127.0.0.1:{port}"
+        log = tmp / "runner.log"
+        cmd = [sys.executable, "-m", "model.server", "--model", str(folder), "--version", "v0",
+               "--port", str(port), "--max-batch", str(args.max_batch),
+               "--max-queue", "64"]  # fmt: skip
+        env = {**os.environ, "RUNNER_TOKEN": TOKEN}
+        with log.open("w") as fh:
+            proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=fh, stderr=subprocess.STDOUT)
+        try:
+            wait_ready(url, proc, log)
+            asyncio.run(load_test(url, 2, 1, 8))  # warm-up
+            results = []
+            for label, clients, per_client in (
+                ("sequential", 1, 8), ("4 clients", 4, 4), ("16 clients", 16, 3),
+                ("32 clients", 32, 2),
+            ):  # fmt: skip
+                console.print(f"{label}...")
+                results.append(
+                    (label, clients, asyncio.run(load_test(url, clients, per_client, args.tokens)))
+                )
+            console.print("swap under 16 clients...")
+            swap, info = asyncio.run(swap_test(url, 16, args.tokens, candidate))
+        finally:
+            proc.terminate()
+            try:
+                proc.wait(15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+
+        seq = results[0][2].tps
+        sixteen = results[2][2].tps
+        table = Table(title=f"jokebot runner, SmolLM2-135M, {args.tokens}-token completions, "
+                      f"max_batch {args.max_batch}, {os.cpu_count()} CPU cores")  # fmt: skip
+        for col in ("scenario", "requests", "errors", "tokens/s", "x sequential", "p50 s",
+                    "p95 s", "worst s", "note"):  # fmt: skip
+            table.add_column(col, justify="left" if col in ("scenario", "note") else "right")
+        for label, _clients, r in results:
+            table.add_row(
+                label, str(len(r.latencies) + r.errors), str(r.errors), f"{r.tps:.1f}",
+                f"{r.tps / seq:.1f}x", f"{r.p(0.5):.2f}", f"{r.p(0.95):.2f}",
+                f"{max(r.latencies, default=float('nan')):.2f}", "",
+            )  # fmt: skip
+        swap_note = (
+            f"swap {info.get('swap_seconds', float('nan')):.2f} s (HTTP {info['status']}), "
+            f"versions seen {sorted(swap.versions)}"
+        )
+        table.add_row(
+            "swap under 16 clients", str(len(swap.latencies) + swap.errors), str(swap.errors),
+            f"{swap.tps:.1f}", f"{swap.tps / seq:.1f}x", f"{swap.p(0.5):.2f}",
+            f"{swap.p(0.95):.2f}", f"{max(swap.latencies, default=float('nan')):.2f}", swap_note,
+        )  # fmt: skip
+        table.add_row(
+            "hardware: raw batch 16", "-", "-", f"{raw:.1f}", f"{raw / seq:.1f}x", "-", "-", "-",
+            f"server 16 clients / raw = {sixteen / raw:.0%}",
+        )  # fmt: skip
+        console.print(table)
+        if any(r.errors for _, _, r in results) or swap.errors:
+            console.print(f"error codes: {[r.codes for _, _, r in results]} swap {swap.codes}")
+
+        if args.compare_cb:
+            console.print("in-process comparison with transformers continuous batching...")
+            cb = Table(title=f"32 requests x {args.tokens} tokens, sampling, in-process")
+            for col in ("engine", "tokens/s", "per-request seed"):
+                cb.add_column(col)
+            for name, tps, seeded in compare_continuous_batching(folder, 32, args.tokens):
+                cb.add_row(name, f"{tps:.1f}", seeded)
+            console.print(cb)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
