@@ -29,7 +29,8 @@ demo: setup
 	  '/retrain' \
 	  '/status' \
 	  '/joke' \
-	| JOKEBOT_DATA_DIR=$(DEMO_DATA) RETRAIN_SCHEDULE=off $(BIN)/jokebot sandbox --echo
+	| JOKEBOT_DATA_DIR=$(DEMO_DATA) RETRAIN_SCHEDULE=off TRAIN_EVAL_SAMPLES=16 \
+	  $(BIN)/jokebot sandbox --echo
 
 test: setup
 	$(BIN)/ruff check bot model tests benchmarks

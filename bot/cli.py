@@ -10,6 +10,7 @@ import argparse
 import asyncio
 import json
 import logging
+import os
 import sys
 from collections.abc import Callable
 
@@ -76,6 +77,11 @@ async def _active_version(settings: Settings) -> tuple[str, str]:
 
 def cmd_sandbox(settings: Settings, args: argparse.Namespace) -> int:
     from bot.sandbox import run_sandbox
+
+    if "LOG_LEVEL" not in os.environ:  # keep the conversation readable; children inherit it
+        os.environ["LOG_LEVEL"] = "WARNING"
+        logging.getLogger().setLevel(logging.WARNING)
+        logging.getLogger("discord").setLevel(logging.WARNING)
 
     return asyncio.run(run_sandbox(settings, sys.stdin, echo=args.echo))
 

@@ -21,6 +21,11 @@ def point_discord_at(api_base: str, gateway_url: str) -> None:
     discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY = yarl.URL(gateway_url)
 
 
+# jokebot never joins voice channels: skip discord.py's start-up warnings about voice libraries.
+discord.VoiceClient.warn_nacl = False
+discord.VoiceClient.warn_dave = False
+
+
 class JokeBot(commands.Bot):
     """jokebot's Discord client; slash commands only, every message sent with mentions off."""
 
