@@ -32,11 +32,15 @@ import time
 from dataclasses import asdict, dataclass, field, fields
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from transformers import TrainerCallback
+if TYPE_CHECKING:
+    from model.progress import EventWriter
 
-from model.progress import EventWriter
+# Set before torch loads OpenMP: waiting threads sleep instead of spinning. On a 2-core host
+# shared with the runner (or anything else busy), spinning made a training step 4-8x slower
+# (measured: 4.4 s alone; 30-45 s beside one busy process; 7-10 s with PASSIVE).
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 log = logging.getLogger("model.train")
 
@@ -173,17 +177,9 @@ def _train_evaluate_publish(
 ) -> dict[str, Any]:
     import torch
     import transformers
-    from transformers import (
-        AutoModelForCausalLM,
-        EarlyStoppingCallback,
-        PrinterCallback,
-        Trainer,
-        TrainingArguments,
-        set_seed,
-    )
+    from transformers import set_seed
 
     from model.data import (
-        JokeCollator,
         JokeDataset,
         encode_jokes,
         file_sha256,
@@ -193,7 +189,7 @@ def _train_evaluate_publish(
     from model.devices import configure_cpu_threads, resolve_device
     from model.evaluate import measure, release, show_sample
     from model.loading import load_model_and_tokenizer, load_tokenizer
-    from model.lora import add_lora, merge_lora
+    from model.lora import merge_lora
     from model.progress import TimeBudget, TrainingEvents
     from model.textformat import start_token_id
 
@@ -215,73 +211,22 @@ def _train_evaluate_publish(
     # sorted by length: evaluation batches then carry almost no padding
     eval_set = JokeDataset(sorted(encode_jokes(tokenizer, validation_texts, limit), key=len))
 
-    model = AutoModelForCausalLM.from_pretrained(
-        job.base, dtype=torch.float32, attn_implementation="sdpa"
-    )
-    model.config.use_cache = False
-    if job.lora:
-        model = add_lora(model, r=job.lora_r, alpha=job.lora_alpha, dropout=job.lora_dropout)
-
-    steps_per_epoch = math.ceil(len(train_set) / (job.batch_size * job.grad_accum))
-    eval_steps = job.eval_steps or max(1, round(steps_per_epoch / job.evals_per_epoch))
-    logging_steps = max(1, min(5, eval_steps))
-    gpu = device.type == "cuda"
-    bf16 = gpu and torch.cuda.is_bf16_supported()
-    args = TrainingArguments(
-        output_dir=str(tmp / "checkpoints"),
-        per_device_train_batch_size=job.batch_size,
-        per_device_eval_batch_size=max(job.batch_size, 32),
-        gradient_accumulation_steps=job.grad_accum,
-        num_train_epochs=job.epochs,
-        learning_rate=job.effective_learning_rate,
-        lr_scheduler_type=job.lr_scheduler,
-        warmup_steps=job.warmup_ratio,  # below 1: a share of the total steps
-        weight_decay=job.weight_decay,
-        max_grad_norm=job.max_grad_norm,
-        optim="adamw_torch_fused" if gpu else "adamw_torch",
-        bf16=bf16,
-        fp16=gpu and not bf16,
-        use_cpu=device.type == "cpu",
-        eval_strategy="steps",
-        eval_steps=eval_steps,
-        save_strategy="steps",
-        save_steps=eval_steps,
-        save_total_limit=1,  # the best checkpoint is kept besides the latest
-        save_only_model=True,
-        load_best_model_at_end=True,
-        metric_for_best_model="eval_loss",
-        greater_is_better=False,
-        logging_strategy="steps",
-        logging_steps=logging_steps,
-        logging_first_step=True,
-        prediction_loss_only=True,
-        train_sampling_strategy="group_by_length",  # similar lengths per batch: little padding
-        remove_unused_columns=False,
-        dataloader_num_workers=0,
-        report_to=[],
-        disable_tqdm=True,
-        seed=job.seed,
-        data_seed=job.seed,
-    )
+    model = load_training_model(job)
     budget = TimeBudget(job.max_minutes * 60)
     progress = TrainingEvents(
         events, train_jokes=len(train), validation_jokes=len(validation), device=device.type
     )
     progress.budget = budget
-    trainer = Trainer(
+    trainer, settings = build_trainer(
+        job,
         model=model,
-        args=args,
-        data_collator=JokeCollator(pad_token_id=tokenizer.pad_token_id),
-        train_dataset=train_set,
-        eval_dataset=eval_set,
-        callbacks=[
-            progress,
-            budget,
-            EarlyStoppingCallback(early_stopping_patience=job.early_stopping_patience),
-            _CancelCheck(),
-        ],
+        tokenizer=tokenizer,
+        train_set=train_set,
+        eval_set=eval_set,
+        output_dir=tmp / "checkpoints",
+        device=device,
+        callbacks=[progress, budget, _cancel_check()],
     )
-    trainer.remove_callback(PrinterCallback)
 
     train_began = time.monotonic()
     trainer.train()
@@ -300,7 +245,7 @@ def _train_evaluate_publish(
         "stopped_early": stopped_early,
         "budget_hit": budget.hit,
         "device": device.type,
-        "precision": "bf16" if bf16 else "fp16" if gpu else "fp32",
+        "precision": settings["precision"],
     }
     log.info("training ended after %d steps in %.0f s: %s", steps, train_seconds, training)
 
@@ -317,7 +262,7 @@ def _train_evaluate_publish(
     tokenizer.save_pretrained(str(tmp))
     del trainer, model, final
     gc.collect()
-    if gpu:
+    if device.type == "cuda":
         torch.cuda.empty_cache()
     shutil.rmtree(tmp / "checkpoints", ignore_errors=True)
 
@@ -349,13 +294,7 @@ def _train_evaluate_publish(
         for k, v in asdict(job).items()
         if k not in ("snapshot", "output", "manifest", "base", "serving")
     }
-    hyperparameters.update(
-        effective_learning_rate=job.effective_learning_rate,
-        eval_steps=eval_steps,
-        logging_steps=logging_steps,
-        steps_per_epoch=steps_per_epoch,
-        optimizer=args.optim,
-    )
+    hyperparameters.update(settings)
     manifest = {
         "format": 1,
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
@@ -398,6 +337,116 @@ def _train_evaluate_publish(
     }
 
 
+def load_training_model(job: TrainJob):
+    """The model to fine-tune, in float32 (mixed precision on GPUs is the Trainer's autocast)."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from model.lora import add_lora
+
+    model = AutoModelForCausalLM.from_pretrained(
+        job.base, dtype=torch.float32, attn_implementation="sdpa"
+    )
+    model.config.use_cache = False
+    if job.lora:
+        model = add_lora(model, r=job.lora_r, alpha=job.lora_alpha, dropout=job.lora_dropout)
+    return model
+
+
+def build_trainer(
+    job: TrainJob,
+    *,
+    model,
+    tokenizer,
+    train_set,
+    eval_set,
+    output_dir: Path,
+    device,
+    callbacks=(),
+    max_steps: int = -1,
+):
+    """A Trainer for `job`, and the settings it derived (recorded in the manifest).
+
+    AdamW with warm-up and `lr_scheduler` decay, gradient accumulation, bf16 (fp16 where the
+    GPU lacks bf16) on CUDA, fp32 elsewhere; evaluation and checkpoints every `eval_steps`
+    (checkpoints: weights only, inside `output_dir`), early stopping on the validation loss,
+    the best checkpoint restored at the end. Batches group jokes of similar length.
+    """
+    import torch
+    from transformers import (
+        EarlyStoppingCallback,
+        PrinterCallback,
+        Trainer,
+        TrainingArguments,
+    )
+
+    from model.data import JokeCollator
+
+    steps_per_epoch = math.ceil(len(train_set) / (job.batch_size * job.grad_accum))
+    eval_steps = job.eval_steps or max(1, round(steps_per_epoch / job.evals_per_epoch))
+    logging_steps = max(1, min(5, eval_steps))
+    gpu = device.type == "cuda"
+    bf16 = gpu and torch.cuda.is_bf16_supported()
+    args = TrainingArguments(
+        output_dir=str(output_dir),
+        per_device_train_batch_size=job.batch_size,
+        per_device_eval_batch_size=max(job.batch_size, 32),
+        gradient_accumulation_steps=job.grad_accum,
+        num_train_epochs=job.epochs,
+        max_steps=max_steps,
+        learning_rate=job.effective_learning_rate,
+        lr_scheduler_type=job.lr_scheduler,
+        warmup_steps=job.warmup_ratio,  # below 1: a share of the total steps
+        weight_decay=job.weight_decay,
+        max_grad_norm=job.max_grad_norm,
+        optim="adamw_torch_fused" if gpu else "adamw_torch",
+        bf16=bf16,
+        fp16=gpu and not bf16,
+        use_cpu=device.type == "cpu",
+        eval_strategy="steps",
+        eval_steps=eval_steps,
+        save_strategy="steps",
+        save_steps=eval_steps,
+        save_total_limit=1,  # the best checkpoint is kept besides the latest
+        save_only_model=True,
+        load_best_model_at_end=True,
+        metric_for_best_model="eval_loss",
+        greater_is_better=False,
+        logging_strategy="steps",
+        logging_steps=logging_steps,
+        logging_first_step=True,
+        prediction_loss_only=True,
+        train_sampling_strategy="group_by_length",  # similar lengths per batch: little padding
+        remove_unused_columns=False,
+        dataloader_num_workers=0,
+        report_to=[],
+        disable_tqdm=True,
+        seed=job.seed,
+        data_seed=job.seed,
+    )
+    trainer = Trainer(
+        model=model,
+        args=args,
+        data_collator=JokeCollator(pad_token_id=tokenizer.pad_token_id),
+        train_dataset=train_set,
+        eval_dataset=eval_set,
+        callbacks=[
+            *callbacks,
+            EarlyStoppingCallback(early_stopping_patience=job.early_stopping_patience),
+        ],
+    )
+    trainer.remove_callback(PrinterCallback)
+    settings = {
+        "effective_learning_rate": job.effective_learning_rate,
+        "steps_per_epoch": steps_per_epoch,
+        "eval_steps": eval_steps,
+        "logging_steps": logging_steps,
+        "optimizer": args.optim,
+        "precision": "bf16" if bf16 else "fp16" if gpu else "fp32",
+    }
+    return trainer, settings
+
+
 class _RunState:
     """Cancel versus publish, decided once under a lock: a version is either renamed into place
     (after which SIGTERM no longer cancels) or cancelled (after which it is never renamed)."""
@@ -430,17 +479,21 @@ class _RunState:
 RUN = _RunState()
 
 
-class _CancelCheck(TrainerCallback):
-    """Stops the Trainer between (micro-)steps once the run is cancelled."""
+def _cancel_check():
+    """A callback that stops the Trainer between (micro-)steps once the run is cancelled."""
+    from transformers import TrainerCallback
 
-    def on_substep_end(self, args, state, control, **kwargs):
-        RUN.check()
+    class CancelCheck(TrainerCallback):
+        def on_substep_end(self, args, state, control, **kwargs):
+            RUN.check()
 
-    def on_step_end(self, args, state, control, **kwargs):
-        RUN.check()
+        def on_step_end(self, args, state, control, **kwargs):
+            RUN.check()
 
-    def on_evaluate(self, args, state, control, **kwargs):
-        RUN.check()
+        def on_evaluate(self, args, state, control, **kwargs):
+            RUN.check()
+
+    return CancelCheck()
 
 
 def _fsync_tree(folder: Path) -> None:
@@ -515,10 +568,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--job", required=True, help="job file (JSON)")
     options = parser.parse_args(argv)
 
-    events = EventWriter(sys.stdout)
-    from model.progress import claim_stdout
+    from model.progress import EventWriter, claim_stdout
 
-    events.stream = claim_stdout()
+    events = EventWriter(claim_stdout())
     logging.basicConfig(
         stream=sys.stderr,
         level=logging.INFO,
