@@ -42,7 +42,7 @@ PROMPTS = [
     "Knock knock.",
 ]
 TOKEN = "bench-token"
-console = Console()
+console = Console(width=150)
 
 
 @dataclass
@@ -118,9 +118,10 @@ async def swap_test(url: str, clients: int, tokens: int, candidate: Path) -> tup
         swapped = asyncio.Event()
 
         async def client(c: int) -> None:
-            for k in range(20):  # bounded: runs until one request after the swap
+            for k in range(20):  # bounded: runs until one request started after the swap
+                after = swapped.is_set()
                 await one_request(session, url, c * 1000 + k, tokens, out)
-                if swapped.is_set():
+                if after:
                     return
 
         start = time.perf_counter()
@@ -280,7 +281,7 @@ def main() -> None:
             (candidate / f.name).symlink_to(f.resolve())
 
         console.print("raw batched forward (batch 16, no server)...")
-        raw = raw_batched_throughput(folder, 16, args.tokens)
+        raws = [raw_batched_throughput(folder, 16, args.tokens)]
 
         port = free_port()
         url = f"http://127.0.0.1:{port}"
@@ -305,6 +306,9 @@ def main() -> None:
                 )
             console.print("swap under 16 clients...")
             swap, info = asyncio.run(swap_test(url, 16, args.tokens, candidate))
+            time.sleep(2)  # the old model is released; the runner is idle
+            console.print("raw batched forward again (the CPU is shared: keep the best)...")
+            raws.append(raw_batched_throughput(folder, 16, args.tokens))
         finally:
             proc.terminate()
             try:
@@ -312,6 +316,7 @@ def main() -> None:
             except subprocess.TimeoutExpired:
                 proc.kill()
 
+        raw = max(raws)
         seq = results[0][2].tps
         sixteen = results[2][2].tps
         table = Table(title=f"jokebot runner, SmolLM2-135M, {args.tokens}-token completions, "

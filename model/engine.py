@@ -228,7 +228,8 @@ class Engine:
         self._stopping = False
         self._thread: threading.Thread | None = None
         self._latency_ewma = 2.0  # seconds per request, for Retry-After estimates
-        self.steps = 0
+        self.steps = 0  # decode passes
+        self.prefills = 0  # prefill passes
 
     # ----- called from the event loop -----
     def start(self) -> None:
@@ -375,6 +376,7 @@ class Engine:
             served.pending = []
             if new:
                 logits = batch.prefill(new)
+                self.prefills += 1
                 self._accept(served, new, choose_tokens(logits, [r.sampling for r in new]))
             if batch.rows:
                 rows = list(batch.rows)

@@ -7,7 +7,7 @@ the batch (every operation here is row-wise).
 
 Finding the nucleus (the smallest set of most likely tokens whose mass reaches top_p) without
 sorting the vocabulary: sorting 49k probabilities costs 3-18 ms a row on a 2-core CPU, more than
-a model step's worth of budget. Rows whose nucleus lies within their top 64 tokens (the common
+a model step's worth of budget. Rows whose nucleus lies within their top 256 tokens (the common
 case for a trained model) use that top-k; the others bucket their log-probabilities into a
 histogram (one pass, scatter-add), find the bucket where the mass from the top crosses top_p,
 and sort only that bucket. The result is the same set a full sort gives (up to exact ties).
@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 import torch
 
-TOPK = 64
+TOPK = 256  # measured on SmolLM2 at T=0.9: covers ~80% of rows; ~5 ms a step at batch 16
 BUCKETS = 1024
 
 
