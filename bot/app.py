@@ -87,9 +87,19 @@ async def backend(settings: Settings) -> AsyncIterator[Backend]:
         training = TrainingCoordinator(settings, db, runner)
         services = Services(settings=settings, db=db, runner=runner, training=training)
         runner_file = write_runner_file(settings, url, token)
+        supervisor = None
+        if runner_process is not None:
+
+            async def serving_version() -> tuple[str, str]:
+                active = await db.active_version()
+                return active.path, active.name
+
+            supervisor = asyncio.create_task(runner_process.keep_alive(serving_version))
         try:
             yield Backend(services=services, runner_process=runner_process)
         finally:
+            if supervisor is not None:
+                supervisor.cancel()
             runner_file.unlink(missing_ok=True)
             if training.busy:
                 await training.cancel()

@@ -22,7 +22,7 @@ from pydantic import SecretStr
 from bot.app import backend
 from bot.discord_bot import JokeBot
 from bot.loopback_discord import LoopbackDiscord, running_bot
-from bot.runner_process import free_port
+from bot.runner_process import RunnerProcess, free_port
 from bot.services import Services
 from bot.settings import Settings
 from tests.tiny_model import make_tiny_gpt2
@@ -118,6 +118,7 @@ class App:
     standin: LoopbackDiscord
     services: Services
     run: object
+    runner_process: RunnerProcess | None = None
 
     @property
     def db(self):
@@ -134,7 +135,7 @@ async def jokebot_app(
         async with running_bot(
             bot, standin, TOKEN, allow_errors=allow_errors, loggers=("discord", "bot")
         ) as run:
-            yield App(standin, started.services, run)
+            yield App(standin, started.services, run, started.runner_process)
 
 
 @pytest.fixture
