@@ -42,7 +42,7 @@ class RunningBatch:
 
     def __init__(self, model, pad_token_id: int, forward=None) -> None:
         self.model = model
-        self.forward = forward or model
+        self.forward = forward if forward is not None else model
         self.pad_token_id = pad_token_id
         self.device = model.device
         self.rows: list = []

@@ -112,7 +112,8 @@ class ServedModel:
 
     @property
     def rows_in_use(self) -> int:
-        return len(self.batch) + len(self.pending)
+        batch = self.batch  # read once: the worker may release this model meanwhile
+        return (len(batch) if batch is not None else 0) + len(self.pending)
 
     def release(self) -> None:
         """Drop every reference to the weights so that their memory can be reclaimed."""
@@ -267,7 +268,7 @@ class Engine:
 
     @property
     def running_rows(self) -> int:
-        return sum(m.rows_in_use for m in self._models if m.batch is not None)
+        return sum(m.rows_in_use for m in list(self._models))
 
     @property
     def resident_versions(self) -> list[str]:
@@ -326,7 +327,7 @@ class Engine:
         """Requests to run, or a replaced model to release."""
         return (
             bool(self._waiting)
-            or any(m.rows_in_use for m in self._models if m.batch is not None)
+            or any(m.rows_in_use for m in self._models)
             or any(m is not self.current for m in self._models)
         )
 

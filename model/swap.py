@@ -65,7 +65,12 @@ def load_candidate(
     except CandidateError:
         raise
     except Exception as exc:
-        raise CandidateError(f"smoke test of {ref} failed: {type(exc).__name__}: {exc}") from exc
+        if not compile:
+            raise CandidateError(
+                f"smoke test of {ref} failed: {type(exc).__name__}: {exc}"
+            ) from exc
+        log.warning("torch.compile failed for %s (%s); serving it uncompiled", ref, exc)
+        return load_candidate(ref, version, device, compile=False)
     log.info(
         "loaded %s as %s on %s in %.1f s (smoke test passed)",
         ref, version, loaded.device, time.monotonic() - start,
