@@ -1,0 +1,322 @@
+"""Fine-tuning benchmark: the 2019 tutorial's recipe against jokebot's, at equal training tokens.
+
+    python benchmarks/bench_finetune.py [--csv PATH] [--tokens 24000] [--samples 48]
+
+Both recipes start from the same base model (default: the embedded SmolLM2-135M, converted
+into --data-dir once) and see the same training jokes; both are measured on the same held-out
+jokes (the stable hash split of model.data) with the gate's own measurements (model.evaluate):
+
+- tutorial (2019): training jokes joined by newlines, cut into fixed 512-token blocks with no
+  end-of-text token, batch 2, AdamW at 5e-5 with linear decay (the run_lm_finetuning defaults
+  of the time), for --tokens training tokens.
+- jokebot: one example per joke (start token, joke, eos), batches of similar length padded to
+  their longest, no loss on padding, the defaults of model.train.TrainJob, with the number of
+  epochs (and so the learning-rate schedule) planned for --tokens tokens, and training
+  stopped once it has seen them (padding not counted).
+
+Printed per recipe: validation NLL per token of complete jokes (joke + eos), one-joke rate and
+verbatim-copy rate of unprompted samples, training tokens/s and wall time; for jokebot also the
+time until its first evaluation whose validation loss beats the base model's by --margin.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_CSV = ROOT.parent / "shared" / "data" / "onelinefun.csv"
+TUTORIAL_BLOCK = 512
+TUTORIAL_BATCH = 2
+TUTORIAL_LR = 5e-5
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--csv", type=Path, default=DEFAULT_CSV, help="jokes CSV (column Joke)")
+    parser.add_argument(
+        "--data-dir",
+        type=Path,
+        default=Path(os.environ.get("JOKEBOT_DATA_DIR", ROOT / "data")),
+        help="where the embedded model is converted once (default: JOKEBOT_DATA_DIR or ./data)",
+    )
+    parser.add_argument("--base", help="base model folder or hub id (default: embedded)")
+    parser.add_argument("--tokens", type=int, default=24000, help="training tokens per recipe")
+    parser.add_argument("--samples", type=int, default=48, help="unprompted samples per model")
+    parser.add_argument("--max-new-tokens", type=int, default=64)
+    parser.add_argument(
+        "--margin", type=float, default=0.10, help="promotable: NLL this much lower"
+    )
+    parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--json", type=Path, help="also write the results here")
+    return parser.parse_args(argv)
+
+
+def read_csv_jokes(path: Path):
+    """Jokes as `jokebot import` stores them: validated, cleaned, one per duplicate key."""
+    import csv
+
+    from bot.jokes import check_joke
+    from model.data import Joke
+
+    jokes, seen = [], set()
+    with path.open(encoding="utf-8", newline="") as rows:
+        for number, row in enumerate(csv.DictReader(rows), 1):
+            check = check_joke(row.get("Joke") or row.get("joke") or "")
+            if check.ok and check.key not in seen:
+                seen.add(check.key)
+                jokes.append(Joke(id=number, text=check.text, key=check.key))
+    return jokes
+
+
+def make_token_cap(tokens: int):
+    """A callback that ends training (evaluated and saved) once `tokens` real tokens were seen."""
+    from transformers import TrainerCallback
+
+    class TokenCap(TrainerCallback):
+        def on_step_end(self, args, state, control, **kwargs):
+            if state.num_input_tokens_seen >= tokens and not control.should_training_stop:
+                control.should_training_stop = True
+                control.should_evaluate = control.should_save = True
+            return control
+
+    return TokenCap()
+
+
+def make_timeline():
+    """A callback recording (seconds since training began, step, eval_loss) at each evaluation."""
+    from transformers import TrainerCallback
+
+    class Timeline(TrainerCallback):
+        def __init__(self):
+            self.began = time.monotonic()
+            self.points: list[tuple[float, int, float]] = []
+
+        def on_train_begin(self, args, state, control, **kwargs):
+            self.began = time.monotonic()
+
+        def on_evaluate(self, args, state, control, metrics=None, **kwargs):
+            loss = (metrics or {}).get("eval_loss")
+            if loss is not None:
+                elapsed = time.monotonic() - self.began
+                self.points.append((elapsed, state.global_step, float(loss)))
+
+    return Timeline()
+
+
+def train_recipe(name, job, model, tokenizer, train_set, eval_set, device, max_steps, cap):
+    """Train with build_trainer (checkpoints in a temporary folder); return measurements."""
+    from model.train import build_trainer
+
+    timeline = make_timeline()
+    with tempfile.TemporaryDirectory(prefix=f"bench-{name}-") as folder:
+        trainer, _ = build_trainer(
+            job,
+            model=model,
+            tokenizer=tokenizer,
+            train_set=train_set,
+            eval_set=eval_set,
+            output_dir=Path(folder),
+            device=device,
+            callbacks=[timeline, make_token_cap(cap)],
+            max_steps=max_steps,
+        )
+        base_eval = trainer.evaluate()["eval_loss"] if name == "jokebot" else None
+        began = time.monotonic()
+        trainer.train()
+        seconds = time.monotonic() - began
+        steps = trainer.state.global_step
+        tokens = trainer.state.num_input_tokens_seen  # padding not counted
+        model = trainer.model
+        del trainer
+    return model, {
+        "train_tokens": tokens,
+        "train_seconds": seconds,
+        "tokens_per_second": tokens / seconds if seconds else 0.0,
+        "steps": steps,
+        "timeline": timeline.points,
+        "base_eval_loss": base_eval,
+    }
+
+
+def tutorial_blocks(tokenizer, texts: list[str], block: int) -> list[list[int]]:
+    """The 2019 layout: all jokes joined by newlines, cut into 512-token blocks, no eos."""
+    ids = tokenizer("\n".join(texts), add_special_tokens=False).input_ids
+    return [ids[i : i + block] for i in range(0, len(ids) - block + 1, block)]
+
+
+def fmt_seconds(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    minutes, secs = divmod(round(seconds), 60)
+    return f"{minutes}m{secs:02d}s"
+
+
+def main(argv: list[str] | None = None) -> int:
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # as model.train does, before torch
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    options = parse_args(argv)
+    sys.path.insert(0, str(ROOT))
+
+    import torch
+    import transformers
+    from transformers import set_seed
+
+    from model.data import JokeDataset, encode_jokes, split_jokes
+    from model.devices import configure_cpu_threads, resolve_device
+    from model.embedded import ensure_embedded_model
+    from model.evaluate import measure, release, show_sample
+    from model.loading import LoadedModel, load_model_and_tokenizer, load_tokenizer
+    from model.train import TrainJob, load_training_model
+
+    transformers.logging.set_verbosity_error()
+    transformers.logging.disable_progress_bar()
+    started = time.monotonic()
+    load_before = os.getloadavg()
+    device = resolve_device("auto")
+    cores = configure_cpu_threads() if device.type == "cpu" else None
+    base = options.base or str(ensure_embedded_model(options.data_dir))
+
+    jokes = read_csv_jokes(options.csv)
+    train, validation = split_jokes(jokes, 0.1)
+    train_texts = [j.text for j in train]
+    validation_texts = [j.text for j in validation]
+    train_keys = {j.key for j in train}
+    tokenizer = load_tokenizer(base)
+    ours_train = JokeDataset(encode_jokes(tokenizer, train_texts))
+    eval_set = JokeDataset(sorted(encode_jokes(tokenizer, validation_texts), key=len))
+    print(
+        f"{len(jokes)} jokes from {options.csv.name}: {len(train)} training "
+        f"({ours_train.tokens} tokens as examples), {len(validation)} held out; base {base}; "
+        f"{device.type}, {cores or '-'} threads; {options.tokens} training tokens per recipe",
+        flush=True,
+    )
+
+    def evaluate(loaded):
+        return measure(
+            loaded,
+            validation_texts,
+            train_keys,
+            samples=options.samples,
+            max_new_tokens=options.max_new_tokens,
+            seed=options.seed,
+        )
+
+    results = {}
+    loaded = load_model_and_tokenizer(base, device=device)
+    results["base model"] = {"eval": evaluate(loaded)}
+    release(loaded)
+    print(f"base model measured ({fmt_seconds(time.monotonic() - started)})", flush=True)
+
+    # (a) the 2019 tutorial recipe
+    set_seed(options.seed)
+    config = transformers.AutoConfig.from_pretrained(base)
+    positions = getattr(config, "max_position_embeddings", None) or config.n_positions
+    block = min(TUTORIAL_BLOCK, positions)  # a tiny test model may hold fewer positions
+    blocks = tutorial_blocks(tokenizer, train_texts, block)
+    tutorial_job = TrainJob(
+        snapshot="-",
+        base=base,
+        output="-",
+        epochs=1.0,
+        learning_rate=TUTORIAL_LR,
+        lr_scheduler="linear",
+        warmup_ratio=0.0,
+        batch_size=TUTORIAL_BATCH,
+        eval_steps=10**9,  # no evaluation while training (the tutorial had none)
+        seed=options.seed,
+    )
+    tutorial_steps = max(1, options.tokens // (block * TUTORIAL_BATCH))
+    model = load_training_model(tutorial_job)
+    model, info = train_recipe(
+        "tutorial",
+        tutorial_job,
+        model,
+        tokenizer,
+        JokeDataset(blocks),
+        eval_set,
+        device,
+        tutorial_steps,
+        options.tokens,
+    )
+    model.eval()
+    model.config.use_cache = True
+    results["tutorial 2019"] = {
+        **info,
+        "eval": evaluate(LoadedModel(model, tokenizer, device, "tutorial")),
+    }
+    del model
+    print(f"tutorial recipe done ({fmt_seconds(time.monotonic() - started)})", flush=True)
+
+    # (b) jokebot's recipe, same number of training tokens
+    set_seed(options.seed)
+    ours_job = TrainJob(snapshot="-", base=base, output="-", seed=options.seed, max_minutes=10**6)
+    ours_job.epochs = options.tokens / ours_train.tokens
+    model = load_training_model(ours_job)
+    model, info = train_recipe(
+        "jokebot", ours_job, model, tokenizer, ours_train, eval_set, device, -1, options.tokens
+    )
+    model.eval()
+    model.config.use_cache = True
+    results["jokebot"] = {**info, "eval": evaluate(LoadedModel(model, tokenizer, device, "ours"))}
+    del model
+    threshold = info["base_eval_loss"] * (1 - options.margin)
+    first = next(((t, s) for t, s, loss in info["timeline"] if loss <= threshold), None)
+    results["jokebot"]["first_promotable"] = first
+
+    base_nll = results["base model"]["eval"].metrics["nll"]
+    print()
+    print(
+        f"{'recipe':<14} {'train tokens':>12} {'tokens/s':>9} {'train wall':>10} "
+        f"{'val NLL':>8} {'vs base':>8} {'one-joke':>9} {'copies':>7}  first promotable"
+    )
+    for name, row in results.items():
+        metrics = row["eval"].metrics
+        gain = (metrics["nll"] - base_nll) / base_nll
+        promotable = "-"
+        if name == "jokebot":
+            promotable = (
+                f"{fmt_seconds(first[0])} (step {first[1]})"
+                if first
+                else f"not within {row['steps']} steps"
+            )
+        print(
+            f"{name:<14} {row.get('train_tokens', 0):>12,} "
+            f"{row.get('tokens_per_second', 0):>9.0f} {fmt_seconds(row.get('train_seconds')):>10} "
+            f"{metrics['nll']:>8.3f} {gain:>+8.1%} {metrics['one_joke_rate']:>9.0%} "
+            f"{metrics['copy_rate']:>7.0%}  {promotable}"
+        )
+    print()
+    scored = results["base model"]["eval"].metrics["nll_tokens"]
+    print(
+        f"validation: {len(validation)} held-out jokes ({scored} "
+        f"tokens incl. eos); samples: {options.samples} per model, at most "
+        f"{options.max_new_tokens} new tokens; promotable = Trainer eval loss "
+        f"{options.margin:.0%} below the base's ({info['base_eval_loss']:.3f}); "
+        f"jokebot evaluations at steps {[s for _, s, _ in info['timeline']]}"
+    )
+    for name, row in results.items():
+        print(f"sample, {name}: {show_sample(row['eval'].samples)!r}")
+    load_after = os.getloadavg()
+    print(
+        f"total {fmt_seconds(time.monotonic() - started)}; load average "
+        f"{load_before[0]:.1f} before, {load_after[0]:.1f} after (1-minute; >{cores or 1} "
+        "means other processes shared the cores); torch "
+        f"{torch.__version__}, transformers {transformers.__version__}"
+    )
+    if options.json:
+        out = {
+            name: {**{k: v for k, v in row.items() if k != "eval"}, "metrics": row["eval"].metrics}
+            for name, row in results.items()
+        }
+        options.json.write_text(json.dumps(out, indent=2, default=str), encoding="utf-8")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
