@@ -88,23 +88,33 @@ def shared_runner(tiny_model) -> str:
         process.wait(timeout=15)
 
 
+# Small, fast values for the tiny GPT-2 (the names are the settings' environment variables).
+TEST_SETTINGS = {
+    "RUNNER_PORT": "0",
+    "RETRAIN_SCHEDULE": "off",
+    "DEVICE": "cpu",
+    "JOKE_MAX_TOKENS": "24",
+    "TRAIN_EPOCHS": "4",
+    "TRAIN_LEARNING_RATE": "2e-3",
+    "TRAIN_BATCH_SIZE": "8",
+    "TRAIN_EVAL_SAMPLES": "8",
+    "RETRAIN_MAX_MINUTES": "5",
+}
+
+
 def make_settings(data_dir: Path, model: Path, **overrides) -> Settings:
-    values = {
-        "data_dir": data_dir,
-        "model_base": str(model),
-        "discord_token": SecretStr(TOKEN),
-        "runner_port": 0,
-        "retrain_schedule": "off",
-        "device": "cpu",
-        "joke_max_tokens": 24,
-        "train_epochs": 4,
-        "train_learning_rate": 2e-3,
-        "train_batch_size": 8,
-        "train_eval_samples": 8,
-        "retrain_max_minutes": 5,
-    }
+    """In-process settings: TEST_SETTINGS for a fresh data directory and the given model."""
+    values = {name.lower(): value for name, value in TEST_SETTINGS.items()}
+    values.update(data_dir=data_dir, model_base=str(model), discord_token=SecretStr(TOKEN))
     values.update(overrides)
     return Settings(_env_file=None, **values)
+
+
+def process_env(data_dir: Path, model: Path, **extra: str) -> dict[str, str]:
+    """The environment of a `jokebot` process a host would start, with TEST_SETTINGS."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("DISCORD_", "RUNNER_"))}
+    env.update(TEST_SETTINGS, JOKEBOT_DATA_DIR=str(data_dir), MODEL_BASE=str(model), **extra)
+    return env
 
 
 @pytest.fixture

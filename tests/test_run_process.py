@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import signal
 import sys
 import time
@@ -14,29 +13,19 @@ import urllib.request
 import pytest
 
 from bot.loopback_discord import ADMINISTRATOR, DEFAULT_MEMBER_PERMISSIONS, LoopbackDiscord
-from tests.conftest import ROOT, TOKEN, corpus_lines
+from tests.conftest import ROOT, TOKEN, corpus_lines, process_env
 
 ADMIN = DEFAULT_MEMBER_PERMISSIONS | ADMINISTRATOR
 
 
 def host_env(standin: LoopbackDiscord, data_dir, model) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("DISCORD_", "RUNNER_"))}
-    env.update(
+    return process_env(
+        data_dir,
+        model,
         DISCORD_TOKEN=TOKEN,
         DISCORD_API_BASE=standin.api_base,
         DISCORD_GATEWAY_URL=standin.gateway_url,
-        JOKEBOT_DATA_DIR=str(data_dir),
-        MODEL_BASE=str(model),
-        RUNNER_PORT="0",
-        RETRAIN_SCHEDULE="off",
-        DEVICE="cpu",
-        JOKE_MAX_TOKENS="24",
-        TRAIN_EPOCHS="4",
-        TRAIN_LEARNING_RATE="2e-3",
-        TRAIN_BATCH_SIZE="8",
-        TRAIN_EVAL_SAMPLES="8",
     )
-    return env
 
 
 async def start_jokebot(standin: LoopbackDiscord, env: dict[str, str]):

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 
 import pytest
 
 from bot.sandbox import SandboxInputError, parse_command
-from tests.conftest import ROOT
+from tests.conftest import ROOT, process_env
 
 COMMANDS = {
     "joke": {"options": [{"name": "prompt", "type": 3}]},
@@ -63,18 +62,7 @@ def test_piped_session(tmp_path, tiny_model):
             "/bogus",
         ]
     )
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("DISCORD_", "RUNNER_"))}
-    env.update(
-        JOKEBOT_DATA_DIR=str(tmp_path / "data"),
-        MODEL_BASE=str(tiny_model),
-        RUNNER_PORT="0",
-        RETRAIN_SCHEDULE="off",
-        DEVICE="cpu",
-        JOKE_MAX_TOKENS="24",
-        TRAIN_LEARNING_RATE="2e-3",
-        TRAIN_EPOCHS="4",
-        TRAIN_EVAL_SAMPLES="8",
-    )
+    env = process_env(tmp_path / "data", tiny_model)
     result = subprocess.run(
         [sys.executable, "-m", "bot.cli", "sandbox", "--echo"],
         input=session,
