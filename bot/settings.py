@@ -64,10 +64,10 @@ class Settings(BaseSettings):
     # Retraining
     retrain_schedule: str = "0 */6 * * *"
     retrain_min_new_jokes: int = Field(default=20, ge=0)
-    retrain_max_minutes: float = Field(default=15.0, gt=0)
+    retrain_max_minutes: float = Field(default=10.0, gt=0)
     retrain_from: Literal["serving", "base"] = "serving"
-    train_epochs: float = Field(default=2.0, gt=0)
-    train_learning_rate: float = Field(default=5e-5, gt=0)
+    train_epochs: float = Field(default=1.0, gt=0)
+    train_learning_rate: float = Field(default=1e-4, gt=0)
     train_batch_size: int = Field(default=16, ge=1)
     train_grad_accum: int = Field(default=1, ge=1)
     train_lora: bool = False
