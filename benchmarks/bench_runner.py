@@ -140,6 +140,9 @@ async def swap_test(url: str, clients: int, tokens: int, candidate: Path) -> tup
     return out, info
 
 
+_RAW_MODELS: dict = {}
+
+
 def raw_batched_throughput(folder: Path, batch: int, tokens: int) -> float:
     """Tokens/s of the bare model: batched prefill + decode steps with a KV cache, no server."""
     import torch
@@ -150,7 +153,9 @@ def raw_batched_throughput(folder: Path, batch: int, tokens: int) -> float:
     from model.textformat import prompt_ids
 
     configure_cpu_threads()
-    lm = load_model_and_tokenizer(str(folder), device="auto")
+    if str(folder) not in _RAW_MODELS:
+        _RAW_MODELS[str(folder)] = load_model_and_tokenizer(str(folder), device="auto")
+    lm = _RAW_MODELS[str(folder)]
     tok, model = lm.tokenizer, lm.model
     rows = [prompt_ids(tok, PROMPTS[i % len(PROMPTS)]) for i in range(batch)]
     width = max(map(len, rows))
@@ -280,8 +285,8 @@ def main() -> None:
         for f in folder.iterdir():
             (candidate / f.name).symlink_to(f.resolve())
 
-        console.print("raw batched forward (batch 16, no server)...")
-        raws = [raw_batched_throughput(folder, 16, args.tokens)]
+        raws: list[float] = []
+        load_before = os.getloadavg()[0]
 
         port = free_port()
         url = f"http://127.0.0.1:{port}"
@@ -300,15 +305,19 @@ def main() -> None:
                 ("sequential", 1, 8), ("4 clients", 4, 4), ("16 clients", 16, 3),
                 ("32 clients", 32, 2),
             ):  # fmt: skip
+                if clients == 16:  # the raw baseline right before and after (the CPU may be shared)
+                    console.print(
+                        "raw batched forward (batch 16, no server; the runner is idle)..."
+                    )
+                    raws.append(raw_batched_throughput(folder, 16, args.tokens))
                 console.print(f"{label}...")
                 results.append(
                     (label, clients, asyncio.run(load_test(url, clients, per_client, args.tokens)))
                 )
+                if clients == 16:
+                    raws.append(raw_batched_throughput(folder, 16, args.tokens))
             console.print("swap under 16 clients...")
             swap, info = asyncio.run(swap_test(url, 16, args.tokens, candidate))
-            time.sleep(2)  # the old model is released; the runner is idle
-            console.print("raw batched forward again (the CPU is shared: keep the best)...")
-            raws.append(raw_batched_throughput(folder, 16, args.tokens))
         finally:
             proc.terminate()
             try:
@@ -316,7 +325,8 @@ def main() -> None:
             except subprocess.TimeoutExpired:
                 proc.kill()
 
-        raw = max(raws)
+        raw = sum(raws) / len(raws)
+        load_after = os.getloadavg()[0]
         seq = results[0][2].tps
         sixteen = results[2][2].tps
         table = Table(title=f"jokebot runner, SmolLM2-135M, {args.tokens}-token completions, "
@@ -341,9 +351,11 @@ def main() -> None:
         )  # fmt: skip
         table.add_row(
             "hardware: raw batch 16", "-", "-", f"{raw:.1f}", f"{raw / seq:.1f}x", "-", "-", "-",
-            f"server 16 clients / raw = {sixteen / raw:.0%}",
+            f"server 16 clients / raw = {sixteen / raw:.0%} (raw before/after: "
+            f"{raws[0]:.0f}/{raws[1]:.0f})",
         )  # fmt: skip
         console.print(table)
+        console.print(f"load average (1 min) before {load_before:.1f}, after {load_after:.1f}")
         if any(r.errors for _, _, r in results) or swap.errors:
             console.print(f"error codes: {[r.codes for _, _, r in results]} swap {swap.codes}")
 
