@@ -369,12 +369,11 @@ class Engine:
 
     def _step_model(self, served: ServedModel) -> None:
         batch = served.batch
+        new = [r for r in served.pending if r.request.active]
+        served.pending = []
         try:
-            dropped = [r for r in batch.rows if not r.request.active]
-            if dropped:
+            if any(not r.request.active for r in batch.rows):
                 batch.keep([r for r in batch.rows if r.request.active])
-            new = [r for r in served.pending if r.request.active]
-            served.pending = []
             if new:
                 logits = batch.prefill(new)
                 self.prefills += 1
@@ -388,10 +387,9 @@ class Engine:
         except Exception as exc:
             log.exception("generation failed on model %s", served.version)
             err = RuntimeError(f"generation failed: {exc}")
-            for row in [*batch.rows, *served.pending]:
+            for row in [*batch.rows, *new]:
                 _resolve(row.request.future, error=err)
             batch.reset()
-            served.pending = []
 
     def _accept(self, served: ServedModel, rows: list[Row], tokens: list[int]) -> None:
         now = time.monotonic()

@@ -291,3 +291,20 @@ def test_swapped_out_model_is_released(tiny_a, tiny_b):
         assert eng.resident_versions == ["new"]
     finally:
         eng.stop()
+
+
+def test_a_failing_forward_fails_its_requests_and_the_engine_goes_on(engine, served_a):
+    eng, _ = engine
+    real = served_a.batch.prefill
+
+    def broken(rows):
+        served_a.batch.prefill = real
+        raise RuntimeError("boom")
+
+    served_a.batch.prefill = broken
+    with pytest.raises(RuntimeError, match="boom"):
+        run_alone(eng, "Why", SamplingParams(max_tokens=3))
+    assert eng.running_rows == 0
+    assert (
+        run_alone(eng, "Why", SamplingParams(max_tokens=3, ignore_eos=True)).completion_tokens == 3
+    )
