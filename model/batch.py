@@ -37,6 +37,49 @@ def _left_pad(x: torch.Tensor, width: int, dim: int) -> torch.Tensor:
     return torch.cat([x.new_zeros(shape), x], dim=dim)
 
 
+class GrowingLayer(DynamicLayer):
+    """A full-attention cache layer that appends into spare capacity.
+
+    `DynamicLayer` concatenates the whole cache at every step (measured: ~12% of a batch-16
+    decode step of SmolLM2 on 2 cores); this one doubles its buffer when full and hands out
+    views. Code that replaces `keys`/`values` (merging or dropping rows) is noticed and the
+    buffer is rebuilt from the new tensors at the next update.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._key_buf: torch.Tensor | None = None
+        self._value_buf: torch.Tensor | None = None
+        self._view: torch.Tensor | None = None
+
+    def update(self, key_states, value_states, *args, **kwargs):
+        if not self.is_initialized:
+            self.lazy_initialization(key_states, value_states)
+        used = self.keys.shape[-2] if self.keys is not None and self.keys.numel() else 0
+        new = key_states.shape[-2]
+        buf = self._key_buf
+        if (
+            self.keys is not self._view
+            or buf is None
+            or buf.shape[0] != key_states.shape[0]
+            or used + new > buf.shape[-2]
+        ):
+            capacity = max(32, 2 * (used + new))
+            b, h, _, d = key_states.shape
+            key_buf = key_states.new_empty((b, h, capacity, d))
+            value_buf = value_states.new_empty((b, h, capacity, value_states.shape[-1]))
+            if used:
+                key_buf[:, :, :used] = self.keys
+                value_buf[:, :, :used] = self.values
+            self._key_buf, self._value_buf = key_buf, value_buf
+        self._key_buf[:, :, used : used + new] = key_states
+        self._value_buf[:, :, used : used + new] = value_states
+        self.keys = self._key_buf[:, :, : used + new]
+        self.values = self._value_buf[:, :, : used + new]
+        self._view = self.keys
+        return self.keys, self.values
+
+
 class RunningBatch:
     """The rows that are generating on one model, and their shared KV cache."""
 
@@ -72,17 +115,18 @@ class RunningBatch:
             mask[i, width - n :] = 1
         positions = (mask.cumsum(dim=-1) - 1).clamp(min=0)
         cache = DynamicCache(config=self.model.config)
+        for layer in cache.layers:
+            if type(layer) is not DynamicLayer:
+                raise UnsupportedModelError(
+                    f"cache layer {type(layer).__name__} cannot be batched (only full attention)"
+                )
+        cache.layers = [GrowingLayer() for _ in cache.layers]
         logits = self._run(
             input_ids=ids.to(self.device),
             attention_mask=mask.to(self.device),
             position_ids=positions.to(self.device),
             cache=cache,
         )
-        for layer in cache.layers:
-            if type(layer) is not DynamicLayer:
-                raise UnsupportedModelError(
-                    f"cache layer {type(layer).__name__} cannot be batched (only full attention)"
-                )
         self._merge(list(rows), cache, mask.to(self.device))
         return logits
 

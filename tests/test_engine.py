@@ -76,7 +76,7 @@ def texts(result):
 def test_greedy_in_a_batch_equals_alone(engine):
     eng, rec = engine
     jobs = [
-        (p, SamplingParams(max_tokens=3 + 4 * i, temperature=0.0, ignore_eos=True))
+        (p, SamplingParams(max_tokens=3 + 9 * i, temperature=0.0, ignore_eos=True))
         for i, p in enumerate(PROMPTS)
     ]
     alone = [texts(run_alone(eng, p, params)) for p, params in jobs]
