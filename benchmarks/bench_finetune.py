@@ -54,6 +54,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--json", type=Path, help="also write the results here")
+    parser.add_argument("--recipes", default="tutorial,jokebot", help="which recipes to run")
+    parser.add_argument(
+        "--eval-steps", type=int, default=20, help="jokebot: steps between evaluations"
+    )
+    parser.add_argument("--learning-rate", type=float, help="jokebot: override the default")
+    parser.add_argument("--batch-size", type=int, help="jokebot: override the default")
     return parser.parse_args(argv)
 
 
@@ -93,18 +99,24 @@ def make_timeline():
     from transformers import TrainerCallback
 
     class Timeline(TrainerCallback):
+        """Times exclude the evaluations themselves (their `eval_runtime`)."""
+
         def __init__(self):
             self.began = time.monotonic()
+            self.eval_seconds = 0.0
             self.points: list[tuple[float, int, float]] = []
 
         def on_train_begin(self, args, state, control, **kwargs):
             self.began = time.monotonic()
+            self.eval_seconds = 0.0
 
         def on_evaluate(self, args, state, control, metrics=None, **kwargs):
-            loss = (metrics or {}).get("eval_loss")
-            if loss is not None:
-                elapsed = time.monotonic() - self.began
-                self.points.append((elapsed, state.global_step, float(loss)))
+            metrics = metrics or {}
+            if state.global_step == 0 or "eval_loss" not in metrics:
+                return  # the base model's evaluation before training
+            self.eval_seconds += float(metrics.get("eval_runtime", 0.0))
+            elapsed = time.monotonic() - self.began - self.eval_seconds
+            self.points.append((elapsed, state.global_step, float(metrics["eval_loss"])))
 
     return Timeline()
 
@@ -129,13 +141,15 @@ def train_recipe(name, job, model, tokenizer, train_set, eval_set, device, max_s
         base_eval = trainer.evaluate()["eval_loss"] if name == "jokebot" else None
         began = time.monotonic()
         trainer.train()
-        seconds = time.monotonic() - began
+        wall = time.monotonic() - began
+        seconds = wall - timeline.eval_seconds  # training alone
         steps = trainer.state.global_step
         tokens = trainer.state.num_input_tokens_seen  # padding not counted
         model = trainer.model
         del trainer
     return model, {
         "train_tokens": tokens,
+        "train_wall_seconds": wall,
         "train_seconds": seconds,
         "tokens_per_second": tokens / seconds if seconds else 0.0,
         "steps": steps,
@@ -155,6 +169,28 @@ def fmt_seconds(seconds: float | None) -> str:
         return "-"
     minutes, secs = divmod(round(seconds), 60)
     return f"{minutes}m{secs:02d}s"
+
+
+class LoadSampler:
+    """Samples the 1-minute load average every few seconds: were the cores shared?"""
+
+    def __init__(self, every: float = 5.0):
+        import threading
+
+        self.samples: list[float] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, args=(every,), daemon=True)
+        self._thread.start()
+
+    def _run(self, every: float) -> None:
+        while not self._stop.wait(every):
+            self.samples.append(os.getloadavg()[0])
+
+    def summary(self) -> str:
+        self._stop.set()
+        if not self.samples:
+            return "-"
+        return f"mean {sum(self.samples) / len(self.samples):.1f}, max {max(self.samples):.1f}"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -177,10 +213,11 @@ def main(argv: list[str] | None = None) -> int:
     transformers.logging.set_verbosity_error()
     transformers.logging.disable_progress_bar()
     started = time.monotonic()
-    load_before = os.getloadavg()
+    load = LoadSampler()
     device = resolve_device("auto")
     cores = configure_cpu_threads() if device.type == "cpu" else None
     base = options.base or str(ensure_embedded_model(options.data_dir))
+    recipes = [r.strip() for r in options.recipes.split(",") if r.strip()]
 
     jokes = read_csv_jokes(options.csv)
     train, validation = split_jokes(jokes, 0.1)
@@ -207,81 +244,78 @@ def main(argv: list[str] | None = None) -> int:
             seed=options.seed,
         )
 
-    results = {}
+    def finish(name, model, info):
+        model.eval()
+        model.config.use_cache = True
+        results[name] = {**info, "eval": evaluate(LoadedModel(model, tokenizer, device, name))}
+        print(f"{name} done ({fmt_seconds(time.monotonic() - started)})", flush=True)
+
+    results: dict[str, dict] = {}
     loaded = load_model_and_tokenizer(base, device=device)
     results["base model"] = {"eval": evaluate(loaded)}
     release(loaded)
     print(f"base model measured ({fmt_seconds(time.monotonic() - started)})", flush=True)
 
-    # (a) the 2019 tutorial recipe
-    set_seed(options.seed)
-    config = transformers.AutoConfig.from_pretrained(base)
-    positions = getattr(config, "max_position_embeddings", None) or config.n_positions
-    block = min(TUTORIAL_BLOCK, positions)  # a tiny test model may hold fewer positions
-    blocks = tutorial_blocks(tokenizer, train_texts, block)
-    tutorial_job = TrainJob(
-        snapshot="-",
-        base=base,
-        output="-",
-        epochs=1.0,
-        learning_rate=TUTORIAL_LR,
-        lr_scheduler="linear",
-        warmup_ratio=0.0,
-        batch_size=TUTORIAL_BATCH,
-        eval_steps=10**9,  # no evaluation while training (the tutorial had none)
-        seed=options.seed,
-    )
-    tutorial_steps = max(1, options.tokens // (block * TUTORIAL_BATCH))
-    model = load_training_model(tutorial_job)
-    model, info = train_recipe(
-        "tutorial",
-        tutorial_job,
-        model,
-        tokenizer,
-        JokeDataset(blocks),
-        eval_set,
-        device,
-        tutorial_steps,
-        options.tokens,
-    )
-    model.eval()
-    model.config.use_cache = True
-    results["tutorial 2019"] = {
-        **info,
-        "eval": evaluate(LoadedModel(model, tokenizer, device, "tutorial")),
-    }
-    del model
-    print(f"tutorial recipe done ({fmt_seconds(time.monotonic() - started)})", flush=True)
+    if "tutorial" in recipes:  # (a) the 2019 recipe
+        set_seed(options.seed)
+        config = transformers.AutoConfig.from_pretrained(base)
+        positions = getattr(config, "max_position_embeddings", None) or config.n_positions
+        block = min(TUTORIAL_BLOCK, positions)  # a tiny test model may hold fewer positions
+        job = TrainJob(
+            snapshot="-",
+            base=base,
+            output="-",
+            learning_rate=TUTORIAL_LR,
+            lr_scheduler="linear",
+            warmup_ratio=0.0,
+            batch_size=TUTORIAL_BATCH,
+            eval_steps=10**9,  # no evaluation while training (the tutorial had none)
+            seed=options.seed,
+        )
+        steps = max(1, options.tokens // (block * TUTORIAL_BATCH))
+        model = load_training_model(job)
+        blocks = JokeDataset(tutorial_blocks(tokenizer, train_texts, block))
+        model, info = train_recipe(
+            "tutorial", job, model, tokenizer, blocks, eval_set, device, steps, options.tokens
+        )
+        finish("tutorial 2019", model, info)
+        del model
 
-    # (b) jokebot's recipe, same number of training tokens
-    set_seed(options.seed)
-    ours_job = TrainJob(snapshot="-", base=base, output="-", seed=options.seed, max_minutes=10**6)
-    ours_job.epochs = options.tokens / ours_train.tokens
-    model = load_training_model(ours_job)
-    model, info = train_recipe(
-        "jokebot", ours_job, model, tokenizer, ours_train, eval_set, device, -1, options.tokens
-    )
-    model.eval()
-    model.config.use_cache = True
-    results["jokebot"] = {**info, "eval": evaluate(LoadedModel(model, tokenizer, device, "ours"))}
-    del model
-    threshold = info["base_eval_loss"] * (1 - options.margin)
-    first = next(((t, s) for t, s, loss in info["timeline"] if loss <= threshold), None)
-    results["jokebot"]["first_promotable"] = first
+    base_eval_loss = None
+    if "jokebot" in recipes:  # (b) ours: the production defaults, planned for the same tokens
+        set_seed(options.seed)
+        job = TrainJob(snapshot="-", base=base, output="-", seed=options.seed, max_minutes=10**6)
+        job.epochs = options.tokens / ours_train.tokens
+        job.eval_steps = options.eval_steps
+        job.learning_rate = options.learning_rate or job.learning_rate
+        job.batch_size = options.batch_size or job.batch_size
+        model = load_training_model(job)
+        model, info = train_recipe(
+            "jokebot", job, model, tokenizer, ours_train, eval_set, device, -1, options.tokens
+        )
+        base_eval_loss = info["base_eval_loss"]
+        threshold = base_eval_loss * (1 - options.margin)
+        info["first_promotable"] = next(
+            ((t, s) for t, s, loss in info["timeline"] if loss <= threshold), None
+        )
+        info["settings"] = {"learning_rate": job.learning_rate, "batch_size": job.batch_size}
+        finish("jokebot", model, info)
+        del model
 
     base_nll = results["base model"]["eval"].metrics["nll"]
     print()
     print(
-        f"{'recipe':<14} {'train tokens':>12} {'tokens/s':>9} {'train wall':>10} "
+        f"{'recipe':<14} {'train tokens':>12} {'tokens/s':>9} {'train time':>10} "
         f"{'val NLL':>8} {'vs base':>8} {'one-joke':>9} {'copies':>7}  first promotable"
     )
     for name, row in results.items():
         metrics = row["eval"].metrics
         gain = (metrics["nll"] - base_nll) / base_nll
         promotable = "-"
-        if name == "jokebot":
+        if "first_promotable" in row:
+            first = row["first_promotable"]
             promotable = (
-                f"{fmt_seconds(first[0])} (step {first[1]})"
+                f"after {fmt_seconds(first[0])} (step {first[1]})"
                 if first
                 else f"not within {row['steps']} steps"
             )
@@ -294,20 +328,24 @@ def main(argv: list[str] | None = None) -> int:
     print()
     scored = results["base model"]["eval"].metrics["nll_tokens"]
     print(
-        f"validation: {len(validation)} held-out jokes ({scored} "
-        f"tokens incl. eos); samples: {options.samples} per model, at most "
-        f"{options.max_new_tokens} new tokens; promotable = Trainer eval loss "
-        f"{options.margin:.0%} below the base's ({info['base_eval_loss']:.3f}); "
-        f"jokebot evaluations at steps {[s for _, s, _ in info['timeline']]}"
+        f"val NLL: nats per token over {len(validation)} held-out jokes ({scored} tokens, eos "
+        f"included); one-joke / copies: {options.samples} unprompted samples per model, at most "
+        f"{options.max_new_tokens} new tokens. Train time and tokens/s exclude evaluations."
     )
+    if "jokebot" in results:
+        row = results["jokebot"]
+        print(
+            f"jokebot: {row['settings']}, evaluations at steps "
+            f"{[s for _, s, _ in row['timeline']]} (eval loss "
+            f"{', '.join(f'{loss:.3f}' for _, _, loss in row['timeline'])}); promotable = "
+            f"Trainer eval loss {options.margin:.0%} below the base's {base_eval_loss:.3f}"
+        )
     for name, row in results.items():
         print(f"sample, {name}: {show_sample(row['eval'].samples)!r}")
-    load_after = os.getloadavg()
     print(
-        f"total {fmt_seconds(time.monotonic() - started)}; load average "
-        f"{load_before[0]:.1f} before, {load_after[0]:.1f} after (1-minute; >{cores or 1} "
-        "means other processes shared the cores); torch "
-        f"{torch.__version__}, transformers {transformers.__version__}"
+        f"total {fmt_seconds(time.monotonic() - started)}; load average (1 min) {load.summary()} "
+        f"on {os.cpu_count()} cores (above {cores or 1}: other processes shared the cores); "
+        f"torch {torch.__version__}, transformers {transformers.__version__}"
     )
     if options.json:
         out = {

@@ -299,6 +299,8 @@ def _train_evaluate_publish(
         "format": 1,
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
         "token_layout": TOKEN_LAYOUT,
+        "start_token": tokenizer.convert_ids_to_tokens(start_token_id(tokenizer)),
+        "eos_token": tokenizer.eos_token,
         "base_model": job.base,
         "parent_version": None,
         "trained_from": job.base,

@@ -108,6 +108,7 @@ def test_cli_trains_a_loadable_version_and_reports_in_order(tmp_path, tiny_model
     assert manifest["version"] == 1 and manifest["corpus_hash"] == "abc"  # the bot's fields
     assert manifest["metrics"] == done["metrics"]
     assert manifest["token_layout"] == "start+joke+eos"
+    assert manifest["start_token"] == manifest["eos_token"] == "<|endoftext|>"  # GPT-2
     assert manifest["hyperparameters"]["learning_rate"] == 1e-2
     assert len(manifest["snapshot_sha256"]) == 64
     loaded = load_model_and_tokenizer(output, device="cpu")
