@@ -103,14 +103,14 @@ async def backend(settings: Settings) -> AsyncIterator[Backend]:
             runner_file.unlink(missing_ok=True)
             if training.busy:
                 await training.cancel()
-                for _ in range(50):  # up to 5 s for the trainer to clean up
+                for _ in range(40):  # up to 4 s for the trainer to clean up
                     if not training.busy:
                         break
                     await asyncio.sleep(0.1)
             await runner.close()
     finally:
         if runner_process is not None:
-            await runner_process.stop(timeout=7)
+            await runner_process.stop(timeout=5)  # all within the 10 s a host allows
         await db.close()
 
 
