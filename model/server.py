@@ -555,6 +555,9 @@ def setup_logging(level: str = "INFO") -> None:
 def run_runner(config: RunnerConfig) -> None:
     """Serve until SIGTERM/SIGINT (blocking); SystemExit(1) if the model cannot be loaded."""
     setup_logging(os.environ.get("LOG_LEVEL", "INFO"))
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # no tqdm bars in a host's log
     code = asyncio.run(serve(config))
     if code:
         raise SystemExit(code)
