@@ -185,7 +185,8 @@ class TrainingCoordinator:
             manifest=manifest,
         )
         if decision.promote:
-            self.progress.phase, self.progress.detail = "loading", f"v{number} into the runner"
+            where = "into the runner" if self.runner else "as the serving version"
+            self.progress.phase, self.progress.detail = "loading", f"v{number} {where}"
             await on_progress(self.progress)
             try:
                 await self.db.set_version_status(number, "promoted")
