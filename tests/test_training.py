@@ -127,7 +127,9 @@ def test_time_budget_stops_training_and_keeps_the_best(tmp_path, tiny_model):
 
 
 def test_lora_is_merged_into_a_plain_model(tmp_path, tiny_model):
-    job = TrainJob.from_dict(job_dict(tmp_path, tiny_model, lora=True, lora_r=4, lora_alpha=8))
+    job = TrainJob.from_dict(
+        job_dict(tmp_path, tiny_model, epochs=2, lora=True, lora_r=4, lora_alpha=8)
+    )
     done = run_job(job, EventWriter())
     output = Path(done["output"])
     assert not (output / "adapter_config.json").exists()
