@@ -242,6 +242,8 @@ class TrainingCoordinator:
             "lora": s.train_lora,
             "eval_samples": s.train_eval_samples,
             "sample_max_tokens": s.joke_max_tokens,
+            "sample_temperature": s.joke_temperature,  # measure what /joke will serve
+            "sample_top_p": s.joke_top_p,
             "manifest": {
                 "version": number,
                 "parent_version": parent,
