@@ -308,3 +308,19 @@ def test_a_failing_forward_fails_its_requests_and_the_engine_goes_on(engine, ser
     assert (
         run_alone(eng, "Why", SamplingParams(max_tokens=3, ignore_eos=True)).completion_tokens == 3
     )
+
+
+def test_requests_arriving_together_share_one_prefill(tiny_a):
+    eng = Engine(max_batch=8, admit_window=0.5)
+    eng.install(load_candidate(str(tiny_a), "a", device="cpu"))
+    eng.start()
+    try:
+        params = SamplingParams(max_tokens=4, temperature=0.0)
+        reqs = []
+        for prompt in PROMPTS[:3]:  # a burst spread over ~0.1 s, starting from idle
+            reqs.append(eng.submit(prompt, params))
+            time.sleep(0.05)
+        wait([r.future for r in reqs], timeout=30)
+        assert eng.prefills == 1
+    finally:
+        eng.stop()
