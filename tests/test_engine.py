@@ -15,7 +15,7 @@ from model.engine import Engine, EngineMetrics, QueueFull, RequestError, Samplin
 from model.sampling import RowSampling, choose_tokens, make_generator, nucleus_threshold
 from model.swap import load_candidate
 from model.textformat import prompt_ids
-from tests.test_runner_support import tiny_model
+from tests.test_runner_support import build_tiny_model
 
 PROMPTS = ["Why did the chicken", "", "A man walks into a bar and says", "Knock knock", "Q:"]
 
@@ -34,12 +34,12 @@ class Recorder(EngineMetrics):
 
 @pytest.fixture(scope="session")
 def tiny_a():
-    return tiny_model("tiny-a", seed=0)
+    return build_tiny_model("tiny-a", seed=0)
 
 
 @pytest.fixture(scope="session")
 def tiny_b():
-    return tiny_model("tiny-b", seed=1)
+    return build_tiny_model("tiny-b", seed=1)
 
 
 @pytest.fixture(scope="module")

@@ -1,6 +1,6 @@
 """Shared helpers for the runner tests (no tests here): tiny models built once per session.
 
-Kept conftest-free: the runner test modules call `tiny_model` from their own fixtures, and the
+Kept conftest-free: the runner test modules call `build_tiny_model` from their own fixtures, and the
 models are memoised here, so each is built once per session however many modules use it.
 """
 
@@ -22,7 +22,7 @@ _MODELS: dict[str, Path] = {}
 _ROOT: list[Path] = []
 
 
-def tiny_model(name: str = "tiny-a", seed: int = 0) -> Path:
+def build_tiny_model(name: str = "tiny-a", seed: int = 0) -> Path:
     """A tiny GPT-2 folder (memoised for the session); different seeds give different weights."""
     if name not in _MODELS:
         if not _ROOT:
