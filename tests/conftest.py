@@ -48,6 +48,18 @@ def tiny_model_b(tmp_path_factory) -> Path:
     return make_tiny_gpt2(tmp_path_factory.mktemp("models") / "tiny-gpt2-b", seed=1)
 
 
+@pytest.fixture(scope="session")
+def tiny_a(tiny_model) -> Path:
+    """The runner tests' name for `tiny_model`."""
+    return tiny_model
+
+
+@pytest.fixture(scope="session")
+def tiny_b(tiny_model_b) -> Path:
+    """The runner tests' name for `tiny_model_b`."""
+    return tiny_model_b
+
+
 def wait_healthy(url: str, process: subprocess.Popen, timeout: float = 120) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

@@ -15,7 +15,6 @@ from model.engine import Engine, EngineMetrics, QueueFull, RequestError, Samplin
 from model.sampling import RowSampling, choose_tokens, make_generator, nucleus_threshold
 from model.swap import load_candidate
 from model.textformat import prompt_ids
-from tests.test_runner_support import build_tiny_model
 
 PROMPTS = ["Why did the chicken", "", "A man walks into a bar and says", "Knock knock", "Q:"]
 
@@ -30,16 +29,6 @@ class Recorder(EngineMetrics):
 
     def model_released(self, served) -> None:
         self.released.append(served.version)
-
-
-@pytest.fixture(scope="session")
-def tiny_a():
-    return build_tiny_model("tiny-a", seed=0)
-
-
-@pytest.fixture(scope="session")
-def tiny_b():
-    return build_tiny_model("tiny-b", seed=1)
 
 
 @pytest.fixture(scope="module")

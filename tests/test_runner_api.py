@@ -9,15 +9,10 @@ import pytest
 import pytest_asyncio
 
 from model.server import STATE
-from tests.test_runner_support import build_tiny_model, runner_client
+from tests.test_runner_support import runner_client
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 TOKEN = "s3cret-token"
-
-
-@pytest.fixture(scope="session")
-def tiny_a():
-    return build_tiny_model("tiny-a", seed=0)
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")

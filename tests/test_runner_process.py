@@ -19,14 +19,9 @@ import pytest
 
 from model.embedded import ensure_embedded_model
 from model.server import RunnerConfig, serve
-from tests.test_runner_support import build_tiny_model, runner_client
+from tests.test_runner_support import runner_client
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-@pytest.fixture(scope="session")
-def tiny_a():
-    return build_tiny_model("tiny-a", seed=0)
 
 
 def free_port() -> int:

@@ -1,35 +1,15 @@
-"""Shared helpers for the runner tests (no tests here): tiny models built once per session.
-
-Kept conftest-free: the runner test modules call `build_tiny_model` from their own fixtures, and the
-models are memoised here, so each is built once per session however many modules use it.
-"""
+"""Shared helpers for the runner tests (no tests here). The tiny models come from conftest."""
 
 from __future__ import annotations
 
 import asyncio
-import atexit
 import contextlib
 import shutil
-import tempfile
 from pathlib import Path
 
 from aiohttp.test_utils import TestClient, TestServer
 
 from model.server import RunnerConfig, build_app
-from tests.tiny_model import make_tiny_gpt2
-
-_MODELS: dict[str, Path] = {}
-_ROOT: list[Path] = []
-
-
-def build_tiny_model(name: str = "tiny-a", seed: int = 0) -> Path:
-    """A tiny GPT-2 folder (memoised for the session); different seeds give different weights."""
-    if name not in _MODELS:
-        if not _ROOT:
-            _ROOT.append(Path(tempfile.mkdtemp(prefix="jokebot-runner-tests-")))
-            atexit.register(shutil.rmtree, _ROOT[0], True)
-        _MODELS[name] = make_tiny_gpt2(_ROOT[0] / name, seed=seed)
-    return _MODELS[name]
 
 
 def broken_copies(good: Path, root: Path) -> dict[str, Path]:

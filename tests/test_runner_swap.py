@@ -8,24 +8,12 @@ import re
 import time
 import weakref
 
-import pytest
-
 import model.server as server_module
 from model.server import STATE
-from tests.test_runner_support import broken_copies, build_tiny_model, runner_client
+from tests.test_runner_support import broken_copies, runner_client
 
 TOKEN = "swap-token"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
-
-
-@pytest.fixture(scope="session")
-def tiny_a():
-    return build_tiny_model("tiny-a", seed=0)
-
-
-@pytest.fixture(scope="session")
-def tiny_b():
-    return build_tiny_model("tiny-b", seed=1)
 
 
 async def test_swap_under_load_drops_nothing(tiny_a, tiny_b):
