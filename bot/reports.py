@@ -63,7 +63,10 @@ async def status_report(services: Services) -> str:
         lines.append("Runner: unavailable")
     total = await db.joke_count()
     fresh = await services.training.new_jokes_since_last_training()
-    lines.append(f"Corpus: {total} jokes, {fresh} new since the last training")
+    lines.append(
+        f"Corpus: {corpus_summary(total, await db.corpus_by_source())}, "
+        f"{fresh} new since the last training"
+    )
     last = await db.last_finished_run()
     if last is None:
         lines.append("Last training: never")
@@ -84,6 +87,12 @@ async def status_report(services: Services) -> str:
             f"(if at least {settings.retrain_min_new_jokes} new jokes)"
         )
     return "\n".join(lines)
+
+
+def corpus_summary(total: int, by_source: dict[str, int]) -> str:
+    """`283 jokes (283 starter)`: how much of the corpus is the starter set that ships."""
+    starter = by_source.get("starter", 0)
+    return f"{total} jokes" + (f" ({starter} starter)" if starter else "")
 
 
 def versions_table(versions: list[ModelVersion]) -> str:

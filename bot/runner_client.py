@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -125,8 +126,10 @@ class RunnerClient:
         temperature: float,
         top_p: float,
         seed: int | None = None,
+        examples: Sequence[str] = (),
     ) -> Completion:
-        """One completion; the runner stops it at the model's end-of-joke token."""
+        """One completion; the runner stops it at the model's end-of-joke token. `examples` are
+        in-context jokes, used by the runner only for a model in the `few-shot` layout."""
         body: dict[str, Any] = {
             "prompt": prompt,
             "max_tokens": max_tokens,
@@ -135,6 +138,8 @@ class RunnerClient:
         }
         if seed is not None:
             body["seed"] = seed
+        if examples:
+            body["examples"] = list(examples)
         status, answer, headers = await self._request("POST", "/v1/completions", json_body=body)
         if status == 429:
             retry_after = int(headers.get("Retry-After", "5") or 5)

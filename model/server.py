@@ -46,6 +46,8 @@ log = logging.getLogger("model.server")
 MAX_TOKENS_LIMIT = 512
 MAX_N = 8
 MAX_STOP = 4
+MAX_EXAMPLES = 8  # in-context jokes per request (an extension: OpenAI has no such field)
+MAX_EXAMPLE_CHARS = 1000
 MAX_PROMPT_CHARS = 20_000
 
 
@@ -140,6 +142,13 @@ def parse_completion_request(
     ignore_eos = body.get("ignore_eos", False)
     if not isinstance(ignore_eos, bool):
         raise InvalidRequest("ignore_eos must be true or false")
+    examples = body.get("examples") or []
+    if not isinstance(examples, list) or not all(isinstance(e, str) for e in examples):
+        raise InvalidRequest("examples must be a list of strings (jokes shown to a base model)")
+    if len(examples) > MAX_EXAMPLES or any(len(e) > MAX_EXAMPLE_CHARS for e in examples):
+        raise InvalidRequest(
+            f"examples may hold at most {MAX_EXAMPLES} jokes of {MAX_EXAMPLE_CHARS} characters"
+        )
     if body.get("stream"):
         raise InvalidRequest("stream is not supported by this runner; send stream: false")
     if body.get("echo"):
@@ -153,7 +162,7 @@ def parse_completion_request(
         raise InvalidRequest("best_of is not supported by this runner (use n)")
     params = SamplingParams(
         max_tokens=max_tokens, temperature=temperature, top_p=top_p, n=n, seed=seed,
-        stop=stops, ignore_eos=ignore_eos,
+        stop=stops, ignore_eos=ignore_eos, examples=tuple(examples),
     )  # fmt: skip
     return prompt, params
 
