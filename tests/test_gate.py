@@ -33,3 +33,14 @@ def test_a_parrot_is_refused():
     decision = decide({"nll": 2.0, "one_joke_rate": 1.0, "copy_rate": 0.6}, SERVING, POLICY)
     assert not decision.promote
     assert "copies" in decision.reason
+
+
+def test_one_joke_drop_within_sampling_noise_is_tolerated():
+    """16 samples: one unlucky sample is a 6% drop, not evidence of a worse model."""
+    serving = {"nll": 4.5, "one_joke_rate": 1.0, "n_samples": 16}
+    unlucky = {"nll": 3.3, "one_joke_rate": 15 / 16, "n_samples": 16}
+    assert decide(unlucky, serving, POLICY).promote
+    worse = {"nll": 3.3, "one_joke_rate": 10 / 16, "n_samples": 16}
+    assert not decide(worse, serving, POLICY).promote
+    many = {"nll": 3.3, "one_joke_rate": 0.85, "n_samples": 400}
+    assert not decide(many, {**serving, "n_samples": 400}, POLICY).promote  # noise is small
