@@ -22,6 +22,7 @@ import signal
 import subprocess
 import sys
 from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 
 from model.contracts.training_events import TrainerEvent, parse_event
@@ -122,6 +123,12 @@ class TrainerProcess:
         assert self.process is not None
         return await self.process.wait()
 
+    def kill(self) -> None:
+        """SIGKILL the launcher alone, as the kernel's OOM killer would (its ranks follow it)."""
+        if self.running:
+            assert self.process is not None
+            self.process.kill()
+
     def signal_group(self, signum: int) -> None:
         """Send `signum` to the launcher's whole process group (gone already: nothing to do)."""
         if self.process is None:
@@ -147,20 +154,30 @@ _ROOT_CAUSE = re.compile(
 )
 
 
-def launcher_failure(log_text: str) -> str | None:
-    """torchrun's account of the first rank that failed, as one sentence, if it gave one."""
+@dataclass(frozen=True)
+class RankFailure:
+    """torchrun's account of the first rank that failed."""
+
+    rank: int
+    exit_code: int  # negative: killed by that signal
+    detail: str = ""
+
+    def describe(self) -> str:
+        if self.exit_code < 0:
+            try:
+                how = f"was killed by {signal.Signals(-self.exit_code).name}"
+            except ValueError:
+                how = f"was killed by signal {-self.exit_code}"
+        else:
+            how = f"exited with code {self.exit_code}"
+        if self.detail and not self.detail.startswith(("Signal", "To enable traceback")):
+            how += f" ({self.detail})"
+        return f"training process rank {self.rank} {how}"
+
+
+def launcher_failure(log_text: str) -> RankFailure | None:
+    """The "Root Cause" torchrun writes to stderr when a rank fails, if it wrote one."""
     match = _ROOT_CAUSE.search(log_text)
     if match is None:
         return None
-    rank, code = int(match.group(1)), int(match.group(2))
-    if code < 0:
-        try:
-            how = f"was killed by {signal.Signals(-code).name}"
-        except ValueError:
-            how = f"was killed by signal {-code}"
-    else:
-        how = f"exited with code {code}"
-    detail = (match.group(3) or "").strip()
-    if detail and not detail.startswith(("Signal", "To enable traceback")):
-        how += f" ({detail})"
-    return f"training process rank {rank} {how}"
+    return RankFailure(int(match.group(1)), int(match.group(2)), (match.group(3) or "").strip())

@@ -305,12 +305,14 @@ class TrainingCoordinator:
             await self._stopping
         if code == 0 and isinstance(last, DoneEvent):
             return last
-        if isinstance(last, ErrorEvent) and not last.message.startswith("cancelled"):
-            return last  # rank 0 said why
-        # no final word, or rank 0 was stopped by torchrun because another rank failed
         log_text = _read_text(log_file)
-        reason = launcher_failure(log_text) or f"the trainer exited with code {code}"
-        return ErrorEvent(message=f"{reason}: {_tail(log_text)}")
+        failed = launcher_failure(log_text)  # with N processes: the rank that failed first
+        if isinstance(last, ErrorEvent) and (failed is None or failed.rank == 0):
+            return last  # rank 0 failed and said why
+        if failed is not None:  # another rank failed; rank 0 was stopped or lost its peer
+            return ErrorEvent(message=f"{failed.describe()}; the run was stopped")
+        reason = f"the trainer exited with code {code}: {_tail(log_text)}"
+        return ErrorEvent(message=reason)
 
 
 @contextlib.contextmanager
