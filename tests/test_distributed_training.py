@@ -191,7 +191,7 @@ def test_cli_trains_with_two_processes_and_records_world_size(tmp_path, tiny_mod
     data = tmp_path / "data"
     jokes = tmp_path / "jokes.txt"
     jokes.write_text("\n".join(corpus_lines(120)) + "\n", encoding="utf-8")
-    env = process_env(data, tiny_model, TRAIN_PROCESSES="2", TRAIN_EPOCHS="2")
+    env = process_env(data, tiny_model, TRAIN_PROCESSES="2", TRAIN_EPOCHS="1", TRAIN_MIN_STEPS="10")
     imported = subprocess.run(
         [sys.executable, "-m", "bot.cli", "import", str(jokes)],
         cwd=tmp_path,
