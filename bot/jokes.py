@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 MAX_JOKE_CHARS = 280
 MIN_JOKE_CHARS = 3
+MIN_GENERATED_CHARS = 10
 
 _WHITESPACE = re.compile(r"\s+")
 _MENTION_OR_LINK = re.compile(
@@ -40,6 +41,26 @@ def normalise_key(text: str) -> str:
         else:
             kept.append(char)
     return fold_whitespace("".join(kept))
+
+
+_CODE_OR_MARKUP = re.compile(r"```|[{}\\<>|$^~`]|==|=>|->|\w\(|\bdef |#include|\w_\w")
+_SENTENCE_END = ".!?…\"'”’)*😀😂🤣"
+
+
+def reads_as_joke(text: str) -> bool:
+    """Whether generated text reads as one joke: 10 to 280 characters on at most two lines,
+    words rather than code or markup, starting and ending like a sentence."""
+    text = text.strip()
+    words = text.split()
+    return (
+        MIN_GENERATED_CHARS <= len(text) <= MAX_JOKE_CHARS
+        and text.count("\n") <= 1
+        and len(words) >= 3
+        and (text[0].isupper() or text[0].isdigit() or text[0] in "\"'“‘(")
+        and text[-1] in _SENTENCE_END
+        and not _CODE_OR_MARKUP.search(text)
+        and sum(ch.isalpha() for ch in text) >= 0.6 * sum(not ch.isspace() for ch in text)
+    )
 
 
 @dataclass(frozen=True)

@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import re
 import sys
+import time
 from typing import Any, TextIO
 
 from pydantic import SecretStr
@@ -158,21 +159,25 @@ async def run_sandbox(settings: Settings, stdin: TextIO, *, echo: bool = False) 
         )
         sandbox = Sandbox(standin, sys.stdout)
         sandbox.say("starting the model runner and the bot (the first start converts the model)…")
+        began = time.monotonic()
         ready = asyncio.create_task(standin.wait_until_ready(timeout=RUNNER_START_TIMEOUT))
         await asyncio.wait({bot, ready}, return_when=asyncio.FIRST_COMPLETED)
         if bot.done():
             ready.cancel()
             return await bot  # raises the start-up error
         await ready
-        sandbox.say(f"ready. {HELP}")
+        sandbox.say(f"ready after {time.monotonic() - began:.0f} s. {HELP}")
         try:
             async for line in _read_lines(stdin):
                 if line.strip() in (":quit", ":q"):
                     break
                 if echo and line.strip():
                     sandbox.say(f"> {line.strip()}")
+                began = time.monotonic()
                 try:
                     await sandbox.handle(line)
+                    if echo and line.strip():
+                        sandbox.say(f"  ({time.monotonic() - began:.1f} s)")
                 except SandboxInputError as error:
                     sandbox.say(f"(sandbox) {error}")
                 except TimeoutError as error:

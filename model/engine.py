@@ -28,7 +28,7 @@ import torch
 from model.batch import RunningBatch
 from model.loading import LoadedModel
 from model.sampling import RowSampling, choose_tokens, make_generator
-from model.textformat import generation_prompt_ids, stop_token_ids
+from model.textformat import generation_prompt_ids, layout_stops, start_token_id
 
 log = logging.getLogger(__name__)
 
@@ -96,7 +96,7 @@ class ServedModel:
         self.ref = loaded.ref
         self.tokenizer = loaded.tokenizer
         self.eos_token_id = loaded.tokenizer.eos_token_id
-        self.stop_token_ids = stop_token_ids(loaded.tokenizer)
+        self.start_token_id = start_token_id(loaded.tokenizer)  # a second start: a second joke
         self.prompt_layout = loaded.prompt_layout
         self.device = loaded.device
         config = loaded.model.config
@@ -140,6 +140,7 @@ class Row:
         self.tokens: list[int] = []
         self.text: str | None = None
         self.finish_reason: str | None = None
+        self.stop = p.stop + layout_stops(request.served.prompt_layout) if p.examples else p.stop
         generator = None
         if p.temperature > 0:
             seed = p.seed + index if p.seed is not None else secrets.randbits(63)
@@ -153,15 +154,15 @@ class Row:
     def accept(self, token: int, served: ServedModel) -> None:
         """Take the next chosen token and decide whether this row is done."""
         p = self.request.params
-        if token in served.stop_token_ids and not p.ignore_eos:
+        if token in (served.eos_token_id, served.start_token_id) and not p.ignore_eos:
             self.finish_reason = "stop"
             return
         self.tokens.append(token)
         self.last_token = token
         self.length += 1
-        if p.stop:
+        if self.stop:
             text = served.tokenizer.decode(self.tokens, skip_special_tokens=True)
-            cut = min((i for i in (text.find(s) for s in p.stop) if i >= 0), default=-1)
+            cut = min((i for i in (text.find(s) for s in self.stop) if i >= 0), default=-1)
             if cut >= 0:
                 self.text = text[:cut]
                 self.finish_reason = "stop"

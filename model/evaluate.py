@@ -98,20 +98,21 @@ def validation_nll(
     """(mean NLL per token, number of scored tokens) of `texts` laid out as training examples.
 
     With `shots` > 0, each joke follows that many in-context examples from `examples_pool` (not
-    scored) and ends at the separator instead of eos: the `few-shot` layout.
+    scored) and ends at the end of its line instead of eos: the `few-shot` layout.
     """
     import torch
     import torch.nn.functional as F
 
     from model.data import JokeCollator, encode_jokes
-    from model.textformat import few_shot_prefix_ids, start_token_id
+    from model.textformat import FEW_SHOT_SEPARATOR, few_shot_text, prompt_ids
 
     rng = random.Random(seed)
+    end_of_line = tokenizer(FEW_SHOT_SEPARATOR, add_special_tokens=False).input_ids
     examples: list[tuple[int, list[int]]] = []  # (unscored prefix length, ids)
     for ids in encode_jokes(tokenizer, texts):
         if shots > 0 and examples_pool:
-            prefix = few_shot_prefix_ids(tokenizer, pick_examples(examples_pool, shots, rng))
-            examples.append((len(prefix), [*prefix, *ids[:-1], start_token_id(tokenizer)]))
+            context = prompt_ids(tokenizer, few_shot_text(pick_examples(examples_pool, shots, rng)))
+            examples.append((len(context), [*context, *ids[1:-1], *end_of_line]))
         else:
             examples.append((0, ids))
     examples.sort(key=lambda e: len(e[1]))
@@ -163,15 +164,24 @@ def sample_jokes(
     shots: int = 0,
 ) -> list[Sample]:
     """`n` unprompted samples: each starts from the start token (after `shots` in-context
-    examples of `examples_pool` when given: the `few-shot` layout) and stops at eos or at the
-    separator."""
+    examples of `examples_pool` when given: the `few-shot` layout, which also stops at the end
+    of the line) and stops at eos or at a second start token."""
     import torch
     from transformers import GenerationConfig
 
-    from model.textformat import generation_prompt_ids, stop_token_ids
+    from model.textformat import (
+        FEW_SHOT,
+        FEW_SHOT_SEPARATOR,
+        PLAIN,
+        generation_prompt_ids,
+        stop_token_ids,
+    )
 
     eos = tokenizer.eos_token_id
-    stops = sorted(stop_token_ids(tokenizer))
+    few_shot = shots > 0 and bool(examples_pool)
+    stops = set(stop_token_ids(tokenizer))
+    if few_shot:
+        stops |= newline_token_ids(tokenizer)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos
     special = set(tokenizer.all_special_ids)
     rng = random.Random(seed)
@@ -183,7 +193,7 @@ def sample_jokes(
         top_p=top_p if temperature > 0 else None,
         top_k=0,
         max_new_tokens=max_new_tokens,
-        eos_token_id=stops,
+        eos_token_id=sorted(stops),
         pad_token_id=pad,
     )
     torch.manual_seed(seed)
@@ -196,7 +206,7 @@ def sample_jokes(
                 generation_prompt_ids(
                     tokenizer,
                     examples=pick_examples(examples_pool, shots, rng) if few_shot else (),
-                    layout="few-shot" if few_shot else "plain",
+                    layout=FEW_SHOT if few_shot else PLAIN,
                 )
                 for _ in range(rows)
             ]
@@ -214,15 +224,26 @@ def sample_jokes(
             for row in output[:, width:].tolist():
                 end = next((i for i, token in enumerate(row) if token in stops), None)
                 finished = end is not None
-                body = row[:end] if finished else row
+                body = row[: end + 1] if finished else row  # a newline token may carry text
+                text = tokenizer.decode(body, skip_special_tokens=True)
+                if few_shot:
+                    text = text.split(FEW_SHOT_SEPARATOR, 1)[0]
                 samples.append(
                     Sample(
-                        text=tokenizer.decode(body, skip_special_tokens=True),
+                        text=text,
                         finished=finished,
-                        clean=not any(token in special for token in body),
+                        clean=not any(t in special for t in (body[:-1] if finished else body)),
                     )
                 )
     return samples
+
+
+def newline_token_ids(tokenizer) -> set[int]:
+    """Tokens whose text holds a newline: where a `few-shot` sample's line ends."""
+    from model.textformat import FEW_SHOT_SEPARATOR
+
+    texts = tokenizer.batch_decode([[i] for i in range(len(tokenizer))])
+    return {i for i, text in enumerate(texts) if FEW_SHOT_SEPARATOR in text}
 
 
 @dataclass

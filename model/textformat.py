@@ -12,10 +12,13 @@ jokes from 4.54 to 4.21 nats per token.)
 Two prompt layouts:
 
 - `plain` (`<start> prompt`): for versions fine-tuned on jokes, which know where a joke ends.
-- `few-shot` (`<start> joke <start> joke ... <start> prompt`): for a model that was never
-  fine-tuned on jokes (v0, any `MODEL_BASE`). A few corpus jokes as in-context examples show it
-  what a joke looks like and that the separator ends one, so its continuation is one joke.
-  Generation stops at the separator as well as at eos.
+- `few-shot` (`<start> joke \n joke \n ... joke \n prompt`): for a model that was never
+  fine-tuned on jokes (v0, any `MODEL_BASE`). A few corpus jokes as in-context examples, one per
+  line, show it what a joke looks like and that a line ends one, so its continuation is one
+  joke; generation stops at the newline (as well as at eos and the start token). The separator
+  is a newline, not the start token: after `<|endoftext|>` a pre-trained model starts an
+  unrelated document (measured on SmolLM2-135M: 8% one-joke rate with `<|endoftext|>` between
+  examples, 88-96% with newlines).
 
 A version folder's `manifest.json` names its layout (`prompt_layout`); a folder without one
 (a base model, a hub id) wants `few-shot`. This module is torch-free: the bot may import it.
@@ -30,6 +33,7 @@ DOCUMENT_SEPARATOR = "<|endoftext|>"
 PLAIN = "plain"
 FEW_SHOT = "few-shot"
 PROMPT_LAYOUTS = (PLAIN, FEW_SHOT)
+FEW_SHOT_SEPARATOR = "\n"  # between in-context examples; a generation stops at it
 
 
 def start_token_id(tokenizer) -> int:
@@ -55,21 +59,23 @@ def prompt_ids(tokenizer, prompt: str = "") -> list[int]:
     return [start_token_id(tokenizer), *_text_ids(tokenizer, prompt)]
 
 
-def few_shot_prefix_ids(tokenizer, examples: Sequence[str]) -> list[int]:
-    """`<start> example` for each in-context example: what precedes the joke in `few-shot`."""
-    start = start_token_id(tokenizer)
-    ids: list[int] = []
-    for example in examples:
-        ids += [start, *_text_ids(tokenizer, example)]
-    return ids
+def few_shot_text(examples: Sequence[str], prompt: str = "") -> str:
+    """The in-context examples, one per line, then the prompt (the new joke's opening)."""
+    return "".join(f"{example}{FEW_SHOT_SEPARATOR}" for example in examples) + prompt
+
+
+def layout_stops(layout: str) -> tuple[str, ...]:
+    """Stop strings a layout adds to a generation (few-shot: the end of the line)."""
+    return (FEW_SHOT_SEPARATOR,) if layout == FEW_SHOT else ()
 
 
 def generation_prompt_ids(
     tokenizer, prompt: str = "", examples: Sequence[str] = (), layout: str = PLAIN
 ) -> list[int]:
-    """The prompt in the layout the serving model wants (examples are ignored by `plain`)."""
-    prefix = few_shot_prefix_ids(tokenizer, examples) if layout == FEW_SHOT else []
-    return [*prefix, *prompt_ids(tokenizer, prompt)]
+    """The prompt in the layout the serving model wants (`plain` ignores the examples)."""
+    if layout == FEW_SHOT and examples:
+        prompt = few_shot_text(examples, prompt)
+    return prompt_ids(tokenizer, prompt)
 
 
 def example_ids(tokenizer, joke: str) -> list[int]:

@@ -115,6 +115,8 @@ TEST_SETTINGS = {
     "TRAIN_BATCH_SIZE": "8",
     "TRAIN_EVAL_SAMPLES": "8",
     "RETRAIN_MAX_MINUTES": "5",
+    "STARTER_CORPUS": "false",  # tests choose their corpus; test_first_minute covers the starter
+    "TRAIN_MIN_JOKES": "2",
 }
 
 
