@@ -4,10 +4,17 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from model.contracts.training_events import (
+    EvaluatingEvent,
+    ProgressEvent,
+    StartEvent,
+    TrainerEvent,
+)
+
 
 @dataclass
 class TrainingProgress:
-    """The latest state of a training run, updated from the trainer's JSON lines."""
+    """The latest state of a training run, updated from the trainer's events."""
 
     phase: str = "preparing"  # preparing, training, evaluating, loading, done
     step: int = 0
@@ -17,28 +24,29 @@ class TrainingProgress:
     eta_seconds: float | None = None
     detail: str = ""
 
-    def apply(self, event: dict) -> None:
+    def apply(self, event: TrainerEvent) -> None:
         """Fold one trainer event into the state."""
-        kind = event.get("event")
-        if kind == "start":
+        if isinstance(event, StartEvent):
             self.phase = "training"
-            self.total_steps = int(event.get("total_steps") or 0)
-            self.detail = (
-                f"{event.get('train_jokes', '?')} training jokes, "
-                f"{event.get('validation_jokes', '?')} held out, on {event.get('device', '?')}"
+            self.total_steps = event.total_steps
+            where = (
+                event.device if event.world_size == 1 else f"{event.world_size} × {event.device}"
             )
-        elif kind == "progress":
+            self.detail = (
+                f"{event.train_jokes} training jokes, {event.validation_jokes} held out, on {where}"
+            )
+        elif isinstance(event, ProgressEvent):
             self.phase = "training"
-            self.step = int(event.get("step") or 0)
-            self.total_steps = int(event.get("total_steps") or self.total_steps)
-            if event.get("loss") is not None:
-                self.loss = float(event["loss"])
-            if event.get("eval_loss") is not None:
-                self.eval_loss = float(event["eval_loss"])
-            self.eta_seconds = event.get("eta_seconds")
-        elif kind == "evaluating":
+            self.step = event.step
+            self.total_steps = event.total_steps or self.total_steps
+            if event.loss is not None:
+                self.loss = event.loss
+            if event.eval_loss is not None:
+                self.eval_loss = event.eval_loss
+            self.eta_seconds = event.eta_seconds
+        elif isinstance(event, EvaluatingEvent):
             self.phase = "evaluating"
-            self.detail = f"measuring the {event.get('model', 'candidate')} model"
+            self.detail = f"measuring the {event.model} model"
             self.eta_seconds = None
 
     @property

@@ -77,6 +77,8 @@ class Settings(BaseSettings):
     train_lora: bool = False
     train_seed: int = 42
     train_eval_samples: int = Field(default=48, ge=1)
+    # data-parallel training processes (torchrun): a number, or `auto` = one per visible GPU
+    train_processes: Annotated[int, Field(ge=1)] | Literal["auto"] = 1
     promote_min_nll_gain: float = Field(default=0.01, ge=0.0, lt=1.0)
     promote_max_one_joke_drop: float = Field(default=0.05, ge=0.0, le=1.0)
     promote_max_copy_rate: float = Field(default=0.25, ge=0.0, le=1.0)

@@ -1,7 +1,8 @@
 """One training run, the same for `jokebot train`, `/retrain` and the scheduler.
 
-Snapshot the corpus to a file, run `python -m model.train` in its own process (a crash or an
-out-of-memory there never touches serving), follow its JSON progress lines, pass its metrics
+Snapshot the corpus to a file, run `python -m model.train` in its own process group (one
+process, or TRAIN_PROCESSES data-parallel ones through torchrun: `bot.trainer_process`; a
+crash or an out-of-memory there never touches serving), follow its events, pass its metrics
 through the promotion gate, and make the runner serve the new version only if it is better.
 """
 
@@ -15,7 +16,6 @@ import json
 import logging
 import os
 import shutil
-import signal
 import sys
 import time
 from collections.abc import Awaitable, Callable, Iterator
@@ -29,6 +29,14 @@ from bot.gate import GatePolicy, decide
 from bot.progress import TrainingProgress
 from bot.runner_client import RunnerClient, RunnerError
 from bot.settings import Settings
+from bot.trainer_process import (
+    TrainerProcess,
+    launcher_failure,
+    resolve_train_processes,
+    trainer_command,
+)
+from model.contracts.training_events import DoneEvent, ErrorEvent, TrainerEvent
+from model.contracts.training_job import TrainJob
 
 log = logging.getLogger(__name__)
 ProgressCallback = Callable[[TrainingProgress], Awaitable[None]]
@@ -74,20 +82,21 @@ class TrainingCoordinator:
         self.progress: TrainingProgress | None = None
         self.run_id: int | None = None
         self._lock = asyncio.Lock()
-        self._process: asyncio.subprocess.Process | None = None
+        self._process: TrainerProcess | None = None
         self._cancelled = False
+        self._stopping: asyncio.Task | None = None
 
     @property
     def busy(self) -> bool:
         return self._lock.locked()
 
     async def cancel(self) -> bool:
-        """Stop the running training (SIGTERM); False if none runs."""
+        """Stop the running training (SIGTERM to its process group); False if none runs."""
         if not self.busy:
             return False
         self._cancelled = True
-        if self._process is not None and self._process.returncode is None:
-            self._process.send_signal(signal.SIGTERM)
+        if self._process is not None and self._process.running and self._stopping is None:
+            self._stopping = asyncio.create_task(self._process.stop())
         return True
 
     async def new_jokes_since_last_training(self) -> int:
@@ -118,6 +127,7 @@ class TrainingCoordinator:
         async with self._lock:
             with _host_training_lock(self.settings.data_dir):
                 self._cancelled = False
+                self._stopping = None
                 self.progress = TrainingProgress()
                 started = time.monotonic()
                 run_id = await self.db.start_run(trigger, requested_by)
@@ -172,16 +182,16 @@ class TrainingCoordinator:
         )
         job = self._job(snapshot, base_ref, serving.path, output, number, parent, fingerprint)
         job_file = work / "job.json"
-        job_file.write_text(json.dumps(job, indent=2), encoding="utf-8")
+        job_file.write_text(job.file_text(), encoding="utf-8")
 
         done = await self._run_trainer(job_file, work / "train.log", on_progress)
         if self._cancelled:
             return TrainingOutcome(run_id, "cancelled", "cancelled by an admin")
-        if done is None or done.get("event") != "done":
-            reason = (done or {}).get("message") or "the training process ended without a result"
-            return TrainingOutcome(run_id, "failed", reason)
+        if not isinstance(done, DoneEvent):
+            reason = done.message if isinstance(done, ErrorEvent) else ""
+            return TrainingOutcome(run_id, "failed", reason or "the trainer ended without a result")
 
-        metrics = done["metrics"]
+        metrics = done.metrics
         manifest = _read_manifest(output)
         decision = decide(metrics["candidate"], metrics["serving"], self._policy())
         outcome = TrainingOutcome(
@@ -190,7 +200,7 @@ class TrainingCoordinator:
             decision.reason,
             version=number,
             metrics=metrics,
-            samples=done.get("samples", {}),
+            samples=done.samples,
         )
         await self.db.add_version(
             number,
@@ -241,28 +251,28 @@ class TrainingCoordinator:
         number: int,
         parent: int,
         fingerprint: str,
-    ) -> dict[str, Any]:
+    ) -> TrainJob:
         s = self.settings
-        return {
-            "snapshot": str(snapshot),
-            "base": base_ref,
-            "serving": serving_ref,
-            "output": str(output),
-            "device": s.device,
-            "seed": s.train_seed,
-            "max_minutes": s.retrain_max_minutes,
-            "epochs": s.train_epochs,
-            "min_steps": s.train_min_steps,
-            "learning_rate": s.train_learning_rate,
-            "batch_size": s.train_batch_size,
-            "grad_accum": s.train_grad_accum,
-            "lora": s.train_lora,
-            "eval_samples": s.train_eval_samples,
-            "sample_max_tokens": s.joke_max_tokens,
-            "sample_temperature": s.joke_temperature,  # measure what /joke will serve
-            "sample_top_p": s.joke_top_p,
-            "few_shot_examples": s.few_shot_examples,  # how a `few-shot` v0 serves
-            "manifest": {
+        return TrainJob(
+            snapshot=str(snapshot),
+            base=base_ref,
+            serving=serving_ref,
+            output=str(output),
+            device=s.device,
+            seed=s.train_seed,
+            max_minutes=s.retrain_max_minutes,
+            epochs=s.train_epochs,
+            min_steps=s.train_min_steps,
+            learning_rate=s.train_learning_rate,
+            batch_size=s.train_batch_size,  # over all TRAIN_PROCESSES together
+            grad_accum=s.train_grad_accum,
+            lora=s.train_lora,
+            eval_samples=s.train_eval_samples,
+            sample_max_tokens=s.joke_max_tokens,
+            sample_temperature=s.joke_temperature,  # measure what /joke will serve
+            sample_top_p=s.joke_top_p,
+            few_shot_examples=s.few_shot_examples,  # how a `few-shot` v0 serves
+            manifest={
                 "version": number,
                 "parent_version": parent,
                 "base_model": s.base_model_ref,
@@ -270,47 +280,39 @@ class TrainingCoordinator:
                 "corpus_hash": fingerprint,
                 "corpus_size": sum(1 for _ in snapshot.open(encoding="utf-8")),
             },
-        }
+        )
 
     async def _run_trainer(
         self, job_file: Path, log_file: Path, on_progress: ProgressCallback
-    ) -> dict[str, Any] | None:
-        """Run the trainer process, fold its events into `self.progress`; return its last event."""
+    ) -> TrainerEvent | None:
+        """Run the trainer's process group, fold its events into `self.progress`; return the
+        final event (an ErrorEvent saying why when the processes ended without one)."""
+        processes = resolve_train_processes(self.settings.train_processes, self.settings.device)
         env = {**os.environ, "TOKENIZERS_PARALLELISM": "false"}
-        with log_file.open("ab") as stderr:
-            self._process = await asyncio.create_subprocess_exec(
-                sys.executable,
-                "-m",
-                "model.train",
-                "--job",
-                str(job_file),
-                stdout=asyncio.subprocess.PIPE,
-                stderr=stderr,
-                env=env,
-            )
-            last: dict[str, Any] | None = None
+        last: TrainerEvent | None = None
+        async with TrainerProcess(trainer_command(job_file, processes), log_file, env) as trainer:
+            self._process = trainer
             try:
-                assert self._process.stdout is not None
-                async for raw in self._process.stdout:
-                    try:
-                        event = json.loads(raw)
-                    except ValueError:
-                        log.debug("trainer: %s", raw.decode(errors="replace").rstrip())
-                        continue
+                async for event in trainer.events():
                     last = event
                     self.progress.apply(event)
                     await on_progress(self.progress)
-                await self._process.wait()
+                code = await trainer.wait()
             except asyncio.CancelledError:
-                with contextlib.suppress(ProcessLookupError):
-                    self._process.send_signal(signal.SIGTERM)
-                await asyncio.shield(self._process.wait())
+                await asyncio.shield(trainer.stop())
                 raise
-        code = self._process.returncode
-        if code != 0 and (last is None or last.get("event") != "error"):
-            tail = _tail(log_file)
-            last = {"event": "error", "message": f"the trainer exited with code {code}: {tail}"}
-        return last
+        if self._stopping is not None:
+            await self._stopping
+        if code == 0 and isinstance(last, DoneEvent):
+            return last
+        log_text = _read_text(log_file)
+        failed = launcher_failure(log_text)  # with N processes: the rank that failed first
+        if isinstance(last, ErrorEvent) and (failed is None or failed.rank == 0):
+            return last  # rank 0 failed and said why
+        if failed is not None:  # another rank failed; rank 0 was stopped or lost its peer
+            return ErrorEvent(message=f"{failed.describe()}; the run was stopped")
+        reason = f"the trainer exited with code {code}: {_tail(log_text)}"
+        return ErrorEvent(message=reason)
 
 
 @contextlib.contextmanager
@@ -346,12 +348,15 @@ def _read_manifest(folder: Path) -> dict[str, Any]:
         return {}
 
 
-def _tail(log_file: Path, lines: int = 3) -> str:
+def _read_text(path: Path) -> str:
     try:
-        text = log_file.read_text(encoding="utf-8", errors="replace").strip().splitlines()
+        return path.read_text(encoding="utf-8", errors="replace")
     except OSError:
-        return "no log"
-    return " | ".join(text[-lines:]) or "no log"
+        return ""
+
+
+def _tail(text: str, lines: int = 3) -> str:
+    return " | ".join(text.strip().splitlines()[-lines:]) or "no log"
 
 
 async def _ignore(_: TrainingProgress) -> None:

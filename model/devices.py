@@ -36,11 +36,20 @@ def serving_dtype(device: torch.device) -> torch.dtype:
     return torch.float32
 
 
-def configure_cpu_threads() -> int:
-    """Use every core this process may run on (cgroup/affinity aware), not the host's total."""
+def training_precision(device: torch.device) -> str:
+    """Mixed precision of the Trainer: bf16 where the GPU has it, else fp16; fp32 off CUDA."""
+    if device.type != "cuda":
+        return "fp32"
+    return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+
+
+def configure_cpu_threads(processes: int = 1) -> int:
+    """Share the cores this process may run on (cgroup/affinity aware) among `processes`
+    training processes on this machine, not the host's total; return this one's threads."""
     try:
         cores = len(os.sched_getaffinity(0))
     except AttributeError:  # macOS
         cores = os.cpu_count() or 1
-    torch.set_num_threads(max(1, cores))
-    return cores
+    threads = max(1, cores // max(1, processes))
+    torch.set_num_threads(threads)
+    return threads

@@ -1,8 +1,8 @@
 """Progress events on stdout (one JSON object a line) and the training time budget.
 
-The bot reads the trainer's stdout line by line, so stdout carries events and nothing else:
-`claim_stdout` keeps the real stdout for events and points file descriptor 1 (print, C
-libraries, progress bars) at stderr.
+The records are `model.contracts.training_events`. The bot reads the trainer's stdout line by
+line, so stdout carries events and nothing else: `claim_stdout` keeps the real stdout for
+events and points file descriptor 1 (print, C libraries, progress bars) at stderr.
 """
 
 from __future__ import annotations
@@ -16,6 +16,13 @@ import time
 from typing import IO, Any
 
 from transformers import TrainerCallback
+
+from model.contracts.training_events import (
+    FINAL_EVENTS,
+    ProgressEvent,
+    StartEvent,
+    TrainerEvent,
+)
 
 
 def _clean(value: Any) -> Any:
@@ -32,10 +39,12 @@ def _clean(value: Any) -> Any:
 
 
 class EventWriter:
-    """Writes one JSON object per line and flushes it at once (thread-safe).
+    """Writes one event per line and flushes it at once (thread-safe).
 
-    `final` events (done, error) close the writer: nothing is written after them, so the last
+    Final events (done, error) close the writer: nothing is written after them, so the last
     line the bot reads is the outcome even if the training thread is still winding down.
+    A writer without a stream (the other ranks of a multi-process run, in-process callers)
+    only keeps its records in `events`.
     """
 
     def __init__(self, stream: IO[str] | None = None):
@@ -44,12 +53,12 @@ class EventWriter:
         self.closed = False
         self._lock = threading.Lock()
 
-    def emit(self, event: str, *, final: bool = False, **fields: Any) -> dict:
-        record = _clean({"event": event, **fields})
+    def emit(self, event: TrainerEvent) -> dict:
+        record = _clean(event.model_dump())
         with self._lock:
             if self.closed:
                 return record
-            self.closed = final
+            self.closed = event.event in FINAL_EVENTS
             self.events.append(record)
             if self.stream is not None:
                 self.stream.write(json.dumps(record, ensure_ascii=False) + "\n")
@@ -69,22 +78,33 @@ def claim_stdout() -> IO[str]:
 class TrainingEvents(TrainerCallback):
     """Emits `start` when training begins and `progress` at every log and evaluation."""
 
-    def __init__(self, writer: EventWriter, *, train_jokes: int, validation_jokes: int, device):
+    def __init__(
+        self,
+        writer: EventWriter,
+        *,
+        train_jokes: int,
+        validation_jokes: int,
+        device,
+        world_size: int = 1,
+    ):
         self.writer = writer
         self.train_jokes = train_jokes
         self.validation_jokes = validation_jokes
         self.device = str(device)
+        self.world_size = world_size
         self.budget: TimeBudget | None = None
         self.started = time.monotonic()
 
     def on_train_begin(self, args, state, control, **kwargs):
         self.started = time.monotonic()
         self.writer.emit(
-            "start",
-            train_jokes=self.train_jokes,
-            validation_jokes=self.validation_jokes,
-            total_steps=state.max_steps,
-            device=self.device,
+            StartEvent(
+                train_jokes=self.train_jokes,
+                validation_jokes=self.validation_jokes,
+                total_steps=state.max_steps,
+                device=self.device,
+                world_size=self.world_size,
+            )
         )
 
     def eta_seconds(self, state) -> float | None:
@@ -101,21 +121,39 @@ class TrainingEvents(TrainerCallback):
         if "loss" not in logs and "eval_loss" not in logs:
             return
         self.writer.emit(
-            "progress",
-            step=state.global_step,
-            total_steps=state.max_steps,
-            epoch=round(state.epoch or 0.0, 3),
-            loss=logs.get("loss"),
-            eval_loss=logs.get("eval_loss"),
-            eta_seconds=self.eta_seconds(state),
+            ProgressEvent(
+                step=state.global_step,
+                total_steps=state.max_steps,
+                epoch=round(state.epoch or 0.0, 3),
+                loss=_clean(logs.get("loss")),
+                eval_loss=_clean(logs.get("eval_loss")),
+                eta_seconds=self.eta_seconds(state),
+            )
         )
+
+
+def any_rank(flag: bool, device) -> bool:
+    """True on every training process when `flag` is true on at least one.
+
+    Processes that stop at different steps deadlock in the next gradient all-reduce, so a
+    decision each one takes from its own clock is taken together (one tiny all-reduce).
+    """
+    import torch
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return flag
+    vote = torch.tensor([1 if flag else 0], device=device)
+    dist.all_reduce(vote, op=dist.ReduceOp.MAX)
+    return bool(vote.item())
 
 
 class TimeBudget(TrainerCallback):
     """Stops training once `seconds` have passed since training began.
 
     The step that crosses the budget is evaluated and saved, so the best checkpoint so far
-    (which `load_best_model_at_end` restores) includes the latest weights.
+    (which `load_best_model_at_end` restores) includes the latest weights. With several
+    processes the first to run out stops them all at the same step.
     """
 
     def __init__(self, seconds: float):
@@ -130,7 +168,9 @@ class TimeBudget(TrainerCallback):
         self.started = time.monotonic()
 
     def on_step_end(self, args, state, control, **kwargs):
-        if not self.hit and self.remaining() <= 0 and not control.should_training_stop:
+        if self.hit or control.should_training_stop:
+            return control
+        if any_rank(self.remaining() <= 0, args.device):
             self.hit = True
             control.should_training_stop = True
             control.should_evaluate = True

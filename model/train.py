@@ -1,19 +1,16 @@
-"""The training process: `python -m model.train --job JOB.json`.
+"""The training process: `python -m model.train --job JOB.json`, one version per run.
 
-The bot starts one process per fine-tune run (a crash or an out-of-memory here never touches
-serving) and reads its stdout, which carries one JSON event a line and nothing else:
+The bot starts it in a process of its own (a crash or an out-of-memory here never touches
+serving), directly or, with TRAIN_PROCESSES=N, as N data-parallel processes through
+`torchrun`. Its stdout carries the events of `model.contracts.training_events` and nothing
+else; the job is `model.contracts.training_job.TrainJob`.
 
-    {"event": "start", "train_jokes", "validation_jokes", "total_steps", "device"}
-    {"event": "progress", "step", "total_steps", "epoch", "loss", "eval_loss", "eta_seconds"}
-    {"event": "evaluating", "model": "candidate" | "serving"}
-    {"event": "done", "output", "metrics": {"candidate", "serving"}, "samples", "train_seconds",
-     "steps", "stopped_early", "budget_hit", "duration_seconds"}
-    {"event": "error", "message"}                      (then exit code 1; 143 after SIGTERM)
-
-The new version is written into `<output's folder>/.tmp-<name>-<pid>` (Trainer checkpoints
-included) and renamed to `output` only once weights, tokenizer, generation config, both
-evaluations and manifest.json are complete, so a killed run never leaves a version: SIGKILL
-leaves only the `.tmp-*` folder (the bot deletes those), SIGTERM removes it before exiting.
+Read `run_job` from the top, like HF's `run_clm.py`: prepare the data, train (all ranks),
+save, evaluate both models, write the manifest, publish (rank 0 alone). The version is built
+in `<output's folder>/.tmp-<name>-<pid>` (Trainer checkpoints included) and renamed to
+`output` only once weights, tokenizer, generation config, both evaluations and manifest.json
+are complete, so a killed run never leaves a version: SIGKILL leaves only the `.tmp-*` folder
+(the bot deletes those), SIGTERM removes it before exiting (`model.cancellation`).
 """
 
 from __future__ import annotations
@@ -25,16 +22,27 @@ import logging
 import math
 import os
 import shutil
-import signal
 import sys
-import threading
 import time
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from model.cancellation import (
+    CANCELLED_EXIT_CODE,
+    Cancelled,
+    RunState,
+    cancel_check,
+    install_cancel_handlers,
+    run_cancellable,
+)
+from model.contracts.training_events import DoneEvent, ErrorEvent, EvaluatingEvent
+from model.contracts.training_job import JobError, TrainJob
+
 if TYPE_CHECKING:
+    from model.distributed import World
+    from model.evaluate import Evaluation
     from model.progress import EventWriter
 
 # Set before torch loads OpenMP: waiting threads sleep instead of spinning. On a 2-core host
@@ -44,118 +52,9 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 log = logging.getLogger("model.train")
 
+__all__ = ["Cancelled", "JobError", "TrainJob", "build_trainer", "main", "run_job"]
+
 TOKEN_LAYOUT = "start+joke+eos"  # model.textformat: example = start token, joke, eos
-CANCELLED_EXIT_CODE = 128 + signal.SIGTERM
-CANCEL_GRACE_SECONDS = 2.0  # time the training thread gets to stop by itself
-
-
-class JobError(ValueError):
-    """The job file asks for something impossible; the message says what."""
-
-
-class Cancelled(BaseException):
-    """SIGTERM (or SIGINT): stop now, leave no version. A BaseException so no library eats it."""
-
-
-@dataclass
-class TrainJob:
-    """A training job as the bot writes it; every field but the first three has a default.
-
-    The defaults are tuned for the embedded SmolLM2-135M on a 2-core CPU and the ~3K jokes of
-    onelinefun.csv (benchmarks/bench_finetune.py measures them): one epoch at batch 16 is 165
-    steps, ~54K tokens, 2.8-6 s a step on 2 cores, so it fits a 10-minute budget. The held-out
-    NLL falls ~20% in the first 20-40 steps (the model learns where a joke ends) and slowly
-    after; 2e-4 gave the same NLL as 1e-4 at equal tokens, so the gentler rate is kept (less
-    forgetting), with 5% warm-up and cosine decay. Four evaluations per epoch (~15-30 s each
-    on a CPU) feed early stopping and the best-checkpoint choice. `max_minutes` counts from
-    the first training step; loading and the final evaluation (~1-2 minutes) come on top.
-    """
-
-    snapshot: str  # JSONL corpus snapshot: {"id", "text", "key"} per line
-    base: str  # model to start from: folder or hub id
-    output: str  # final version folder; must not exist yet
-    serving: str = ""  # model the gate compares against; empty = `base`
-    device: str = "auto"  # auto | cuda | mps | cpu
-    seed: int = 42
-    max_minutes: float = 10.0  # training time budget; then the best checkpoint so far is used
-    epochs: float = 1.0
-    min_steps: int = 60  # a small corpus still gets this many optimizer steps (more epochs)
-    learning_rate: float = 1e-4
-    lr_scheduler: str = "cosine"  # any transformers scheduler name (linear, cosine, ...)
-    batch_size: int = 16
-    grad_accum: int = 1
-    warmup_ratio: float = 0.05
-    weight_decay: float = 0.0
-    max_grad_norm: float = 1.0
-    eval_steps: int = 0  # 0 = about `evals_per_epoch` evaluations per epoch
-    evals_per_epoch: int = 4
-    early_stopping_patience: int = 3
-    lora: bool = False  # peft LoRA adapters, merged into the weights before saving
-    lora_r: int = 16
-    lora_alpha: int = 32
-    lora_dropout: float = 0.05
-    lora_learning_rate: float = 0.0  # 0 = 10 x learning_rate (adapters want a larger step)
-    validation_fraction: float = 0.1
-    eval_samples: int = 48  # unprompted samples per model for the one-joke and copy rates
-    sample_max_tokens: int = 64
-    sample_temperature: float = 0.9
-    sample_top_p: float = 0.95
-    few_shot_examples: int = 4  # in-context jokes when the serving model is `few-shot`
-    max_example_tokens: int = 128
-    manifest: dict = field(default_factory=dict)  # extra fields for manifest.json
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> TrainJob:
-        casts = {"int": int, "float": float, "str": str, "bool": _as_bool, "dict": dict}
-        known = {f.name: f for f in fields(cls)}
-        unknown = sorted(set(data) - set(known))
-        if unknown:
-            log.warning("ignoring unknown job fields: %s", ", ".join(unknown))
-        values = {}
-        for name, spec in known.items():
-            if data.get(name) is None:
-                continue
-            try:
-                values[name] = casts[str(spec.type)](data[name])
-            except (TypeError, ValueError) as error:
-                message = f"job field {name!r}: {data[name]!r} is not a {spec.type}"
-                raise JobError(message) from error
-        missing = [n for n in ("snapshot", "base", "output") if not values.get(n)]
-        if missing:
-            raise JobError(f"the job file lacks {', '.join(missing)}")
-        job = cls(**values)
-        job.check()
-        return job
-
-    def check(self) -> None:
-        if not 0 < self.validation_fraction < 1:
-            raise JobError("validation_fraction must be between 0 and 1")
-        if self.batch_size < 1 or self.grad_accum < 1 or self.epochs <= 0:
-            raise JobError("batch_size and grad_accum must be at least 1, epochs above 0")
-        if self.min_steps < 0 or self.few_shot_examples < 0:
-            raise JobError("min_steps and few_shot_examples must not be negative")
-        if self.learning_rate <= 0 or self.max_minutes <= 0:
-            raise JobError("learning_rate and max_minutes must be above 0")
-        if self.eval_samples < 1 or self.sample_max_tokens < 1:
-            raise JobError("eval_samples and sample_max_tokens must be at least 1")
-        if not 0 <= self.warmup_ratio < 1:
-            raise JobError("warmup_ratio must be in [0, 1)")
-
-    @property
-    def serving_ref(self) -> str:
-        return self.serving or self.base
-
-    @property
-    def effective_learning_rate(self) -> float:
-        if not self.lora:
-            return self.learning_rate
-        return self.lora_learning_rate or 10 * self.learning_rate
-
-
-def _as_bool(value: Any) -> bool:
-    if isinstance(value, str):
-        return value.strip().lower() in ("1", "true", "yes", "on")
-    return bool(value)
 
 
 def temp_folder(output: Path) -> Path:
@@ -163,104 +62,178 @@ def temp_folder(output: Path) -> Path:
     return output.parent / f".tmp-{output.name}-{os.getpid()}"
 
 
-def run_job(job: TrainJob, events: EventWriter) -> dict[str, Any]:
-    """Train, evaluate, save and publish one version; return the `done` event.
+@dataclass
+class PreparedData:
+    """The corpus split and tokenised, as every phase needs it."""
 
+    jokes: list
+    train_keys: set[str]
+    train_texts: list[str]  # in-context examples for a `few-shot` serving model
+    validation_texts: list[str]
+    tokenizer: Any
+    train_set: Any
+    eval_set: Any
+
+
+@dataclass
+class TrainingResult:
+    """What the training phase leaves: the final model and a summary for the manifest."""
+
+    model: Any
+    summary: dict[str, Any]  # steps, timings, best checkpoint, device, precision, world size
+    settings: dict[str, Any]  # what build_trainer derived from the job
+
+
+def run_job(
+    job: TrainJob, events: EventWriter, run: RunState | None = None
+) -> dict[str, Any] | None:
+    """Train, save, evaluate, write the manifest and publish one version.
+
+    Returns the `done` event's fields on rank 0 (None on the other ranks, which only train).
     On any failure (or Cancelled) the temporary folder is removed and the exception re-raised.
     """
+    from model import distributed
+
+    run = run or RunState()
+    began = time.monotonic()
     output = Path(job.output).absolute()
+    try:
+        world, device = join_training(job)
+        try:
+            folder = new_version_folder(output, run) if world.is_main else None
+            tmp = distributed.share_from_main(folder, world)  # checkpoints: one place for all
+            data = prepare_data(job)
+            training = train(job, data, tmp, device, world, events, run)
+        finally:
+            distributed.stop()  # every rank has trained; rank 0 goes on alone
+        if not world.is_main:
+            return None
+        save_version(job, training, data.tokenizer, tmp, device)
+        results = evaluate_models(job, data, tmp, device, events, run)
+        manifest = write_manifest(job, data, training, results, tmp, time.monotonic() - began)
+        publish(tmp, output, run)
+    except BaseException:
+        run.discard()
+        raise
+    return done_fields(output, training, manifest, time.monotonic() - began)
+
+
+def join_training(job: TrainJob) -> tuple[World, Any]:
+    """This process's rank and device; joins the process group when there are several."""
+    from transformers import set_seed
+
+    from model import distributed
+    from model.devices import configure_cpu_threads, resolve_device
+
+    world = distributed.World.from_env()
+    device = distributed.rank_device(resolve_device(job.device), world)
+    if device.type == "cpu":
+        configure_cpu_threads(world.local_world_size)
+    distributed.start(world, device)
+    set_seed(job.seed)
+    return world, device
+
+
+def new_version_folder(output: Path, run: RunState) -> Path:
+    """Refuse an existing `output`; create (and remember) the temporary folder beside it."""
     if output.exists():
         raise JobError(f"the output folder {output} already exists")
     output.parent.mkdir(parents=True, exist_ok=True)
     tmp = temp_folder(output)
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
-    try:
-        return _train_evaluate_publish(job, events, tmp, output)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+    run.folder = tmp
+    return tmp
 
 
-def _train_evaluate_publish(
-    job: TrainJob, events: EventWriter, tmp: Path, output: Path
-) -> dict[str, Any]:
-    import torch
-    import transformers
-    from transformers import set_seed
-
-    from model.data import (
-        JokeDataset,
-        encode_jokes,
-        file_sha256,
-        read_snapshot,
-        split_jokes,
-    )
-    from model.devices import configure_cpu_threads, resolve_device
-    from model.evaluate import measure, release, show_sample
-    from model.loading import load_model_and_tokenizer, load_tokenizer
-    from model.lora import merge_lora
-    from model.progress import TimeBudget, TrainingEvents
-    from model.textformat import PLAIN, start_token_id
-
-    began = time.monotonic()
-    device = resolve_device(job.device)
-    if device.type == "cpu":
-        configure_cpu_threads()
-    set_seed(job.seed)
+def prepare_data(job: TrainJob) -> PreparedData:
+    """Split the snapshot (held-out jokes by a hash of their key) and tokenise both parts."""
+    from model.data import JokeDataset, encode_jokes, read_snapshot, split_jokes
+    from model.loading import load_tokenizer
 
     jokes = read_snapshot(job.snapshot)
-    train, validation = split_jokes(jokes, job.validation_fraction)
-    train_keys = {j.key for j in train}
-    train_texts = [j.text for j in train]  # in-context examples for a `few-shot` serving model
-    validation_texts = [j.text for j in validation]
-    log.info("%d jokes: %d for training, %d held out", len(jokes), len(train), len(validation))
-
+    train_jokes, validation = split_jokes(jokes, job.validation_fraction)
+    log.info(
+        "%d jokes: %d for training, %d held out", len(jokes), len(train_jokes), len(validation)
+    )
     tokenizer = load_tokenizer(job.base)
     limit = job.max_example_tokens
-    train_set = JokeDataset(encode_jokes(tokenizer, [j.text for j in train], limit))
-    # sorted by length: evaluation batches then carry almost no padding
-    eval_set = JokeDataset(sorted(encode_jokes(tokenizer, validation_texts, limit), key=len))
+    train_texts = [j.text for j in train_jokes]
+    validation_texts = [j.text for j in validation]
+    return PreparedData(
+        jokes=jokes,
+        train_keys={j.key for j in train_jokes},
+        train_texts=train_texts,
+        validation_texts=validation_texts,
+        tokenizer=tokenizer,
+        train_set=JokeDataset(encode_jokes(tokenizer, train_texts, limit)),
+        # sorted by length: evaluation batches then carry almost no padding
+        eval_set=JokeDataset(sorted(encode_jokes(tokenizer, validation_texts, limit), key=len)),
+    )
 
-    model = load_training_model(job)
+
+def train(
+    job: TrainJob,
+    data: PreparedData,
+    tmp: Path,
+    device,
+    world: World,
+    events: EventWriter,
+    run: RunState,
+) -> TrainingResult:
+    """Fine-tune with the Trainer (every rank); the best checkpoint is restored at the end."""
+    from model.progress import TimeBudget, TrainingEvents
+
     budget = TimeBudget(job.max_minutes * 60)
     progress = TrainingEvents(
-        events, train_jokes=len(train), validation_jokes=len(validation), device=device.type
+        events,
+        train_jokes=len(data.train_texts),
+        validation_jokes=len(data.validation_texts),
+        device=device.type,
+        world_size=world.world_size,
     )
     progress.budget = budget
     trainer, settings = build_trainer(
         job,
-        model=model,
-        tokenizer=tokenizer,
-        train_set=train_set,
-        eval_set=eval_set,
+        model=load_training_model(job),
+        tokenizer=data.tokenizer,
+        train_set=data.train_set,
+        eval_set=data.eval_set,
         output_dir=tmp / "checkpoints",
         device=device,
-        callbacks=[progress, budget, _cancel_check()],
+        callbacks=[progress, budget, cancel_check(run)],
+        world_size=world.world_size,
     )
-
-    train_began = time.monotonic()
+    began = time.monotonic()
     trainer.train()
-    train_seconds = time.monotonic() - train_began
+    seconds = time.monotonic() - began
     state = trainer.state
-    steps = state.global_step
-    stopped_early = not budget.hit and steps < state.max_steps
-    training = {
-        "steps": steps,
+    summary = {
+        "steps": state.global_step,
         "total_steps": state.max_steps,
         "epochs_done": round(state.epoch or 0.0, 3),
-        "train_seconds": round(train_seconds, 1),
-        "train_tokens": state.num_input_tokens_seen,  # padding not counted
+        "train_seconds": round(seconds, 1),
+        "train_tokens": state.num_input_tokens_seen,  # padding not counted, all ranks
         "best_eval_loss": state.best_metric,
         "best_step": state.best_global_step,
-        "stopped_early": stopped_early,
+        "stopped_early": not budget.hit and state.global_step < state.max_steps,
         "budget_hit": budget.hit,
         "device": device.type,
         "precision": settings["precision"],
+        "world_size": world.world_size,
     }
-    log.info("training ended after %d steps in %.0f s: %s", steps, train_seconds, training)
+    log.info("training ended after %d steps in %.0f s: %s", state.global_step, seconds, summary)
+    return TrainingResult(model=trainer.model, summary=summary, settings=settings)
 
-    final = merge_lora(trainer.model) if job.lora else trainer.model
+
+def save_version(job: TrainJob, training: TrainingResult, tokenizer, tmp: Path, device) -> None:
+    """Weights (LoRA merged), tokenizer and the generation config /joke will sample with."""
+    import torch
+
+    from model.lora import merge_lora
+    from model.textformat import start_token_id
+
+    final = merge_lora(training.model) if job.lora else training.model
     final.config.use_cache = True
     final.generation_config.bos_token_id = start_token_id(tokenizer)
     final.generation_config.eos_token_id = tokenizer.eos_token_id
@@ -271,22 +244,32 @@ def _train_evaluate_publish(
     final.generation_config.top_k = 0
     final.save_pretrained(str(tmp))
     tokenizer.save_pretrained(str(tmp))
-    del trainer, model, final
+    training.model = None  # the Trainer and its optimizer went with `train`; now the weights
+    del final
     gc.collect()
     if device.type == "cuda":
         torch.cuda.empty_cache()
     shutil.rmtree(tmp / "checkpoints", ignore_errors=True)
 
+
+def evaluate_models(
+    job: TrainJob, data: PreparedData, tmp: Path, device, events: EventWriter, run: RunState
+) -> dict[str, Evaluation]:
+    """Measure the candidate and the serving model on the held-out jokes, each as it serves."""
+    from model.evaluate import measure, release
+    from model.loading import load_model_and_tokenizer
+    from model.textformat import PLAIN
+
     results = {}
     for name, ref in (("candidate", str(tmp)), ("serving", job.serving_ref)):
-        RUN.check()
-        events.emit("evaluating", model=name)
+        run.check()
+        events.emit(EvaluatingEvent(model=name))
         loaded = load_model_and_tokenizer(ref, device=device)
         try:
             results[name] = measure(
                 loaded,
-                validation_texts,
-                train_keys,
+                data.validation_texts,
+                data.train_keys,
                 samples=job.eval_samples,
                 max_new_tokens=job.sample_max_tokens,
                 seed=job.seed,
@@ -295,22 +278,32 @@ def _train_evaluate_publish(
                 # each measured as it serves: the candidate is fine-tuned, the serving model
                 # is `few-shot` when it never was (its manifest says)
                 layout=PLAIN if name == "candidate" else loaded.prompt_layout,
-                examples_pool=train_texts,
+                examples_pool=data.train_texts,
                 shots=job.few_shot_examples,
             )
         finally:
             release(loaded)
         log.info("%s: %s", name, results[name].metrics)
-    metrics = {name: r.metrics for name, r in results.items()}
-    samples = {name: show_sample(r.samples) for name, r in results.items()}
+    return results
 
-    duration = time.monotonic() - began
-    hyperparameters = {
-        k: v
-        for k, v in asdict(job).items()
-        if k not in ("snapshot", "output", "manifest", "base", "serving")
-    }
-    hyperparameters.update(settings)
+
+def write_manifest(
+    job: TrainJob,
+    data: PreparedData,
+    training: TrainingResult,
+    results: dict[str, Evaluation],
+    tmp: Path,
+    seconds: float,
+) -> dict[str, Any]:
+    """manifest.json: where the version came from, how it was trained, how it measured."""
+    import torch
+    import transformers
+
+    from model.data import file_sha256
+    from model.evaluate import show_sample
+    from model.textformat import PLAIN, start_token_id
+
+    tokenizer = data.tokenizer
     manifest = {
         "format": 1,
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
@@ -323,37 +316,53 @@ def _train_evaluate_publish(
         "trained_from": job.base,
         "compared_with": job.serving_ref,
         "corpus_hash": file_sha256(job.snapshot),
-        "corpus_size": len(jokes),
+        "corpus_size": len(data.jokes),
         "snapshot_sha256": file_sha256(job.snapshot),
         "split": {
             "rule": "sha256(normalise_key(text)) as [0,1) < validation_fraction",
             "validation_fraction": job.validation_fraction,
-            "train": len(train),
-            "validation": len(validation),
+            "train": len(data.train_texts),
+            "validation": len(data.validation_texts),
         },
-        "hyperparameters": hyperparameters,
-        "training": training,
-        "metrics": metrics,
-        "samples": samples,
-        "duration_seconds": round(duration, 1),
+        "world_size": training.summary["world_size"],
+        "hyperparameters": {**job.hyperparameters(), **training.settings},
+        "training": training.summary,
+        "metrics": {name: r.metrics for name, r in results.items()},
+        "samples": {name: show_sample(r.samples) for name, r in results.items()},
+        "duration_seconds": round(seconds, 1),
         "software": {"torch": torch.__version__, "transformers": transformers.__version__},
     }
     manifest.update(job.manifest)
     (tmp / "manifest.json").write_text(
         json.dumps(manifest, indent=2, ensure_ascii=False, default=str) + "\n", encoding="utf-8"
     )
-    _fsync_tree(tmp)
-    RUN.publish(tmp, output)
+    return manifest
+
+
+def done_fields(
+    output: Path, training: TrainingResult, manifest: dict[str, Any], seconds: float
+) -> dict[str, Any]:
+    """The `done` event's fields (see DoneEvent)."""
+    summary = training.summary
     return {
         "output": str(output),
-        "metrics": metrics,
-        "samples": samples,
-        "train_seconds": round(train_seconds, 1),
-        "steps": steps,
-        "stopped_early": stopped_early,
-        "budget_hit": budget.hit,
-        "duration_seconds": round(duration, 1),
+        "metrics": manifest["metrics"],
+        "samples": manifest["samples"],
+        "train_seconds": summary["train_seconds"],
+        "steps": summary["steps"],
+        "stopped_early": summary["stopped_early"],
+        "budget_hit": summary["budget_hit"],
+        "duration_seconds": round(seconds, 1),
     }
+
+
+def publish(tmp: Path, output: Path, run: RunState) -> None:
+    """Flush the version's files to disk, then rename the folder into place (unless cancelled)."""
+    for path in tmp.iterdir():
+        if path.is_file():
+            with path.open("rb") as handle:
+                os.fsync(handle.fileno())
+    run.publish(tmp, output)
 
 
 def load_training_model(job: TrainJob):
@@ -388,15 +397,17 @@ def build_trainer(
     device,
     callbacks=(),
     max_steps: int = -1,
+    world_size: int = 1,
 ):
     """A Trainer for `job`, and the settings it derived (recorded in the manifest).
 
     AdamW with warm-up and `lr_scheduler` decay, gradient accumulation, bf16 (fp16 where the
     GPU lacks bf16) on CUDA, fp32 elsewhere; evaluation and checkpoints every `eval_steps`
     (checkpoints: weights only, inside `output_dir`), early stopping on the validation loss,
-    the best checkpoint restored at the end. Batches group jokes of similar length.
+    the best checkpoint restored at the end. Batches group jokes of similar length. With
+    `world_size` processes (DDP) each takes `batch_size // world_size` jokes a micro-step, so
+    an optimizer step sees the job's batch whatever the number of processes.
     """
-    import torch
     from transformers import (
         EarlyStoppingCallback,
         PrinterCallback,
@@ -405,8 +416,12 @@ def build_trainer(
     )
 
     from model.data import JokeCollator
+    from model.devices import training_precision
+    from model.distributed import backend_for, per_process_batch
 
-    steps_per_epoch = math.ceil(len(train_set) / (job.batch_size * job.grad_accum))
+    process_batch = per_process_batch(job.batch_size, world_size)
+    effective_batch = process_batch * world_size * job.grad_accum
+    steps_per_epoch = math.ceil(len(train_set) / effective_batch)
     epoch_steps = math.ceil(job.epochs * steps_per_epoch)
     if max_steps < 0 and epoch_steps < job.min_steps:
         # One step of a warm-up that starts at 0 moves nothing: a small corpus gets more epochs.
@@ -417,10 +432,10 @@ def build_trainer(
     eval_steps = job.eval_steps or max(1, round(cadence / job.evals_per_epoch))
     logging_steps = max(1, min(5, eval_steps))
     gpu = device.type == "cuda"
-    bf16 = gpu and torch.cuda.is_bf16_supported()
+    precision = training_precision(device)
     args = TrainingArguments(
         output_dir=str(output_dir),
-        per_device_train_batch_size=job.batch_size,
+        per_device_train_batch_size=process_batch,
         per_device_eval_batch_size=max(job.batch_size, 32),
         gradient_accumulation_steps=job.grad_accum,
         num_train_epochs=job.epochs,
@@ -431,9 +446,11 @@ def build_trainer(
         weight_decay=job.weight_decay,
         max_grad_norm=job.max_grad_norm,
         optim="adamw_torch_fused" if gpu else "adamw_torch",
-        bf16=bf16,
-        fp16=gpu and not bf16,
+        bf16=precision == "bf16",
+        fp16=precision == "fp16",
         use_cpu=device.type == "cpu",
+        ddp_backend=backend_for(device) if world_size > 1 else None,
+        ddp_find_unused_parameters=False,  # a causal LM uses every weight; no extra pass
         eval_strategy="steps",
         eval_steps=eval_steps,
         save_strategy="steps",
@@ -475,66 +492,11 @@ def build_trainer(
         "eval_steps": eval_steps,
         "logging_steps": logging_steps,
         "optimizer": args.optim,
-        "precision": "bf16" if bf16 else "fp16" if gpu else "fp32",
+        "precision": precision,
+        "per_process_batch_size": process_batch,
+        "effective_batch_size": effective_batch,
     }
     return trainer, settings
-
-
-class _RunState:
-    """Cancel versus publish, decided once under a lock: a version is either renamed into place
-    (after which SIGTERM no longer cancels) or cancelled (after which it is never renamed)."""
-
-    def __init__(self) -> None:
-        self.lock = threading.Lock()
-        self.published = False
-        self.cancelled: str | None = None
-
-    def cancel(self, reason: str) -> bool:
-        """Mark the run cancelled; False when it is too late (the version is published)."""
-        with self.lock:
-            if self.published:
-                return False
-            self.cancelled = reason
-            return True
-
-    def check(self) -> None:
-        """Raise Cancelled in the training thread once the run has been cancelled."""
-        if self.cancelled:
-            raise Cancelled(self.cancelled)
-
-    def publish(self, tmp: Path, output: Path) -> None:
-        with self.lock:
-            self.check()
-            os.replace(tmp, output)  # the version becomes visible only complete
-            self.published = True
-
-
-RUN = _RunState()
-
-
-def _cancel_check():
-    """A callback that stops the Trainer between (micro-)steps once the run is cancelled."""
-    from transformers import TrainerCallback
-
-    class CancelCheck(TrainerCallback):
-        def on_substep_end(self, args, state, control, **kwargs):
-            RUN.check()
-
-        def on_step_end(self, args, state, control, **kwargs):
-            RUN.check()
-
-        def on_evaluate(self, args, state, control, **kwargs):
-            RUN.check()
-
-    return CancelCheck()
-
-
-def _fsync_tree(folder: Path) -> None:
-    """Flush the version's files to disk before the rename makes it visible."""
-    for path in folder.iterdir():
-        if path.is_file():
-            with path.open("rb") as handle:
-                os.fsync(handle.fileno())
 
 
 def _is_out_of_memory(error: BaseException) -> bool:
@@ -545,47 +507,15 @@ def _is_out_of_memory(error: BaseException) -> bool:
     return isinstance(error, RuntimeError) and "out of memory" in str(error).lower()
 
 
-def _install_cancel_handlers() -> None:
-    def cancel(signum, _frame):
-        name = signal.Signals(signum).name
-        if not RUN.cancel(name):  # too late to cancel: the version is complete and visible
-            log.warning("%s after the version was published; finishing", name)
-            return
-        raise Cancelled(name)
-
-    signal.signal(signal.SIGTERM, cancel)
-    signal.signal(signal.SIGINT, cancel)
-
-
-def _run_in_thread(job: TrainJob, events: EventWriter) -> dict[str, Any]:
-    """Run the job in a worker thread so that the main thread answers signals at once.
-
-    Python runs signal handlers in the main thread only between bytecodes; a training step
-    on a busy CPU can spend many seconds inside one torch call. Here the main thread waits in
-    short joins and reacts within a fraction of a second.
-    """
-    result: dict[str, Any] = {}
-
-    def work() -> None:
-        try:
-            result["done"] = run_job(job, events)
-        except BaseException as error:
-            result["error"] = error
-
-    worker = threading.Thread(target=work, name="training", daemon=True)
-    worker.start()
-    try:
-        while worker.is_alive():
-            worker.join(0.1)
-    except Cancelled:
-        deadline = time.monotonic() + CANCEL_GRACE_SECONDS
-        while worker.is_alive() and time.monotonic() < deadline:
-            worker.join(0.1)  # the worker stops at its next check and removes its folder
-        shutil.rmtree(temp_folder(Path(job.output).absolute()), ignore_errors=True)
-        raise
-    if "error" in result:
-        raise result["error"]
-    return result["done"]
+def _failure_message(error: Exception) -> str:
+    if _is_out_of_memory(error):
+        return (
+            f"out of memory while training: {error}. Lower TRAIN_BATCH_SIZE (and raise "
+            "TRAIN_GRAD_ACCUM), or use LoRA"
+        )
+    if isinstance(error, JobError):
+        return str(error)
+    return f"{type(error).__name__}: {error}"
 
 
 def _quiet_libraries() -> None:
@@ -601,15 +531,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--job", required=True, help="job file (JSON)")
     options = parser.parse_args(argv)
 
+    from model.distributed import World, die_with_launcher
     from model.progress import EventWriter, claim_stdout
 
-    events = EventWriter(claim_stdout())
+    world = World.from_env()
+    if world.distributed:
+        die_with_launcher()
+    stdout = claim_stdout()  # every rank: stray prints go to stderr, never into the events
+    events = EventWriter(stdout if world.is_main else None)
     logging.basicConfig(
         stream=sys.stderr,
         level=logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        format=f"%(asctime)s %(levelname)s [rank {world.rank}] %(name)s: %(message)s",
     )
-    _install_cancel_handlers()
+    run = RunState()
+    install_cancel_handlers(run)
     try:
         _quiet_libraries()
         try:
@@ -617,25 +553,18 @@ def main(argv: list[str] | None = None) -> int:
         except (OSError, ValueError) as error:
             raise JobError(f"cannot read the job file {options.job}: {error}") from error
         job = TrainJob.from_dict(data)
-        done = _run_in_thread(job, events)
+        done = run_cancellable(lambda: run_job(job, events, run), run)
     except Cancelled as cancel:
         log.warning("cancelled by %s; no version was written", cancel)
-        events.emit("error", final=True, message=f"cancelled ({cancel}); no version was written")
+        events.emit(ErrorEvent(message=f"cancelled ({cancel}); no version was written"))
         _exit_now(CANCELLED_EXIT_CODE)
     except Exception as error:
-        if _is_out_of_memory(error):
-            message = (
-                f"out of memory while training: {error}. Lower TRAIN_BATCH_SIZE (and raise "
-                "TRAIN_GRAD_ACCUM), or use LoRA"
-            )
-        elif isinstance(error, JobError):
-            message = str(error)
-        else:
-            message = f"{type(error).__name__}: {error}"
+        message = _failure_message(error)
         log.error("training failed: %s", message, exc_info=not isinstance(error, JobError))
-        events.emit("error", final=True, message=message)
+        events.emit(ErrorEvent(message=message))
         return 1
-    events.emit("done", final=True, **done)
+    if done is not None:  # rank 0; the other ranks only trained
+        events.emit(DoneEvent(**done))
     return 0
 
 
