@@ -8,10 +8,11 @@ acknowledged to its author is already on disk. Schema changes are numbered SQL f
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import logging
 import re
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Iterable, Iterator
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -82,6 +83,17 @@ class TrainingRun:
     message: str | None
 
 
+@contextlib.contextmanager
+def _exclusive_file_lock(lock_path: Path) -> Iterator[None]:
+    """Hold an exclusive lock on ``lock_path`` across processes (waits for the holder)."""
+    with lock_path.open("w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
 def _migrations() -> list[tuple[int, str]]:
     folder = resources.files("bot") / "migrations"
     found = []
@@ -129,7 +141,10 @@ class Database:
         await connection.execute("PRAGMA synchronous=FULL")
         await connection.execute("PRAGMA busy_timeout=5000")
         database = cls(connection, path)
-        await database._migrate()
+        # processes that share one database (split gateway shards) may start together: one
+        # migrates, the others then find the schema current
+        with _exclusive_file_lock(path.with_name(path.name + ".migrate.lock")):
+            await database._migrate()
         return database
 
     async def close(self) -> None:

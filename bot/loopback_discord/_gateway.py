@@ -53,6 +53,19 @@ class GatewayMixin(StandinState):
             raise NotConnected(f"{error}; {self.describe()}")
         return max(owners, key=lambda c: c.connected_at)
 
+    async def wait_for_shards(self, shard_count: int, timeout: float = 15) -> None:
+        """Every shard ``0..shard_count-1`` of that count is connected (READY sent) and a
+        command set was synced: what a sharded bot, or processes splitting it, look like."""
+        wanted = [(i, shard_count) for i in range(shard_count)]
+
+        def check() -> bool | None:
+            connected = set(self.connected_shards)
+            return True if self.sync_count and all(s in connected for s in wanted) else None
+
+        await self._notifier.wait_for(
+            check, timeout, lambda: f"shards {wanted} to connect; {self.describe()}"
+        )
+
     def shard_of(self, guild_id: int) -> int | None:
         """The shard id that owns ``guild_id`` for the connected bot's shard count."""
         counts = {shard[1] for shard in self.connected_shards}
