@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import io
 import json
 from collections.abc import AsyncIterator
 from types import SimpleNamespace
@@ -312,3 +313,29 @@ async def test_two_clients_split_the_shards_over_one_database(standin, shared_se
         ).wait_for_reply()
         assert "Gateway: 2 shards, this process runs 1" in status.content
         assert "Shard 0" not in status.content
+
+
+async def test_sandbox_serves_a_server_on_each_shard(shared_settings, capsys, monkeypatch):
+    import discord
+
+    from bot.sandbox import run_sandbox
+
+    monkeypatch.setattr(discord.http.Route, "BASE", discord.http.Route.BASE)  # run_bot sets it
+    monkeypatch.setattr(
+        discord.gateway.DiscordWebSocket,
+        "DEFAULT_GATEWAY",
+        discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY,
+    )
+    joke = corpus_lines(1)[0]
+    typed = [":guilds", f"/addjoke text: {joke}", ":guild 2", f"/addjoke text: {joke}"]
+    typed += ["/status", ":guild 3"]
+    settings = shared_settings.model_copy(update={"discord_shard_count": "auto"})
+    code = await run_sandbox(settings, io.StringIO("\n".join(typed) + "\n"), echo=True)
+    out = capsys.readouterr().out
+    assert code == 0
+    assert "1. Loopback Guild (1300000000000000100, gateway shard 0) <- you are here" in out
+    assert "2. Loopback Guild 2 (" in out and ", gateway shard 1)" in out
+    assert "(you are now in 2. Loopback Guild 2" in out
+    assert "Stored as #1" in out and "duplicate of #1" in out  # both servers, one database
+    assert "Gateway: 2 shards, this process runs 0, 1" in out
+    assert "pick a server from 1 to 2" in out

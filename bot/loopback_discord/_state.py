@@ -121,6 +121,11 @@ class StandinState:
         """Every guild the bot is in: ``guild_id`` first, then those added by ``add_guild``."""
         return [self.guild_id, *self.extra_guilds]
 
+    def name_of_guild(self, guild_id: int) -> str:
+        if guild_id == self.guild_id:
+            return self.guild_name
+        return self.extra_guilds.get(guild_id, f"guild {guild_id}")
+
     @property
     def connected_shards(self) -> list[tuple[int, int]]:
         """``(shard_id, shard_count)`` of each live identified connection, sorted."""
@@ -271,7 +276,7 @@ class StandinState:
         guild_id = guild_id or self.guild_id
         guild: dict[str, Any] = {
             "id": str(guild_id),
-            "name": self.extra_guilds.get(guild_id, self.guild_name),
+            "name": self.name_of_guild(guild_id),
             "icon": None,
             "splash": None,
             "discovery_splash": None,
