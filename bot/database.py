@@ -7,12 +7,13 @@ acknowledged to its author is already on disk. Schema changes are numbered SQL f
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import fcntl
 import json
 import logging
 import re
-from collections.abc import AsyncIterator, Iterable, Iterator
+from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -83,11 +84,11 @@ class TrainingRun:
     message: str | None
 
 
-@contextlib.contextmanager
-def _exclusive_file_lock(lock_path: Path) -> Iterator[None]:
-    """Hold an exclusive lock on ``lock_path`` across processes (waits for the holder)."""
+@contextlib.asynccontextmanager
+async def _exclusive_file_lock(lock_path: Path) -> AsyncIterator[None]:
+    """Hold an exclusive lock on ``lock_path`` across processes; wait for it in a thread."""
     with lock_path.open("w") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
+        await asyncio.to_thread(fcntl.flock, handle, fcntl.LOCK_EX)
         try:
             yield
         finally:
@@ -143,7 +144,7 @@ class Database:
         database = cls(connection, path)
         # processes that share one database (split gateway shards) may start together: one
         # migrates, the others then find the schema current
-        with _exclusive_file_lock(path.with_name(path.name + ".migrate.lock")):
+        async with _exclusive_file_lock(path.with_name(path.name + ".migrate.lock")):
             await database._migrate()
         return database
 
