@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import io
 import json
@@ -339,3 +340,21 @@ async def test_sandbox_serves_a_server_on_each_shard(shared_settings, capsys, mo
     assert "Stored as #1" in out and "duplicate of #1" in out  # both servers, one database
     assert "Gateway: 2 shards, this process runs 0, 1" in out
     assert "pick a server from 1 to 2" in out
+
+
+async def test_each_shard_resumes_its_own_session(standin, shared_settings):
+    on_1 = await standin.add_guild(shard=(1, 2))
+    async with sharded_app(standin, shared_settings, discord_shard_count=2):
+        sessions = {e.shard: e.session_id for e in standin.gateway_events if e.event == "READY"}
+        await standin.disconnect_gateway(4000)  # resumable: both shards come back with RESUME
+
+        async def resumed() -> None:
+            while standin.resume_count < 2 or len(standin.connected_shards) < 2:
+                await asyncio.sleep(0.05)
+
+        await asyncio.wait_for(resumed(), 15)
+        assert standin.identify_count == 2 and standin.connected_shards == [(0, 2), (1, 2)]
+        interaction = await standin.invoke("addjoke", {"text": corpus_lines(1)[0]}, guild_id=on_1)
+        assert (await interaction.wait_for_reply()).content.startswith("Stored as #1")
+        (event,) = [e for e in standin.gateway_events if e.event == "INTERACTION_CREATE"]
+        assert interaction.shard == (1, 2) and event.session_id == sessions[(1, 2)]
