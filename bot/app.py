@@ -17,7 +17,7 @@ import discord
 
 from bot import versions
 from bot.database import Database
-from bot.discord_bot import JokeBot, point_discord_at
+from bot.discord_bot import JokeBot, make_bot, point_discord_at
 from bot.discord_replies import NO_MENTIONS
 from bot.runner_client import RunnerClient, RunnerUnavailable
 from bot.runner_process import RunnerProcess
@@ -25,7 +25,7 @@ from bot.scheduler import RetrainScheduler
 from bot.services import Services
 from bot.settings import Settings
 from bot.starter import seed_starter_corpus
-from bot.training import TrainingCoordinator
+from bot.training import TrainingBusy, TrainingCoordinator, _host_training_lock
 
 log = logging.getLogger(__name__)
 RUNNER_START_TIMEOUT = 900  # the first start may convert the embedded model
@@ -46,10 +46,14 @@ class Backend:
 async def open_database(settings: Settings) -> Database:
     """Open (and migrate) the database, and tidy what an earlier crash left behind."""
     db = await Database.open(settings.database_path)
-    interrupted = await db.fail_interrupted_runs()
-    if interrupted:
-        log.warning("%d training run(s) were interrupted by the last stop", interrupted)
-    versions.remove_partial_outputs(settings.models_dir)
+    try:  # processes that split the gateway shards share the data: leave a live training alone
+        with _host_training_lock(settings.data_dir):
+            interrupted = await db.fail_interrupted_runs()
+            if interrupted:
+                log.warning("%d training run(s) were interrupted by the last stop", interrupted)
+            versions.remove_partial_outputs(settings.models_dir)
+    except TrainingBusy:
+        log.info("another jokebot process is training on this data; its run is left alone")
     await db.ensure_base_version(settings.base_model_ref)
     return db
 
@@ -167,7 +171,7 @@ async def run_bot(
     point_discord_at(settings.discord_api_base, settings.discord_gateway_url)
     async with backend(settings) as started:
         services = started.services
-        bot = JokeBot(services, guild_ready_timeout=guild_ready_timeout)
+        bot = make_bot(services, guild_ready_timeout=guild_ready_timeout)
         scheduler = RetrainScheduler(
             settings, services.training, announce=_announcer(bot, settings)
         )

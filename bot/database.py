@@ -7,7 +7,9 @@ acknowledged to its author is already on disk. Schema changes are numbered SQL f
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import fcntl
 import json
 import logging
 import re
@@ -82,6 +84,17 @@ class TrainingRun:
     message: str | None
 
 
+@contextlib.asynccontextmanager
+async def _exclusive_file_lock(lock_path: Path) -> AsyncIterator[None]:
+    """Hold an exclusive lock on ``lock_path`` across processes; wait for it in a thread."""
+    with lock_path.open("w") as handle:
+        await asyncio.to_thread(fcntl.flock, handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
 def _migrations() -> list[tuple[int, str]]:
     folder = resources.files("bot") / "migrations"
     found = []
@@ -129,7 +142,10 @@ class Database:
         await connection.execute("PRAGMA synchronous=FULL")
         await connection.execute("PRAGMA busy_timeout=5000")
         database = cls(connection, path)
-        await database._migrate()
+        # processes that share one database (split gateway shards) may start together: one
+        # migrates, the others then find the schema current
+        async with _exclusive_file_lock(path.with_name(path.name + ".migrate.lock")):
+            await database._migrate()
         return database
 
     async def close(self) -> None:

@@ -23,6 +23,7 @@ from bot.loopback_discord import (
     CommandHidden,
     LoopbackDiscord,
     LoopbackError,
+    shard_for_guild,
 )
 from bot.settings import Settings
 
@@ -33,6 +34,7 @@ HELP = """Type slash commands as in Discord, one per line, e.g.
   /joke            /joke prompt: A horse walks into a bar
   /retrain         /status         /models        /rollback version: 0
   :member / :admin  switch between a plain member and a server admin (default admin)
+  :guilds / :guild N  list the servers (and their gateway shards) / type in server N
   :quit             leave (end of input does the same)"""
 _OPTION_TYPES = {3: str, 4: int, 5: lambda v: v.lower() in {"1", "true", "yes"}, 10: float}
 
@@ -75,6 +77,7 @@ class Sandbox:
         self.standin = standin
         self.out = out
         self.admin = True
+        self.guild_id = standin.guild_id
         self._printed_channel = 0
 
     def say(self, text: str) -> None:
@@ -95,11 +98,19 @@ class Sandbox:
         if line in (":help", "help"):
             self.say(HELP)
             return
+        if line == ":guilds" or line.startswith(":guild "):
+            self._switch_guild(line.removeprefix(":guilds").removeprefix(":guild").strip())
+            return
         name, options = parse_command(line, self.standin.registered_commands)
         permissions = DEFAULT_MEMBER_PERMISSIONS | (ADMINISTRATOR if self.admin else 0)
         try:
             interaction = await self.standin.invoke(
-                name, options, user_id=1001, username="you", permissions=permissions
+                name,
+                options,
+                user_id=1001,
+                username="you",
+                permissions=permissions,
+                guild_id=self.guild_id,
             )
         except CommandHidden:
             self.say(f"(Discord hides /{name} from members without the permission it needs)")
@@ -127,6 +138,26 @@ class Sandbox:
                 finished = "Training run #" in seen
                 self.say(f"[bot, edited] {seen if finished else seen.splitlines()[-1]}")
 
+    def _guild_line(self, n: int, guild_id: int) -> str:
+        name = self.standin.name_of_guild(guild_id)
+        shard = self.standin.shard_of(guild_id)
+        count = len(self.standin.connected_shards)
+        where = f", gateway shard {shard}" if shard is not None and count > 1 else ""
+        return f"{n}. {name} ({guild_id}{where})"
+
+    def _switch_guild(self, choice: str) -> None:
+        """`:guilds` lists the servers; `:guild N` makes the next commands come from server N."""
+        guilds = self.standin.guild_ids
+        if choice:
+            if not choice.isdigit() or not 1 <= int(choice) <= len(guilds):
+                raise SandboxInputError(f"pick a server from 1 to {len(guilds)} (see :guilds)")
+            self.guild_id = guilds[int(choice) - 1]
+            self.say(f"(you are now in {self._guild_line(int(choice), self.guild_id)})")
+            return
+        for n, guild_id in enumerate(guilds, start=1):
+            marker = " <- you are here" if guild_id == self.guild_id else ""
+            self.say(self._guild_line(n, guild_id) + marker)
+
     def _show_channel_messages(self) -> None:
         for message in self.standin.channel_messages[self._printed_channel :]:
             self._show(message, prefix="bot in #general")
@@ -144,7 +175,12 @@ async def _read_lines(stream: TextIO):
 
 async def run_sandbox(settings: Settings, stdin: TextIO, *, echo: bool = False) -> int:
     """Start the stand-in and the real bot (same code as `jokebot run`), then read commands."""
-    async with LoopbackDiscord(token=SANDBOX_TOKEN) as standin:
+    shards = 1 if settings.discord_shard_count is None else settings.discord_shard_count
+    shards = 2 if shards == "auto" else shards  # what the sandbox's GET /gateway/bot recommends
+    async with LoopbackDiscord(token=SANDBOX_TOKEN, recommended_shards=shards) as standin:
+        for shard_id in range(shards):  # one server on every shard, to type in with :guild N
+            if all(shard_for_guild(g, shards) != shard_id for g in standin.guild_ids):
+                await standin.add_guild(shard=(shard_id, shards))
         settings = settings.model_copy(
             update={
                 "discord_token": SecretStr(SANDBOX_TOKEN),
@@ -160,7 +196,11 @@ async def run_sandbox(settings: Settings, stdin: TextIO, *, echo: bool = False) 
         sandbox = Sandbox(standin, sys.stdout)
         sandbox.say("starting the model runner and the bot (the first start converts the model)…")
         began = time.monotonic()
-        ready = asyncio.create_task(standin.wait_until_ready(timeout=RUNNER_START_TIMEOUT))
+        if shards > 1 and not settings.discord_shard_ids:  # wait for every shard's socket
+            waiting = standin.wait_for_shards(shards, timeout=RUNNER_START_TIMEOUT)
+        else:
+            waiting = standin.wait_until_ready(timeout=RUNNER_START_TIMEOUT)
+        ready = asyncio.create_task(waiting)
         await asyncio.wait({bot, ready}, return_when=asyncio.FIRST_COMPLETED)
         if bot.done():
             ready.cancel()

@@ -8,7 +8,14 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator
+from pydantic import (
+    AliasChoices,
+    Field,
+    SecretStr,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+)
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 DISCORD_API_BASE = "https://discord.com/api/v10"
@@ -39,6 +46,9 @@ class Settings(BaseSettings):
     discord_guild_ids: IdList = Field(default_factory=list)
     admin_role_ids: IdList = Field(default_factory=list)
     announce_channel_id: int | None = None
+    # Gateway shards: None = one plain connection; "auto" = Discord's recommended count
+    discord_shard_count: int | Literal["auto"] | None = None
+    discord_shard_ids: IdList = Field(default_factory=list)  # empty = every shard of the count
 
     # Where data lives
     data_dir: Path = Field(
@@ -86,13 +96,44 @@ class Settings(BaseSettings):
 
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
-    @field_validator("discord_guild_ids", "admin_role_ids", mode="before")
+    @field_validator("discord_guild_ids", "admin_role_ids", "discord_shard_ids", mode="before")
     @classmethod
     def _comma_separated_ids(cls, value: object) -> object:
         """Accept `123,456` (what a person writes in .env) as well as a list."""
         if isinstance(value, str):
             return [int(part) for part in value.replace(" ", "").split(",") if part]
         return value
+
+    @field_validator("discord_shard_count", mode="before")
+    @classmethod
+    def _shard_count(cls, value: object) -> object:
+        """`auto`, a whole number of at least 1, or empty (one plain connection)."""
+        if isinstance(value, str):
+            value = value.strip().lower()
+            if value in {"", "auto"}:
+                return value or None
+            if not value.isdigit():
+                raise ValueError("use auto or a whole number of shards (at least 1)")
+            value = int(value)
+        if isinstance(value, int) and not isinstance(value, bool) and value < 1:
+            raise ValueError("a bot needs at least 1 shard")
+        return value
+
+    @field_validator("discord_shard_ids")
+    @classmethod
+    def _shard_ids_within_count(cls, value: list[int], info: ValidationInfo) -> list[int]:
+        """Processes that split the shards must agree on the count: ids need a number N."""
+        if not value:
+            return value
+        count = info.data.get("discord_shard_count")
+        if not isinstance(count, int):
+            raise ValueError("needs DISCORD_SHARD_COUNT set to a number (every process the same)")
+        wrong = [i for i in value if not 0 <= i < count]
+        if wrong:
+            raise ValueError(f"shard ids must be 0 to {count - 1} for DISCORD_SHARD_COUNT={count}")
+        if len(set(value)) != len(value):
+            raise ValueError("a shard id is listed twice")
+        return sorted(value)
 
     @field_validator("retrain_schedule")
     @classmethod

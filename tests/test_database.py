@@ -1,5 +1,6 @@
 """The SQLite store on a real file: migrations, durability, duplicates, versions, runs."""
 
+import asyncio
 import sqlite3
 
 import pytest
@@ -86,3 +87,16 @@ async def test_runs_and_new_joke_counting(tmp_path):
     assert (await db.run(stale)).status == "failed"
     assert (await db.last_finished_run()).id == stale
     await db.close()
+
+
+async def test_databases_opened_together_migrate_once(tmp_path):
+    """Processes splitting the gateway shards share one database and may start together."""
+    for attempt in range(5):  # without the lock most attempts fail ("table already exists")
+        path = tmp_path / f"shared-{attempt}.sqlite3"
+        opened = await asyncio.gather(*(Database.open(path) for _ in range(3)))
+        try:
+            versions = {await db.schema_version() for db in opened}
+            assert len(versions) == 1 and versions.pop() >= 1
+        finally:
+            for db in opened:
+                await db.close()

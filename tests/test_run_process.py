@@ -12,7 +12,12 @@ import urllib.request
 
 import pytest
 
-from bot.loopback_discord import ADMINISTRATOR, DEFAULT_MEMBER_PERMISSIONS, LoopbackDiscord
+from bot.loopback_discord import (
+    ADMINISTRATOR,
+    DEFAULT_MEMBER_PERMISSIONS,
+    LoopbackDiscord,
+    shard_for_guild,
+)
 from tests.conftest import ROOT, TOKEN, corpus_lines, process_env
 
 ADMIN = DEFAULT_MEMBER_PERMISSIONS | ADMINISTRATOR
@@ -28,19 +33,30 @@ def host_env(standin: LoopbackDiscord, data_dir, model) -> dict[str, str]:
     )
 
 
-async def start_jokebot(standin: LoopbackDiscord, env: dict[str, str]):
+async def start_jokebot(
+    standin: LoopbackDiscord, env: dict[str, str], *, shard_count: int | None = None
+):
     process = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "bot.cli", "run", env=env, cwd=ROOT
     )
-    ready = asyncio.create_task(standin.wait_until_ready(timeout=180))
-    exited = asyncio.create_task(process.wait())
-    await asyncio.wait({ready, exited}, return_when=asyncio.FIRST_COMPLETED)
-    if exited.done():
-        ready.cancel()
-        pytest.fail(f"jokebot run exited early with code {process.returncode}")
-    exited.cancel()
-    await ready
+    await wait_until_serving(standin, [process], shard_count)
     return process
+
+
+async def wait_until_serving(standin, processes, shard_count: int | None = None) -> None:
+    """Until the stand-in sees the bot (all `shard_count` shards); fail if a process exits."""
+    if shard_count is None:
+        ready = asyncio.create_task(standin.wait_until_ready(timeout=180))
+    else:
+        ready = asyncio.create_task(standin.wait_for_shards(shard_count, timeout=180))
+    exits = [asyncio.create_task(p.wait()) for p in processes]
+    await asyncio.wait({ready, *exits}, return_when=asyncio.FIRST_COMPLETED)
+    for process, exited in zip(processes, exits, strict=True):
+        if exited.done():
+            ready.cancel()
+            pytest.fail(f"jokebot run exited early with code {process.returncode}")
+        exited.cancel()
+    await ready
 
 
 async def stop_jokebot(process) -> float:
@@ -111,3 +127,74 @@ async def test_bad_token_is_one_clear_line(tmp_path, tiny_model):
         assert process.returncode == 1
         assert "Discord refused DISCORD_TOKEN" in stderr.decode()
         assert "Traceback" not in stderr.decode()
+
+
+async def _answered_through_owning_shards(standin: LoopbackDiscord, guilds, jokes) -> None:
+    """/addjoke and /joke in each guild, each delivered on the socket of the guild's shard."""
+    sessions = {e.shard: e.session_id for e in standin.gateway_events if e.event == "READY"}
+    for n, (guild_id, text) in enumerate(zip(guilds, jokes, strict=True), start=1):
+        shard = (shard_for_guild(guild_id, 2), 2)
+        added = await standin.invoke("addjoke", {"text": text}, guild_id=guild_id)
+        assert (await added.wait_for_reply()).content.startswith(f"Stored as #{n}")
+        joke = await standin.invoke("joke", {"prompt": "My dog"}, guild_id=guild_id)
+        assert (await joke.wait_for_reply(timeout=30)).content.startswith("My dog")
+        assert added.shard == joke.shard == shard
+    carried = [
+        (e.session_id, e.guild_id) for e in standin.gateway_events
+        if e.event == "INTERACTION_CREATE"
+    ]  # fmt: skip
+    expected = [(sessions[(shard_for_guild(g, 2), 2)], g) for g in guilds for _ in range(2)]
+    assert carried == expected
+
+
+async def test_jokebot_run_with_two_shards(tmp_path, tiny_model):
+    """DISCORD_SHARD_COUNT=2: shards [0, 2] and [1, 2], each answering its own guilds."""
+    async with LoopbackDiscord(token=TOKEN) as standin:
+        on_1 = await standin.add_guild(shard=(1, 2))
+        guilds = [standin.guild_id, on_1]
+        assert [shard_for_guild(g, 2) for g in guilds] == [0, 1]
+        env = host_env(standin, tmp_path / "data", tiny_model)
+        env["DISCORD_SHARD_COUNT"] = "2"
+        process = await start_jokebot(standin, env, shard_count=2)
+        try:
+            identified = sorted(e.shard for e in standin.gateway_events if e.event == "READY")
+            assert identified == [(0, 2), (1, 2)] == standin.connected_shards
+            await _answered_through_owning_shards(standin, guilds, corpus_lines(2))
+            status = await (
+                await standin.invoke("status", permissions=ADMIN, guild_id=on_1)
+            ).wait_for_reply()
+            assert "Gateway: 2 shards, this process runs 0, 1" in status.content
+        finally:
+            await stop_jokebot(process)
+
+
+async def test_two_jokebot_processes_split_the_shards(tmp_path, tiny_model, shared_runner):
+    """DISCORD_SHARD_IDS=0 and =1 in two processes: one data directory, one runner."""
+    async with LoopbackDiscord(token=TOKEN) as standin:
+        on_1 = await standin.add_guild(shard=(1, 2))
+        processes = []
+        for shard_id in ("0", "1"):
+            env = host_env(standin, tmp_path / "data", tiny_model)
+            env.update(
+                DISCORD_SHARD_COUNT="2",
+                DISCORD_SHARD_IDS=shard_id,
+                RUNNER_URL=shared_runner,
+                RUNNER_TOKEN="shared-secret",
+            )
+            processes.append(
+                await asyncio.create_subprocess_exec(
+                    sys.executable, "-m", "bot.cli", "run", env=env, cwd=ROOT
+                )
+            )
+        try:
+            await wait_until_serving(standin, processes, shard_count=2)
+            readies = [e for e in standin.gateway_events if e.event == "READY"]
+            assert sorted(e.shard for e in readies) == [(0, 2), (1, 2)]
+            await _answered_through_owning_shards(
+                standin, [standin.guild_id, on_1], corpus_lines(2)
+            )
+            dup = await standin.invoke("addjoke", {"text": corpus_lines(1)[0]}, guild_id=on_1)
+            assert "duplicate" in (await dup.wait_for_reply()).content  # one database
+        finally:
+            for process in processes:
+                await stop_jokebot(process)

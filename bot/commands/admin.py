@@ -12,6 +12,7 @@ from discord.ext import commands
 
 from bot import versions
 from bot.discord_replies import NO_MENTIONS, reply_error
+from bot.gateway_shards import shard_status
 from bot.permissions import ADMIN_REFUSAL, is_bot_admin
 from bot.progress import TrainingProgress, describe
 from bot.reports import corpus_summary, status_report, training_result, versions_table
@@ -62,6 +63,8 @@ class AdminCommands(commands.Cog):
     async def status(self, interaction: discord.Interaction) -> None:
         await interaction.response.defer(ephemeral=True, thinking=True)
         report = await status_report(self.services)
+        if is_bot_admin(interaction, self.services.settings.admin_role_ids):
+            report += "\n" + shard_status(interaction.client)
         await interaction.followup.send(report, ephemeral=True, allowed_mentions=NO_MENTIONS)
 
     @app_commands.command(name="retrain", description="Fine-tune the model on the jokes now")

@@ -28,10 +28,17 @@ Discord behaviour it reproduces (beyond the plain routes):
   (:class:`InvalidOptions`), and user/role/channel options are filled into ``resolved``.
 - REST needs ``Authorization: Bot <token>`` (else 401), IDENTIFY/RESUME the token (else
   close 4004); every JSON answer has ``Content-Type: application/json`` exactly.
+- Gateway shards: each websocket is one shard (IDENTIFY ``shard: [id, count]``, READY echoes
+  it); a guild's GUILD_CREATE and INTERACTION_CREATE go on shard ``(guild_id >> 22) % count``
+  (``add_guild(shard=(1, 2))`` adds a guild there; ``invoke(..., guild_id=...)`` types in it),
+  ``Interaction.shard`` and ``gateway_events`` tell which socket carried what, and a guild no
+  connected shard owns is a :class:`NotConnected` recorded in ``shard_errors``. ``GET
+  /gateway/bot`` answers ``recommended_shards`` and ``session_start_limit``.
 - ``Message.allowed_mentions`` is what the latest create/edit that set the content sent;
   ``Message.pings`` is what that content would actually ping.
 """
 
+from bot.loopback_discord._gateway_types import GatewayEvent
 from bot.loopback_discord._models import (
     ACK_TIMEOUT,
     ADMINISTRATOR,
@@ -52,6 +59,7 @@ from bot.loopback_discord._models import (
     UnknownCommand,
 )
 from bot.loopback_discord._server import LoopbackDiscord
+from bot.loopback_discord._shards import guild_id_on_shard, shard_for_guild
 from bot.loopback_discord.harness import BotRun, running_bot
 
 __all__ = [
@@ -67,6 +75,7 @@ __all__ = [
     "BotFailure",
     "BotRun",
     "CommandHidden",
+    "GatewayEvent",
     "Interaction",
     "InvalidOptions",
     "LoopbackDiscord",
@@ -74,5 +83,7 @@ __all__ = [
     "Message",
     "NotConnected",
     "UnknownCommand",
+    "guild_id_on_shard",
     "running_bot",
+    "shard_for_guild",
 ]

@@ -296,6 +296,7 @@ class Interaction:
         self.name = name
         self.payload = payload
         self.user_id = int(payload["member"]["user"]["id"])
+        self.shard: tuple[int, int] | None = None  # (shard_id, count) of the delivering socket
         self.ack_type: int | None = None
         self.ack_latency: float | None = None
         self.late_ack_latency: float | None = None

@@ -211,7 +211,7 @@ class RestMixin(StandinState):
             raise DiscordHTTPError(403, 50001, "Missing Access")
 
     def _check_guild(self, guild: str | None) -> None:
-        if guild is not None and int(guild) != self.guild_id:
+        if guild is not None and int(guild) not in self.guild_ids:
             raise DiscordHTTPError(403, 50001, "Missing Access")
 
     async def _get_me(self, request: web.Request) -> web.Response:
@@ -225,12 +225,19 @@ class RestMixin(StandinState):
         return json_response(self._application())
 
     async def _get_gateway(self, request: web.Request) -> web.Response:
-        limit = {"total": 1000, "remaining": 999, "reset_after": 86_400_000, "max_concurrency": 1}
-        return json_response({"url": self.gateway_url, "shards": 1, "session_start_limit": limit})
+        limit = {
+            "total": 1000,
+            "remaining": 1000 - self.identify_count,
+            "reset_after": 86_400_000,
+            "max_concurrency": self.max_concurrency,
+        }
+        url = self.advertised_gateway_url or self.gateway_url
+        body = {"url": url, "shards": self.recommended_shards}
+        return json_response({**body, "session_start_limit": limit})
 
     async def _get_guild(self, request: web.Request, guild: str) -> web.Response:
         self._check_guild(guild)
-        return json_response(self._guild(full=False))
+        return json_response(self._guild(full=False, guild_id=int(guild)))
 
     def _scope(self, app: str, guild: str | None) -> dict[str, dict[str, Any]]:
         self._check_app(app)

@@ -28,9 +28,10 @@ from bot.loopback_discord._state import Listener
 class _Resolver:
     """Fills ``data.resolved`` for user/channel/role options of one invocation."""
 
-    def __init__(self, standin: LoopbackDiscord, permissions: int) -> None:
+    def __init__(self, standin: LoopbackDiscord, permissions: int, guild_id: int) -> None:
         self._standin = standin
         self._permissions = permissions  # the invoker's, as Discord reports for channels
+        self._guild_id = guild_id
         self.resolved: dict[str, dict[str, Any]] = {}
 
     def _put(self, kind: str, key: int, value: dict[str, Any]) -> None:
@@ -50,7 +51,7 @@ class _Resolver:
             "name": s.channel_name,
             "type": 0,
             "permissions": str(self._permissions),
-            "guild_id": str(s.guild_id),
+            "guild_id": str(self._guild_id),
             "parent_id": None,
             "topic": None,
             "nsfw": False,
@@ -77,9 +78,26 @@ class LoopbackDiscord(RestMixin, GatewayMixin):
     """
 
     def __init__(
-        self, *, token: str = "loopback-token", host: str = "127.0.0.1", port: int = 0
+        self,
+        *,
+        token: str = "loopback-token",
+        host: str = "127.0.0.1",
+        port: int = 0,
+        recommended_shards: int = 1,
+        max_concurrency: int = 16,
+        enforce_identify_limit: bool = False,
     ) -> None:
-        super().__init__(token=token, host=host, port=port)
+        """``recommended_shards`` and ``max_concurrency`` are what ``GET /gateway/bot`` answers;
+        ``enforce_identify_limit`` answers op 9 to an IDENTIFY within 5 s of the last one of its
+        bucket (``shard_id % max_concurrency``), as Discord does."""
+        super().__init__(
+            token=token,
+            host=host,
+            port=port,
+            recommended_shards=recommended_shards,
+            max_concurrency=max_concurrency,
+            enforce_identify_limit=enforce_identify_limit,
+        )
         self._routes = self._route_table()
 
     async def start(self) -> None:
@@ -177,6 +195,7 @@ class LoopbackDiscord(RestMixin, GatewayMixin):
         respect_default_permissions: bool = True,
         validate_options: bool = True,
         locale: str = "en-US",
+        guild_id: int | None = None,
     ) -> Interaction:
         """Deliver ``/name`` (``"group sub"`` for subcommands) as a guild member would.
 
@@ -184,7 +203,9 @@ class LoopbackDiscord(RestMixin, GatewayMixin):
         (default: the plain member role) are added, and an administrator gets every bit.
         Raises :class:`CommandHidden` if Discord would not deliver the command to that member
         (``default_member_permissions``), :class:`UnknownCommand`, :class:`InvalidOptions`,
-        :class:`NotConnected`.
+        :class:`NotConnected`. ``guild_id`` (default: the main guild; see ``add_guild``) says
+        where the member types: the interaction goes on that guild's shard connection, and
+        ``Interaction.shard`` tells which.
         """
         root, *path = name.split()
         command = self.registered_commands.get(root)
@@ -205,11 +226,14 @@ class LoopbackDiscord(RestMixin, GatewayMixin):
                     f"/{root} needs permissions {need:#x} (default_member_permissions); "
                     f"member {user_id} has {effective:#x}"
                 )
-        resolver = _Resolver(self, effective)
+        guild_id = guild_id or self.guild_id
+        if guild_id not in self.guild_ids:
+            raise UnknownCommand(f"the bot is not in guild {guild_id}; guilds: {self.guild_ids}")
+        resolver = _Resolver(self, effective, guild_id)
         opts = build_options(
             command, path, dict(options or {}), resolver, validate=validate_options
         )
-        conn = self._latest_connection()
+        conn = self._latest_connection(guild_id)
         iid = self._ids.next()
         token = "aW50ZXJhY3Rpb246" + secrets.token_urlsafe(96)
         data: dict[str, Any] = {
@@ -222,15 +246,15 @@ class LoopbackDiscord(RestMixin, GatewayMixin):
             data["resolved"] = resolver.resolved
         if "guild_id" in command:
             data["guild_id"] = command["guild_id"]
-        channel = {**self._channel(), "permissions": str(effective)}
+        channel = {**self._channel(guild_id), "permissions": str(effective)}
         payload = {
             "id": str(iid),
             "application_id": str(self.application_id),
             "type": 2,
             "token": token,
             "version": 1,
-            "guild_id": str(self.guild_id),
-            "guild": {"id": str(self.guild_id), "locale": "en-US", "features": []},
+            "guild_id": str(guild_id),
+            "guild": {"id": str(guild_id), "locale": "en-US", "features": []},
             "guild_locale": "en-US",
             "channel_id": str(self.channel_id),
             "channel": channel,
@@ -239,7 +263,7 @@ class LoopbackDiscord(RestMixin, GatewayMixin):
             "app_permissions": str(BOT_PERMISSIONS),
             "locale": locale,
             "entitlements": [],
-            "authorizing_integration_owners": {"0": str(self.guild_id)},
+            "authorizing_integration_owners": {"0": str(guild_id)},
             "context": 0,
             "attachment_size_limit": 10 * 1024 * 1024,
         }
@@ -251,6 +275,7 @@ class LoopbackDiscord(RestMixin, GatewayMixin):
             notifier=self._notifier,
             describe_standin=self.describe,
         )
+        interaction.shard = conn.session.shard if conn.session else None
         self.interactions[iid] = interaction
         interaction.created_at = asyncio.get_running_loop().time()
         await conn.dispatch("INTERACTION_CREATE", payload)

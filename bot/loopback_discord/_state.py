@@ -12,7 +12,7 @@ from typing import Any
 
 from aiohttp import web
 
-from bot.loopback_discord._gateway_types import Connection, Session
+from bot.loopback_discord._gateway_types import Connection, GatewayEvent, Session
 from bot.loopback_discord._models import (
     ACK_TIMEOUT,
     ADMINISTRATOR,
@@ -44,7 +44,14 @@ class StandinState:
     """Everything the stand-in knows, and the Discord-shaped payloads built from it."""
 
     def __init__(
-        self, *, token: str = "loopback-token", host: str = "127.0.0.1", port: int = 0
+        self,
+        *,
+        token: str = "loopback-token",
+        host: str = "127.0.0.1",
+        port: int = 0,
+        recommended_shards: int = 1,
+        max_concurrency: int = 16,
+        enforce_identify_limit: bool = False,
     ) -> None:
         self.token = token
         self.host = host
@@ -62,6 +69,15 @@ class StandinState:
         self.channel_name = "jokes"
         self.ack_timeout = ACK_TIMEOUT
         self.heartbeat_interval_ms = 41_250
+        # Gateway shards: what GET /gateway/bot recommends, and how many IDENTIFYs may start
+        # within 5 s (one per bucket shard_id % max_concurrency; 16 as for a large bot).
+        self.recommended_shards = recommended_shards
+        self.max_concurrency = max_concurrency
+        self.enforce_identify_limit = enforce_identify_limit  # op 9 to an IDENTIFY too soon
+        self.extra_guilds: dict[int, str] = {}  # guild id -> name, besides guild_id
+        # the url GET /gateway/bot advertises (None: this stand-in's); real Discord names its own
+        # host even when the bot goes through a gateway proxy
+        self.advertised_gateway_url: str | None = None
 
         self.global_commands: dict[str, dict[str, Any]] = {}
         self.guild_commands: dict[str, dict[str, Any]] = {}
@@ -75,6 +91,8 @@ class StandinState:
         self.identify_count = 0
         self.resume_count = 0
         self.sync_count = 0
+        self.gateway_events: list[GatewayEvent] = []  # every dispatch, with its shard
+        self.shard_errors: list[str] = []  # bad IDENTIFY shards, guilds no shard connection owns
 
         self._ids = Snowflakes()
         self._notifier = Notifier()
@@ -82,6 +100,7 @@ class StandinState:
         self._joined_at = time.time() - 86_400
         self._sessions: dict[str, Session] = {}
         self._connections: set[Connection] = set()
+        self._identified_at: dict[int, float] = {}  # rate-limit bucket -> last IDENTIFY
         self._listeners: list[Listener] = []
         self._runner: web.AppRunner | None = None
         self._remember_user(self.bot_user_id, self.bot_username, bot=True)
@@ -97,13 +116,40 @@ class StandinState:
         """Live gateway connections that IDENTIFYed or RESUMEd."""
         return sum(1 for c in self._connections if c.ready and not c.ws.closed)
 
+    @property
+    def guild_ids(self) -> list[int]:
+        """Every guild the bot is in: ``guild_id`` first, then those added by ``add_guild``."""
+        return [self.guild_id, *self.extra_guilds]
+
+    def name_of_guild(self, guild_id: int) -> str:
+        if guild_id == self.guild_id:
+            return self.guild_name
+        return self.extra_guilds.get(guild_id, f"guild {guild_id}")
+
+    @property
+    def connected_shards(self) -> list[tuple[int, int]]:
+        """``(shard_id, shard_count)`` of each live identified connection, sorted."""
+        return sorted(
+            c.session.shard
+            for c in self._connections
+            if c.ready and not c.ws.closed and c.session is not None
+        )
+
     def describe(self) -> str:
         """A summary of the stand-in's state, for failure messages."""
         parts = [
             f"gateway connections={self.connected_sessions}",
             f"commands={sorted(self.registered_commands)}",
         ]
-        for name in ("unhandled_routes", "auth_failures", "rest_errors", "server_errors"):
+        if self.extra_guilds or self.connected_shards not in ([], [(0, 1)]):
+            parts.append(f"shards={self.connected_shards}")
+        for name in (
+            "unhandled_routes",
+            "auth_failures",
+            "rest_errors",
+            "server_errors",
+            "shard_errors",
+        ):
             value = getattr(self, name)
             if value:
                 parts.append(f"{name}={value}")
@@ -181,7 +227,7 @@ class StandinState:
             perms |= role_perms.get(int(rid), 0)
         return ALL_PERMISSIONS if perms & ADMINISTRATOR else perms
 
-    def _roles(self) -> list[dict[str, Any]]:
+    def _roles(self, guild_id: int | None = None) -> list[dict[str, Any]]:
         def role(rid: int, name: str, perms: int, position: int, **extra: Any) -> dict[str, Any]:
             return {
                 "id": str(rid),
@@ -201,18 +247,18 @@ class StandinState:
             }
 
         return [
-            role(self.guild_id, "@everyone", DEFAULT_MEMBER_PERMISSIONS, 0),
+            role(guild_id or self.guild_id, "@everyone", DEFAULT_MEMBER_PERMISSIONS, 0),
             role(self.member_role_id, "Member", 0, 1),
             role(self.bot_role_id, self.bot_username, BOT_PERMISSIONS, 2, managed=True,
                  tags={"bot_id": str(self.bot_user_id)}),
             role(self.admin_role_id, "Admin", ADMINISTRATOR | MANAGE_GUILD, 3),
         ]  # fmt: skip
 
-    def _channel(self) -> dict[str, Any]:
+    def _channel(self, guild_id: int | None = None) -> dict[str, Any]:
         return {
             "id": str(self.channel_id),
             "type": 0,
-            "guild_id": str(self.guild_id),
+            "guild_id": str(guild_id or self.guild_id),
             "name": self.channel_name,
             "position": 0,
             "permission_overwrites": [],
@@ -224,10 +270,13 @@ class StandinState:
             "flags": 0,
         }
 
-    def _guild(self, *, full: bool = True) -> dict[str, Any]:
+    def _guild(self, *, full: bool = True, guild_id: int | None = None) -> dict[str, Any]:
+        """A guild payload; an added guild is a copy of the main one (same channel and role
+        ids, its own id, name and ``@everyone`` role): enough to route it to its shard."""
+        guild_id = guild_id or self.guild_id
         guild: dict[str, Any] = {
-            "id": str(self.guild_id),
-            "name": self.guild_name,
+            "id": str(guild_id),
+            "name": self.name_of_guild(guild_id),
             "icon": None,
             "splash": None,
             "discovery_splash": None,
@@ -239,7 +288,7 @@ class StandinState:
             "verification_level": 0,
             "default_message_notifications": 1,
             "explicit_content_filter": 0,
-            "roles": self._roles(),
+            "roles": self._roles(guild_id),
             "emojis": [],
             "stickers": [],
             "features": [],
@@ -269,7 +318,7 @@ class StandinState:
                     "member_count": len(self._users),
                     "voice_states": [],
                     "members": [self._member(self.bot_user_id), self._member(self.owner_id)],
-                    "channels": [self._channel()],
+                    "channels": [self._channel(guild_id)],
                     "threads": [],
                     "presences": [],
                     "stage_instances": [],

@@ -58,6 +58,21 @@ class _Collector(logging.Handler):
             self.run.standin.report_failure(text)
 
 
+async def _wait_for_shards(
+    bot: Any, task: asyncio.Task[None], standin: LoopbackDiscord, timeout: float
+) -> None:
+    ready = asyncio.create_task(bot.wait_until_ready())
+    await asyncio.wait({ready, task}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+    if not ready.done():
+        ready.cancel()
+        if not task.done():
+            raise TimeoutError(
+                f"the sharded bot did not become ready in {timeout}s; " + standin.describe()
+            )
+        await task
+        raise RuntimeError("bot.start() returned before all its shards were ready")
+
+
 @contextlib.asynccontextmanager
 async def running_bot(
     bot: Any,
@@ -79,7 +94,7 @@ async def running_bot(
     ``discord.LoginFailure``) if it stops before it is ready. Patches discord.py's class-level
     hosts, so run one bot at a time per process.
     """
-    from discord import gateway, http
+    from discord import AutoShardedClient, gateway, http
     from yarl import URL
 
     old_base = http.Route.BASE
@@ -127,6 +142,9 @@ async def running_bot(
             await run.task  # re-raises the bot's own exception (LoginFailure, Forbidden, ...)
             raise RuntimeError("bot.start() returned before the bot was ready")
         ready.result()  # TimeoutError listing what the stand-in saw, or BotFailure
+        if isinstance(bot, AutoShardedClient):
+            # ready once all of its own shards are (another bot may have made the stand-in ready)
+            await _wait_for_shards(bot, run.task, standin, ready_timeout)
         try:
             yield run
         except BaseException:
