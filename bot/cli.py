@@ -38,7 +38,7 @@ def cmd_run(settings: Settings, args: argparse.Namespace) -> int:
 
 def cmd_runner(settings: Settings, args: argparse.Namespace) -> int:
     from model.embedded import ensure_embedded_model
-    from model.server import RunnerConfig, run_runner
+    from model.runner import RunnerConfig, run_runner
 
     if not settings.model_base:
         ensure_embedded_model(settings.data_dir)

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from aiohttp.test_utils import TestClient, TestServer
 
-from model.server import RunnerConfig, build_app
+from model.runner import RunnerConfig, build_app
 
 
 def broken_copies(good: Path, root: Path) -> dict[str, Path]:
