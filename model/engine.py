@@ -373,7 +373,8 @@ class Engine:
     def add_pinned(self, served: ServedModel) -> ServedModel | None:
         """Keep `served` resident beside the current model; one of the same name is unpinned."""
         with self._cv:
-            replaced = next((m for m in self._models if m.pinned and m.version == served.version), None)
+            same = [m for m in self._models if m.pinned and m.version == served.version]
+            replaced = same[0] if same else None
             if replaced is not None:
                 replaced.pinned = False  # drains, then is released
                 replaced.version = f"{replaced.version} (replaced)"

@@ -277,9 +277,9 @@ async def _stream_completion(
             index, text, finish = getter.result()
             if finish is not None:
                 remaining -= 1
+            piece = [choice(index, text, finish)]
             await response.write(
-                stream_chunk(ident, created, model, [choice(index, text, finish)],
-                             with_usage=parsed.include_usage)  # fmt: skip
+                stream_chunk(ident, created, model, piece, with_usage=parsed.include_usage)
             )
         results = await asyncio.gather(*futures)
         for req in reqs:
