@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from bot.jokes import fold_whitespace
-from bot.runner_client import RunnerClient
+from bot.runner_pool import RunnerPool
 from bot.settings import Settings
 
 DISCORD_LIMIT = 2000
@@ -32,7 +32,7 @@ def compose(prompt: str, completion: str) -> str:
     return f"{prompt.rstrip()}{joiner}{completion}".strip()
 
 
-async def tell_joke(runner: RunnerClient, settings: Settings, prompt: str = "") -> str:
+async def tell_joke(runner: RunnerPool, settings: Settings, prompt: str = "") -> str:
     """One complete joke; prefers completions that ended at the model's end-of-joke token."""
     prompt = fold_whitespace(prompt or "")
     fallback = ""

@@ -195,7 +195,7 @@ def _train_evaluate_publish(
     from model.devices import configure_cpu_threads, resolve_device
     from model.evaluate import measure, release, show_sample
     from model.loading import load_model_and_tokenizer, load_tokenizer
-    from model.lora import merge_lora
+    from model.lora import merge_lora, save_adapter
     from model.progress import TimeBudget, TrainingEvents
     from model.textformat import start_token_id
 
@@ -255,6 +255,8 @@ def _train_evaluate_publish(
     }
     log.info("training ended after %d steps in %.0f s: %s", steps, train_seconds, training)
 
+    if job.lora:
+        save_adapter(trainer.model, tmp)  # unmerged too, for engines that load adapters
     final = merge_lora(trainer.model) if job.lora else trainer.model
     final.config.use_cache = True
     final.generation_config.bos_token_id = start_token_id(tokenizer)
