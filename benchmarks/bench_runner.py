@@ -194,8 +194,8 @@ def compare_continuous_batching(folder: Path, requests: int, tokens: int) -> lis
 
     from model.devices import configure_cpu_threads
     from model.engine import Engine, SamplingParams
+    from model.hot_swap import load_candidate
     from model.loading import load_model_and_tokenizer
-    from model.swap import load_candidate
     from model.textformat import prompt_ids
 
     logging.getLogger("transformers").setLevel(logging.ERROR)
@@ -291,7 +291,7 @@ def main() -> None:
         port = free_port()
         url = f"http://127.0.0.1:{port}"
         log = tmp / "runner.log"
-        cmd = [sys.executable, "-m", "model.server", "--model", str(folder), "--version", "v0",
+        cmd = [sys.executable, "-m", "model.runner", "--model", str(folder), "--version", "v0",
                "--port", str(port), "--max-batch", str(args.max_batch),
                "--max-queue", "64"]  # fmt: skip
         env = {**os.environ, "RUNNER_TOKEN": TOKEN}

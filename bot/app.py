@@ -26,6 +26,7 @@ from bot.runner_process import RunnerProcess
 from bot.scheduler import RetrainScheduler
 from bot.services import Services
 from bot.settings import Settings
+from bot.starter import seed_starter_corpus
 from bot.training import TrainingCoordinator
 
 log = logging.getLogger(__name__)
@@ -68,6 +69,7 @@ async def backend(settings: Settings) -> AsyncIterator[Backend]:
     db = await open_database(settings)
     runner_process: RunnerProcess | None = None
     try:
+        await seed_starter_corpus(db, settings)  # a fresh install has jokes from the start
         if settings.runner_url:
             url = ",".join(settings.runner_urls)
             token = settings.runner_token.get_secret_value() if settings.runner_token else None

@@ -120,15 +120,23 @@ def cmd_train(settings: Settings, args: argparse.Namespace) -> int:
     from bot.app import connect_runner, open_database
     from bot.progress import TrainingProgress, format_duration
     from bot.reports import training_result
+    from bot.starter import seed_starter_corpus
     from bot.training import TrainingCoordinator
 
     async def run() -> int:
         db = await open_database(settings)
+        await seed_starter_corpus(db, settings)  # a fresh data directory trains on the starter
+        coordinator = TrainingCoordinator(settings, db, None)
+        refusal = await coordinator.corpus_refusal()
+        if refusal:
+            print(refusal)
+            await db.close()
+            return 1
         runner = await connect_runner(settings)
         if runner is None:
             print("no runner is up: a promoted version will serve from the next start")
         try:
-            coordinator = TrainingCoordinator(settings, db, runner)
+            coordinator.runner = runner
             columns = (
                 TextColumn("{task.description}"),
                 BarColumn(),
@@ -168,18 +176,20 @@ def cmd_train(settings: Settings, args: argparse.Namespace) -> int:
 
 def cmd_models(settings: Settings, args: argparse.Namespace) -> int:
     from bot.app import open_database
-    from bot.reports import versions_table
+    from bot.reports import corpus_summary, versions_table
 
     async def run() -> int:
         db = await open_database(settings)
         try:
             found = await db.versions()
+            total, by_source = await db.joke_count(), await db.corpus_by_source()
         finally:
             await db.close()
         if args.json:
             print(json.dumps([version.as_json() for version in found], indent=2))
         else:
             print(versions_table(found))
+            print(f"corpus: {corpus_summary(total, by_source)}")
         return 0
 
     return asyncio.run(run())

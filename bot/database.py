@@ -200,6 +200,27 @@ class Database:
             (count,) = await c.fetchone()
         return count
 
+    async def corpus_by_source(self) -> dict[str, int]:
+        """Approved jokes per source (`user`, `import`, `starter`, `community`)."""
+        async with self._db.execute(
+            "SELECT source, count(*) FROM jokes WHERE status='approved' GROUP BY source"
+        ) as cursor:
+            return {row[0]: row[1] async for row in cursor}
+
+    async def has_jokes(self) -> bool:
+        """Whether any joke was ever stored and kept (any status)."""
+        async with self._db.execute("SELECT 1 FROM jokes LIMIT 1") as cursor:
+            return await cursor.fetchone() is not None
+
+    async def random_jokes(self, limit: int, max_chars: int = 140) -> list[str]:
+        """Up to `limit` approved jokes of at most `max_chars`, at random (in-context examples)."""
+        async with self._db.execute(
+            "SELECT text FROM jokes WHERE status='approved' AND length(text) <= ?"
+            " ORDER BY random() LIMIT ?",
+            (max_chars, limit),
+        ) as cursor:
+            return [row[0] async for row in cursor]
+
     async def corpus(self) -> list[CorpusJoke]:
         """Approved jokes in id order: what a training run learns from."""
         async with self._db.execute(
@@ -208,8 +229,10 @@ class Database:
             return [CorpusJoke(row[0], row[1], row[2]) async for row in cursor]
 
     async def jokes_added_since(self, last_joke_id: int) -> int:
+        """New approved jokes after `last_joke_id`; starter jokes are not news to the scheduler."""
         async with self._db.execute(
-            "SELECT count(*) FROM jokes WHERE status='approved' AND id > ?", (last_joke_id,)
+            "SELECT count(*) FROM jokes WHERE status='approved' AND source != 'starter' AND id > ?",
+            (last_joke_id,),
         ) as cursor:
             (count,) = await cursor.fetchone()
         return count

@@ -67,6 +67,8 @@ async def import_jokes(
     db: Database,
     jokes: list[str],
     on_progress: Callable[[int], None] | None = None,
+    *,
+    source: str = "import",
 ) -> ImportSummary:
     """Validate and store; each batch is one transaction, so an interruption loses no batch."""
     summary = ImportSummary(read=len(jokes))
@@ -81,7 +83,7 @@ async def import_jokes(
         on_progress(sum(summary.rejected.values()))
     for start in range(0, len(valid), BATCH):
         batch = valid[start : start + BATCH]
-        for result in await db.add_jokes(batch, source="import"):
+        for result in await db.add_jokes(batch, source=source):
             if result.created:
                 summary.added += 1
             else:

@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import random
+import time
+from collections.abc import Sequence
+
+from bot.database import Database
 from bot.jokes import fold_whitespace
 from bot.runner_pool import RunnerPool
 from bot.settings import Settings
@@ -11,8 +16,36 @@ MAX_PROMPT_CHARS = 200
 ATTEMPTS = 3
 
 
+POOL_SIZE = 200  # random short corpus jokes kept in memory to draw examples from
+POOL_SECONDS = 600  # how long a pool is used before it is drawn again
+EXAMPLE_MAX_CHARS = 140  # short examples keep the prompt short (batching stays fast)
+
+
 class EmptyJoke(Exception):
     """The model produced nothing usable after a few tries."""
+
+
+class ExamplePool:
+    """In-context examples for a model that was never fine-tuned on jokes.
+
+    Each request gets `k` jokes drawn at random from a pool of short corpus jokes (refreshed
+    every few minutes, so new jokes show up without a query per /joke). The runner uses them
+    only when the serving version's manifest asks for the `few-shot` layout.
+    """
+
+    def __init__(self, db: Database, k: int) -> None:
+        self.db = db
+        self.k = k
+        self._pool: list[str] = []
+        self._drawn_at = -POOL_SECONDS
+
+    async def pick(self) -> list[str]:
+        if self.k <= 0:
+            return []
+        if time.monotonic() - self._drawn_at > POOL_SECONDS or len(self._pool) < self.k:
+            self._pool = await self.db.random_jokes(POOL_SIZE, EXAMPLE_MAX_CHARS)
+            self._drawn_at = time.monotonic()
+        return random.sample(self._pool, min(self.k, len(self._pool)))
 
 
 def clip(text: str, limit: int = DISCORD_LIMIT) -> str:
@@ -32,8 +65,12 @@ def compose(prompt: str, completion: str) -> str:
     return f"{prompt.rstrip()}{joiner}{completion}".strip()
 
 
-async def tell_joke(runner: RunnerPool, settings: Settings, prompt: str = "") -> str:
-    """One complete joke; prefers completions that ended at the model's end-of-joke token."""
+async def tell_joke(
+    runner: RunnerPool, settings: Settings, prompt: str = "", examples: Sequence[str] = ()
+) -> str:
+    """One complete joke; prefers completions that ended at the model's end-of-joke token.
+
+    `examples` are in-context jokes for a `few-shot` serving model (see `ExamplePool`)."""
     prompt = fold_whitespace(prompt or "")
     fallback = ""
     for _ in range(ATTEMPTS):
@@ -42,6 +79,7 @@ async def tell_joke(runner: RunnerPool, settings: Settings, prompt: str = "") ->
             max_tokens=settings.joke_max_tokens,
             temperature=settings.joke_temperature,
             top_p=settings.joke_top_p,
+            examples=examples,
         )
         text = compose(prompt, completion.text)
         if completion.text.strip() and completion.finish_reason == "stop":

@@ -64,7 +64,10 @@ async def status_report(services: Services) -> str:
     lines.extend(replica_lines(services.runner.describe()))
     total = await db.joke_count()
     fresh = await services.training.new_jokes_since_last_training()
-    lines.append(f"Corpus: {total} jokes, {fresh} new since the last training")
+    lines.append(
+        f"Corpus: {corpus_summary(total, await db.corpus_by_source())}, "
+        f"{fresh} new since the last training"
+    )
     last = await db.last_finished_run()
     if last is None:
         lines.append("Last training: never")
@@ -99,6 +102,12 @@ def replica_lines(replicas: list[dict[str, Any]]) -> list[str]:
             state = f"down ({r['error'] or 'no answer'})"
         lines.append(f"Replica {r['url']}: {state}")
     return lines
+
+
+def corpus_summary(total: int, by_source: dict[str, int]) -> str:
+    """`283 jokes (283 starter)`: how much of the corpus is the starter set that ships."""
+    starter = by_source.get("starter", 0)
+    return f"{total} jokes" + (f" ({starter} starter)" if starter else "")
 
 
 def versions_table(versions: list[ModelVersion]) -> str:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -138,12 +139,12 @@ class RunnerClient:
         temperature: float,
         top_p: float,
         seed: int | None = None,
+        examples: Sequence[str] = (),
         model: str | None = None,
     ) -> Completion:
-        """One completion; the runner stops it at the model's end-of-joke token.
-
-        `model` names the version to use (vLLM: the adapter); None = what the runner serves.
-        """
+        """One completion; the runner stops it at the model's end-of-joke token. `examples` are
+        in-context jokes, used by the runner only for a model in the `few-shot` layout.
+        `model` names the version to use (vLLM: the adapter); None = what the runner serves."""
         body: dict[str, Any] = {
             "prompt": prompt,
             "max_tokens": max_tokens,
@@ -152,6 +153,8 @@ class RunnerClient:
         }
         if seed is not None:
             body["seed"] = seed
+        if examples:
+            body["examples"] = list(examples)
         if model is not None:
             body["model"] = model
         status, answer, headers = await self._request("POST", "/v1/completions", json_body=body)

@@ -11,7 +11,7 @@ from apscheduler.triggers.cron import CronTrigger
 
 from bot.reports import training_result
 from bot.settings import Settings
-from bot.training import TrainingBusy, TrainingCoordinator, TrainingOutcome
+from bot.training import CorpusTooSmall, TrainingBusy, TrainingCoordinator, TrainingOutcome
 
 log = logging.getLogger(__name__)
 JOB_ID = "retrain"
@@ -70,6 +70,9 @@ class RetrainScheduler:
         try:
             outcome = await self.training.train("schedule")
         except TrainingBusy:
+            return None
+        except CorpusTooSmall as refusal:
+            log.info("scheduled retraining skipped: %s", refusal)
             return None
         if self.announce is not None:
             await self.announce(training_result(outcome))

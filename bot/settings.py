@@ -62,6 +62,8 @@ class Settings(BaseSettings):
     joke_max_tokens: int = Field(default=64, ge=8, le=512)
     joke_temperature: float = Field(default=0.9, ge=0.0, le=2.0)
     joke_top_p: float = Field(default=0.95, gt=0.0, le=1.0)
+    few_shot_examples: int = Field(default=4, ge=0, le=8)
+    starter_corpus: bool = True
 
     # Retraining
     retrain_schedule: str = "0 */6 * * *"
@@ -69,6 +71,8 @@ class Settings(BaseSettings):
     retrain_max_minutes: float = Field(default=10.0, gt=0)
     retrain_from: Literal["serving", "base"] = "serving"
     train_epochs: float = Field(default=1.0, gt=0)
+    train_min_steps: int = Field(default=30, ge=0)
+    train_min_jokes: int = Field(default=30, ge=2)
     train_learning_rate: float = Field(default=1e-4, gt=0)
     train_batch_size: int = Field(default=16, ge=1)
     train_grad_accum: int = Field(default=1, ge=1)

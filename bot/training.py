@@ -39,6 +39,10 @@ class TrainingBusy(Exception):
     """A training run is already under way; only one runs at a time."""
 
 
+class CorpusTooSmall(Exception):
+    """Too few approved jokes to learn from (TRAIN_MIN_JOKES); the message says so plainly."""
+
+
 @dataclass
 class TrainingOutcome:
     """What happened, for the CLI, the Discord message and the logs."""
@@ -90,6 +94,17 @@ class TrainingCoordinator:
     async def new_jokes_since_last_training(self) -> int:
         return await self.db.jokes_added_since(await self.db.last_trained_joke_id())
 
+    async def corpus_refusal(self) -> str | None:
+        """Why the corpus is too small to train on (a sentence for people), or None."""
+        size, needed = await self.db.joke_count(), self.settings.train_min_jokes
+        if size >= needed:
+            return None
+        return (
+            f"Not enough jokes to learn from: the corpus has {size} approved "
+            f"joke{'s' if size != 1 else ''}, training needs at least {needed} "
+            "(TRAIN_MIN_JOKES). Add jokes with /addjoke or `jokebot import`."
+        )
+
     async def train(
         self,
         trigger: str,
@@ -98,6 +113,9 @@ class TrainingCoordinator:
     ) -> TrainingOutcome:
         if self._lock.locked():
             raise TrainingBusy("a training run is already under way")
+        refusal = await self.corpus_refusal()
+        if refusal:
+            raise CorpusTooSmall(refusal)
         async with self._lock:
             with _host_training_lock(self.settings.data_dir):
                 self._cancelled = False
@@ -131,10 +149,8 @@ class TrainingCoordinator:
     async def _run(self, run_id: int, on_progress: ProgressCallback) -> TrainingOutcome:
         settings = self.settings
         corpus = await self.db.corpus()
-        if len(corpus) < 2:
-            return TrainingOutcome(
-                run_id, "failed", f"need at least 2 jokes to train, the corpus has {len(corpus)}"
-            )
+        if len(corpus) < max(2, settings.train_min_jokes):  # shrank since train() checked
+            return TrainingOutcome(run_id, "failed", await self.corpus_refusal() or "")
         await ensure_embedded_model(self.settings)
         serving = await self.db.active_version()
         base_ref = serving.path if settings.retrain_from == "serving" else settings.base_model_ref
@@ -237,6 +253,7 @@ class TrainingCoordinator:
             "seed": s.train_seed,
             "max_minutes": s.retrain_max_minutes,
             "epochs": s.train_epochs,
+            "min_steps": s.train_min_steps,
             "learning_rate": s.train_learning_rate,
             "batch_size": s.train_batch_size,
             "grad_accum": s.train_grad_accum,
@@ -245,6 +262,7 @@ class TrainingCoordinator:
             "sample_max_tokens": s.joke_max_tokens,
             "sample_temperature": s.joke_temperature,  # measure what /joke will serve
             "sample_top_p": s.joke_top_p,
+            "few_shot_examples": s.few_shot_examples,  # how a `few-shot` v0 serves
             "manifest": {
                 "version": number,
                 "parent_version": parent,

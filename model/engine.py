@@ -29,7 +29,7 @@ import torch
 from model.batch import RunningBatch
 from model.loading import LoadedModel
 from model.sampling import RowSampling, choose_tokens, make_generator
-from model.textformat import prompt_ids
+from model.textformat import generation_prompt_ids, stop_token_ids
 
 log = logging.getLogger(__name__)
 
@@ -76,6 +76,7 @@ class SamplingParams:
     seed: int | None = None
     stop: tuple[str, ...] = ()
     ignore_eos: bool = False
+    examples: tuple[str, ...] = ()  # in-context jokes, used when the model is `few-shot`
 
 
 @dataclass
@@ -123,6 +124,8 @@ class ServedModel:
         self.parent = parent
         self.tokenizer = loaded.tokenizer
         self.eos_token_id = loaded.tokenizer.eos_token_id
+        self.stop_token_ids = stop_token_ids(loaded.tokenizer)
+        self.prompt_layout = loaded.prompt_layout
         self.device = loaded.device
         config = loaded.model.config
         self.max_positions = (
@@ -184,7 +187,7 @@ class Row:
     def accept(self, token: int, served: ServedModel) -> None:
         """Take the next chosen token and decide whether this row is done."""
         p = self.request.params
-        if token == served.eos_token_id and not p.ignore_eos:
+        if token in served.stop_token_ids and not p.ignore_eos:
             self.finish_reason = "stop"
             return
         self.tokens.append(token)
@@ -482,7 +485,9 @@ class Engine:
     def _start(self, req: EngineRequest) -> None:
         served = req.served
         try:
-            ids = prompt_ids(served.tokenizer, req.prompt)
+            ids = generation_prompt_ids(
+                served.tokenizer, req.prompt, req.params.examples, served.prompt_layout
+            )
         except Exception as exc:  # a broken prompt fails only this request
             _resolve(req.future, error=RequestError(f"the prompt could not be tokenized: {exc}"))
             return

@@ -2,10 +2,14 @@
 
 - `nll`: mean negative log-likelihood per token of held-out jokes, over each joke's tokens plus
   its eos, in the token layout of `model.textformat` (the start token is given, not scored).
-  Token-weighted: total NLL of all validation tokens divided by their number.
-- `one_joke_rate`: share of N unprompted samples (start token only) that end with eos within
-  the token limit, are 10 to 280 characters long, fit on one line and contain no other special
-  token (a second start token would be a second joke).
+  Token-weighted: total NLL of all validation tokens divided by their number. Always measured in
+  the plain layout, so it compares what the weights know; the gate uses it.
+- `nll_served`: for a model served `few-shot`, the same NLL with in-context examples before each
+  joke (ending at the separator, as that layout does); what the model achieves as served.
+- `one_joke_rate`: share of N unprompted samples (the prompt as served: the start token, after
+  in-context examples for a `few-shot` model) that end with a stop token (eos, or the separator)
+  within the token limit, are 10 to 280 characters long, fit on one line and contain no other
+  special token.
 - `copy_rate`: share of the samples whose duplicate key (`bot.jokes.normalise_key`) is the key
   of a training joke, i.e. verbatim copies after normalisation.
 
@@ -17,6 +21,7 @@ from __future__ import annotations
 
 import gc
 import logging
+import random
 import time
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
@@ -31,6 +36,12 @@ SAMPLE_TEMPERATURE = 0.9
 SAMPLE_TOP_P = 0.95
 SAMPLE_BATCH = 64  # sequences generated together (sampling is far cheaper per token in batches)
 NLL_TOKENS = 2048  # padded tokens per NLL batch (bounds the logits' memory)
+FEW_SHOT_EXAMPLES = 4  # in-context jokes per few-shot prompt (benchmarks/bench_quality.py)
+
+
+def pick_examples(pool: Sequence[str], k: int, rng: random.Random) -> list[str]:
+    """`k` distinct jokes of `pool` at random (all of them when the pool is smaller)."""
+    return rng.sample(list(pool), min(k, len(pool))) if k > 0 else []
 
 
 @dataclass(frozen=True)
@@ -75,14 +86,35 @@ def show_sample(samples: Sequence[Sample]) -> str:
     return samples[0].text.strip() if samples else ""
 
 
-def validation_nll(model, tokenizer, texts: Sequence[str]) -> tuple[float, int]:
-    """(mean NLL per token, number of scored tokens) of `texts` laid out as training examples."""
+def validation_nll(
+    model,
+    tokenizer,
+    texts: Sequence[str],
+    *,
+    examples_pool: Sequence[str] = (),
+    shots: int = 0,
+    seed: int = 0,
+) -> tuple[float, int]:
+    """(mean NLL per token, number of scored tokens) of `texts` laid out as training examples.
+
+    With `shots` > 0, each joke follows that many in-context examples from `examples_pool` (not
+    scored) and ends at the separator instead of eos: the `few-shot` layout.
+    """
     import torch
     import torch.nn.functional as F
 
     from model.data import JokeCollator, encode_jokes
+    from model.textformat import few_shot_prefix_ids, start_token_id
 
-    examples = sorted(encode_jokes(tokenizer, texts), key=len)
+    rng = random.Random(seed)
+    examples: list[tuple[int, list[int]]] = []  # (unscored prefix length, ids)
+    for ids in encode_jokes(tokenizer, texts):
+        if shots > 0 and examples_pool:
+            prefix = few_shot_prefix_ids(tokenizer, pick_examples(examples_pool, shots, rng))
+            examples.append((len(prefix), [*prefix, *ids[:-1], start_token_id(tokenizer)]))
+        else:
+            examples.append((0, ids))
+    examples.sort(key=lambda e: len(e[1]))
     collate = JokeCollator(pad_token_id=tokenizer.pad_token_id or tokenizer.eos_token_id)
     device = next(model.parameters()).device
     total, count = 0.0, 0
@@ -92,9 +124,12 @@ def validation_nll(model, tokenizer, texts: Sequence[str]) -> tuple[float, int]:
         while start < len(examples):
             end = start + 1
             # sorted by length: a batch's width is its last example's length
-            while end < len(examples) and (end + 1 - start) * len(examples[end]) <= NLL_TOKENS:
+            while end < len(examples) and (end + 1 - start) * len(examples[end][1]) <= NLL_TOKENS:
                 end += 1
-            batch = collate([{"input_ids": e} for e in examples[start:end]])
+            chunk = examples[start:end]
+            batch = collate([{"input_ids": ids} for _, ids in chunk])
+            for row, (prefix, _) in enumerate(chunk):
+                batch["labels"][row, :prefix] = -100  # in-context examples are given
             start = end
             logits = model(
                 input_ids=batch["input_ids"].to(device),
@@ -124,16 +159,23 @@ def sample_jokes(
     temperature: float = SAMPLE_TEMPERATURE,
     top_p: float = SAMPLE_TOP_P,
     batch_size: int = SAMPLE_BATCH,
+    examples_pool: Sequence[str] = (),
+    shots: int = 0,
 ) -> list[Sample]:
-    """`n` unprompted samples: each starts from the start token alone and stops at eos."""
+    """`n` unprompted samples: each starts from the start token (after `shots` in-context
+    examples of `examples_pool` when given: the `few-shot` layout) and stops at eos or at the
+    separator."""
     import torch
     from transformers import GenerationConfig
 
-    from model.textformat import start_token_id
+    from model.textformat import generation_prompt_ids, stop_token_ids
 
     eos = tokenizer.eos_token_id
+    stops = sorted(stop_token_ids(tokenizer))
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos
     special = set(tokenizer.all_special_ids)
+    rng = random.Random(seed)
+    few_shot = shots > 0 and bool(examples_pool)
     device = next(model.parameters()).device
     config = GenerationConfig(
         do_sample=temperature > 0,
@@ -141,7 +183,7 @@ def sample_jokes(
         top_p=top_p if temperature > 0 else None,
         top_k=0,
         max_new_tokens=max_new_tokens,
-        eos_token_id=eos,
+        eos_token_id=stops,
         pad_token_id=pad,
     )
     torch.manual_seed(seed)
@@ -150,15 +192,29 @@ def sample_jokes(
     with torch.inference_mode():
         for begin in range(0, n, batch_size):
             rows = min(batch_size, n - begin)
-            input_ids = torch.full((rows, 1), start_token_id(tokenizer), device=device)
+            prompts = [
+                generation_prompt_ids(
+                    tokenizer,
+                    examples=pick_examples(examples_pool, shots, rng) if few_shot else (),
+                    layout="few-shot" if few_shot else "plain",
+                )
+                for _ in range(rows)
+            ]
+            width = max(len(p) for p in prompts)  # left padding: every row ends at its prompt
+            input_ids = torch.full((rows, width), pad, dtype=torch.long)
+            attention_mask = torch.zeros((rows, width), dtype=torch.long)
+            for i, ids in enumerate(prompts):
+                input_ids[i, width - len(ids) :] = torch.tensor(ids)
+                attention_mask[i, width - len(ids) :] = 1
             output = model.generate(
-                input_ids=input_ids,
-                attention_mask=torch.ones_like(input_ids),
+                input_ids=input_ids.to(device),
+                attention_mask=attention_mask.to(device),
                 generation_config=config,
             )
-            for row in output[:, 1:].tolist():
-                finished = eos in row
-                body = row[: row.index(eos)] if finished else row
+            for row in output[:, width:].tolist():
+                end = next((i for i, token in enumerate(row) if token in stops), None)
+                finished = end is not None
+                body = row[:end] if finished else row
                 samples.append(
                     Sample(
                         text=tokenizer.decode(body, skip_special_tokens=True),
@@ -185,10 +241,25 @@ def measure(
     seed: int,
     temperature: float = SAMPLE_TEMPERATURE,
     top_p: float = SAMPLE_TOP_P,
+    layout: str = "plain",
+    examples_pool: Sequence[str] = (),
+    shots: int = FEW_SHOT_EXAMPLES,
 ) -> Evaluation:
-    """Metrics and samples of a `model.loading.LoadedModel`."""
+    """Metrics and samples of a `model.loading.LoadedModel`, sampled in `layout` (a `few-shot`
+    model gets `shots` in-context examples drawn from `examples_pool`, the training jokes)."""
     began = time.monotonic()
     nll, tokens = validation_nll(loaded.model, loaded.tokenizer, validation_texts)
+    shots = shots if layout == "few-shot" and examples_pool else 0
+    served_nll = {}
+    if shots:
+        served_nll["nll_served"], _ = validation_nll(
+            loaded.model,
+            loaded.tokenizer,
+            validation_texts,
+            examples_pool=examples_pool,
+            shots=shots,
+            seed=seed,
+        )
     nll_seconds = time.monotonic() - began
     drawn = sample_jokes(
         loaded.model,
@@ -198,9 +269,14 @@ def measure(
         seed=seed,
         temperature=temperature,
         top_p=top_p,
+        examples_pool=examples_pool,
+        shots=shots,
     )
     metrics = {
         "nll": nll,
+        **served_nll,
+        "layout": layout,
+        "shots": shots,
         "one_joke_rate": one_joke_rate(drawn),
         "copy_rate": copy_rate(drawn, train_keys),
         "n_validation": len(validation_texts),

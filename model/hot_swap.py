@@ -22,7 +22,7 @@ import torch
 
 from model.batch import RunningBatch
 from model.engine import Engine, ServedModel
-from model.loading import LoadedModel, load_model_and_tokenizer
+from model.loading import LoadedModel, load_model_and_tokenizer, read_layout
 from model.metrics import RunnerMetrics
 from model.textformat import prompt_ids
 
@@ -97,8 +97,10 @@ def load_adapter_candidate(
         raise CandidateError(
             f"could not apply the adapter {adapter} to {base_ref}: {type(exc).__name__}: {exc}"
         ) from exc
-    loaded = LoadedModel(model=merged, tokenizer=loaded.tokenizer, device=loaded.device,
-                         ref=str(folder))  # fmt: skip
+    loaded = LoadedModel(
+        model=merged, tokenizer=loaded.tokenizer, device=loaded.device, ref=str(folder),
+        prompt_layout=read_layout(folder.parent),  # the version's manifest, beside its adapter
+    )  # fmt: skip
     served = _prove(loaded, name, str(folder), False, start, device)
     served.parent = parent
     return served

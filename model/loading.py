@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -9,6 +10,7 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel
 
 from model.devices import resolve_device, serving_dtype
+from model.textformat import prompt_layout
 
 
 @dataclass
@@ -19,6 +21,7 @@ class LoadedModel:
     tokenizer: object
     device: torch.device
     ref: str
+    prompt_layout: str = "few-shot"  # model.textformat: what its manifest asks for
 
     @property
     def eos_token_id(self) -> int:
@@ -46,4 +49,15 @@ def load_model_and_tokenizer(
     )
     model.to(dev)
     model.eval()
-    return LoadedModel(model=model, tokenizer=tokenizer, device=dev, ref=str(ref))
+    return LoadedModel(
+        model=model, tokenizer=tokenizer, device=dev, ref=str(ref), prompt_layout=read_layout(ref)
+    )
+
+
+def read_layout(ref: str | Path) -> str:
+    """The prompt layout of a version folder (its manifest), `few-shot` for a base model."""
+    try:
+        manifest = json.loads((Path(ref) / "manifest.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        manifest = None
+    return prompt_layout(manifest if isinstance(manifest, dict) else None)

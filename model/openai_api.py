@@ -22,6 +22,8 @@ MAX_N = 8
 MAX_STOP = 4
 MAX_PROMPTS = 16
 MAX_PROMPT_CHARS = 20_000
+MAX_EXAMPLES = 8  # in-context jokes per request (an extension: OpenAI has no such field)
+MAX_EXAMPLE_CHARS = 1000
 DEFAULT_TEMPERATURE = SamplingParams.temperature
 DEFAULT_TOP_P = SamplingParams.top_p
 
@@ -186,6 +188,16 @@ def parse_completion_request(body: object, default_max_tokens: int = 64) -> Comp
     ignore_eos = body.get("ignore_eos", False)
     if not isinstance(ignore_eos, bool):
         raise InvalidRequest("ignore_eos must be true or false", param="ignore_eos")
+    examples = body.get("examples") or []
+    if not isinstance(examples, list) or not all(isinstance(e, str) for e in examples):
+        raise InvalidRequest(
+            "examples must be a list of strings (jokes shown to a base model)", "examples"
+        )
+    if len(examples) > MAX_EXAMPLES or any(len(e) > MAX_EXAMPLE_CHARS for e in examples):
+        raise InvalidRequest(
+            f"examples may hold at most {MAX_EXAMPLES} jokes of {MAX_EXAMPLE_CHARS} characters",
+            "examples",
+        )
     stream, include_usage = _stream_fields(body)
     model = body.get("model")
     if model is not None and (not isinstance(model, str) or not model.strip()):
@@ -201,7 +213,7 @@ def parse_completion_request(body: object, default_max_tokens: int = 64) -> Comp
         raise InvalidRequest("best_of is not supported by this runner (use n)", param="best_of")
     params = SamplingParams(
         max_tokens=max_tokens, temperature=temperature, top_p=top_p, n=n, seed=seed,
-        stop=_stops(body), ignore_eos=ignore_eos,
+        stop=_stops(body), ignore_eos=ignore_eos, examples=tuple(examples),
     )  # fmt: skip
     return CompletionRequest(prompts, params, model, stream, include_usage)
 

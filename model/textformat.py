@@ -8,11 +8,28 @@ document, and the model learns that it ends with eos. This is what keeps jokes f
 into each other, the flaw of the 2019 tutorial. (For the embedded SmolLM2-Instruct, whose bos
 is the chat marker `<|im_start|>`, starting from `<|endoftext|>` lowers the base model's NLL on
 jokes from 4.54 to 4.21 nats per token.)
+
+Two prompt layouts:
+
+- `plain` (`<start> prompt`): for versions fine-tuned on jokes, which know where a joke ends.
+- `few-shot` (`<start> joke <start> joke ... <start> prompt`): for a model that was never
+  fine-tuned on jokes (v0, any `MODEL_BASE`). A few corpus jokes as in-context examples show it
+  what a joke looks like and that the separator ends one, so its continuation is one joke.
+  Generation stops at the separator as well as at eos.
+
+A version folder's `manifest.json` names its layout (`prompt_layout`); a folder without one
+(a base model, a hub id) wants `few-shot`. This module is torch-free: the bot may import it.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import Any
+
 DOCUMENT_SEPARATOR = "<|endoftext|>"
+PLAIN = "plain"
+FEW_SHOT = "few-shot"
+PROMPT_LAYOUTS = (PLAIN, FEW_SHOT)
 
 
 def start_token_id(tokenizer) -> int:
@@ -24,12 +41,47 @@ def start_token_id(tokenizer) -> int:
     return bos if bos is not None else tokenizer.eos_token_id
 
 
+def stop_token_ids(tokenizer) -> frozenset[int]:
+    """Tokens that end a joke: eos, and the start token (a second start would be a second joke)."""
+    return frozenset({tokenizer.eos_token_id, start_token_id(tokenizer)})
+
+
+def _text_ids(tokenizer, text: str) -> list[int]:
+    return tokenizer(text, add_special_tokens=False).input_ids if text else []
+
+
 def prompt_ids(tokenizer, prompt: str = "") -> list[int]:
     """Token ids a generation starts from: the start token, then the prompt (the joke's opening)."""
-    ids = tokenizer(prompt, add_special_tokens=False).input_ids if prompt else []
-    return [start_token_id(tokenizer), *ids]
+    return [start_token_id(tokenizer), *_text_ids(tokenizer, prompt)]
+
+
+def few_shot_prefix_ids(tokenizer, examples: Sequence[str]) -> list[int]:
+    """`<start> example` for each in-context example: what precedes the joke in `few-shot`."""
+    start = start_token_id(tokenizer)
+    ids: list[int] = []
+    for example in examples:
+        ids += [start, *_text_ids(tokenizer, example)]
+    return ids
+
+
+def generation_prompt_ids(
+    tokenizer, prompt: str = "", examples: Sequence[str] = (), layout: str = PLAIN
+) -> list[int]:
+    """The prompt in the layout the serving model wants (examples are ignored by `plain`)."""
+    prefix = few_shot_prefix_ids(tokenizer, examples) if layout == FEW_SHOT else []
+    return [*prefix, *prompt_ids(tokenizer, prompt)]
 
 
 def example_ids(tokenizer, joke: str) -> list[int]:
     """Token ids of one training example: start token, the joke, eos."""
     return [*prompt_ids(tokenizer, joke), tokenizer.eos_token_id]
+
+
+def prompt_layout(manifest: dict[str, Any] | None) -> str:
+    """The layout a version wants: its manifest's `prompt_layout`; a version trained before the
+    field existed (it has a `token_layout`) is `plain`; no manifest at all means `few-shot`."""
+    manifest = manifest or {}
+    layout = manifest.get("prompt_layout")
+    if layout in PROMPT_LAYOUTS:
+        return layout
+    return PLAIN if manifest.get("token_layout") else FEW_SHOT

@@ -79,6 +79,7 @@ class TrainJob:
     seed: int = 42
     max_minutes: float = 10.0  # training time budget; then the best checkpoint so far is used
     epochs: float = 1.0
+    min_steps: int = 30  # a small corpus still gets this many optimizer steps (more epochs)
     learning_rate: float = 1e-4
     lr_scheduler: str = "cosine"  # any transformers scheduler name (linear, cosine, ...)
     batch_size: int = 16
@@ -99,6 +100,7 @@ class TrainJob:
     sample_max_tokens: int = 64
     sample_temperature: float = 0.9
     sample_top_p: float = 0.95
+    few_shot_examples: int = 4  # in-context jokes when the serving model is `few-shot`
     max_example_tokens: int = 128
     manifest: dict = field(default_factory=dict)  # extra fields for manifest.json
 
@@ -130,6 +132,8 @@ class TrainJob:
             raise JobError("validation_fraction must be between 0 and 1")
         if self.batch_size < 1 or self.grad_accum < 1 or self.epochs <= 0:
             raise JobError("batch_size and grad_accum must be at least 1, epochs above 0")
+        if self.min_steps < 0 or self.few_shot_examples < 0:
+            raise JobError("min_steps and few_shot_examples must not be negative")
         if self.learning_rate <= 0 or self.max_minutes <= 0:
             raise JobError("learning_rate and max_minutes must be above 0")
         if self.eval_samples < 1 or self.sample_max_tokens < 1:
@@ -197,7 +201,7 @@ def _train_evaluate_publish(
     from model.loading import load_model_and_tokenizer, load_tokenizer
     from model.lora import merge_lora, save_adapter
     from model.progress import TimeBudget, TrainingEvents
-    from model.textformat import start_token_id
+    from model.textformat import PLAIN, start_token_id
 
     began = time.monotonic()
     device = resolve_device(job.device)
@@ -208,6 +212,7 @@ def _train_evaluate_publish(
     jokes = read_snapshot(job.snapshot)
     train, validation = split_jokes(jokes, job.validation_fraction)
     train_keys = {j.key for j in train}
+    train_texts = [j.text for j in train]  # in-context examples for a `few-shot` serving model
     validation_texts = [j.text for j in validation]
     log.info("%d jokes: %d for training, %d held out", len(jokes), len(train), len(validation))
 
@@ -289,6 +294,11 @@ def _train_evaluate_publish(
                 seed=job.seed,
                 temperature=job.sample_temperature,
                 top_p=job.sample_top_p,
+                # each measured as it serves: the candidate is fine-tuned, the serving model
+                # is `few-shot` when it never was (its manifest says)
+                layout=PLAIN if name == "candidate" else loaded.prompt_layout,
+                examples_pool=train_texts,
+                shots=job.few_shot_examples,
             )
         finally:
             release(loaded)
@@ -307,6 +317,7 @@ def _train_evaluate_publish(
         "format": 1,
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
         "token_layout": TOKEN_LAYOUT,
+        "prompt_layout": PLAIN,  # fine-tuned on jokes: no in-context examples needed
         "start_token": tokenizer.convert_ids_to_tokens(start_token_id(tokenizer)),
         "eos_token": tokenizer.eos_token,
         "base_model": job.base,
@@ -398,7 +409,14 @@ def build_trainer(
     from model.data import JokeCollator
 
     steps_per_epoch = math.ceil(len(train_set) / (job.batch_size * job.grad_accum))
-    eval_steps = job.eval_steps or max(1, round(steps_per_epoch / job.evals_per_epoch))
+    epoch_steps = math.ceil(job.epochs * steps_per_epoch)
+    if max_steps < 0 and epoch_steps < job.min_steps:
+        # One step of a warm-up that starts at 0 moves nothing: a small corpus gets more epochs.
+        max_steps = job.min_steps
+    total_steps = max_steps if max_steps > 0 else epoch_steps
+    # about `evals_per_epoch` evaluations per epoch, or per run when min_steps made it longer
+    cadence = total_steps if max_steps == job.min_steps else min(steps_per_epoch, total_steps)
+    eval_steps = job.eval_steps or max(1, round(cadence / job.evals_per_epoch))
     logging_steps = max(1, min(5, eval_steps))
     gpu = device.type == "cuda"
     bf16 = gpu and torch.cuda.is_bf16_supported()
@@ -455,6 +473,7 @@ def build_trainer(
     settings = {
         "effective_learning_rate": job.effective_learning_rate,
         "steps_per_epoch": steps_per_epoch,
+        "total_steps": total_steps,
         "eval_steps": eval_steps,
         "logging_steps": logging_steps,
         "optimizer": args.optim,

@@ -14,10 +14,10 @@ from bot import versions
 from bot.discord_replies import NO_MENTIONS, reply_error
 from bot.permissions import ADMIN_REFUSAL, is_bot_admin
 from bot.progress import TrainingProgress, describe
-from bot.reports import status_report, training_result, versions_table
+from bot.reports import corpus_summary, status_report, training_result, versions_table
 from bot.runner_client import RunnerError
 from bot.services import Services
-from bot.training import TrainingBusy
+from bot.training import CorpusTooSmall, TrainingBusy
 
 log = logging.getLogger(__name__)
 EDIT_INTERVAL_SECONDS = 3.0
@@ -71,6 +71,10 @@ class AdminCommands(commands.Cog):
         if await self._refuse_non_admin(interaction):
             return
         training = self.services.training
+        refusal = await training.corpus_refusal()
+        if refusal:
+            await reply_error(interaction, refusal)
+            return
         if training.busy:
             progress = describe(training.progress) if training.progress else ""
             await reply_error(interaction, f"A training run is already under way. {progress}")
@@ -91,6 +95,9 @@ class AdminCommands(commands.Cog):
             )
         except TrainingBusy:
             await live.edit("A training run is already under way.")
+            return
+        except CorpusTooSmall as refusal:
+            await live.edit(str(refusal))
             return
         except Exception:
             log.exception("background training failed")
@@ -150,7 +157,11 @@ class AdminCommands(commands.Cog):
     async def models(self, interaction: discord.Interaction) -> None:
         if await self._refuse_non_admin(interaction):
             return
-        table = versions_table(await self.services.db.versions())
+        db = self.services.db
+        table = versions_table(await db.versions())
+        corpus = corpus_summary(await db.joke_count(), await db.corpus_by_source())
         await interaction.response.send_message(
-            f"```\n{table[:1900]}\n```", ephemeral=True, allowed_mentions=NO_MENTIONS
+            f"```\n{table[:1850]}\n```Corpus: {corpus}",
+            ephemeral=True,
+            allowed_mentions=NO_MENTIONS,
         )

@@ -9,7 +9,7 @@ from discord import app_commands
 from discord.ext import commands
 
 from bot.discord_replies import NO_MENTIONS, reply_error
-from bot.joke_teller import MAX_PROMPT_CHARS, EmptyJoke, tell_joke
+from bot.joke_teller import MAX_PROMPT_CHARS, EmptyJoke, ExamplePool, tell_joke
 from bot.jokes import check_joke
 from bot.runner_client import RunnerBusy, RunnerError, RunnerUnavailable
 from bot.services import Services
@@ -21,6 +21,7 @@ UNAVAILABLE = "The joke machine is unavailable, try again shortly."
 class JokeCommands(commands.Cog):
     def __init__(self, services: Services) -> None:
         self.services = services
+        self.examples = ExamplePool(services.db, services.settings.few_shot_examples)
 
     @app_commands.command(name="joke", description="Tell a joke written by the bot's model")
     @app_commands.describe(prompt="How the joke should start (optional)")
@@ -38,7 +39,12 @@ class JokeCommands(commands.Cog):
             return
         await interaction.response.defer(thinking=True)  # answers Discord within its 3 s
         try:
-            text = await tell_joke(self.services.runner, self.services.settings, prompt)
+            text = await tell_joke(
+                self.services.runner,
+                self.services.settings,
+                prompt,
+                examples=await self.examples.pick(),
+            )
         except RunnerBusy as busy:
             await reply_error(
                 interaction,
