@@ -55,6 +55,8 @@ class Completion:
 def _error_message(body: Any, status: int) -> str:
     if isinstance(body, dict) and isinstance(body.get("error"), dict):
         return str(body["error"].get("message") or f"HTTP {status}")
+    if isinstance(body, dict) and body.get("message"):  # SGLang's {"success", "message"}
+        return str(body["message"])
     return f"HTTP {status}"
 
 

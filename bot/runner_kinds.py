@@ -10,7 +10,8 @@
 - `sglang`: `POST /update_weights_from_disk {model_path}` replaces the weights in place;
   `GET /get_model_info` says which `model_path` serves.
 
-Our runner also answers the vLLM adapter calls, so the `vllm` path is tested against it.
+Our runner also answers the vLLM adapter calls and SGLang's weight update, so both paths are
+tested against a real process (vLLM and SGLang themselves were not run here).
 """
 
 from __future__ import annotations
@@ -63,6 +64,9 @@ class EngineKind:
     def request_model(self, target: Target | None) -> str | None:
         """The `model` field of a completion for `target` (None: what the engine serves)."""
         return None
+
+    def remember(self, target: Target) -> None:
+        """The pool serves `target` now (SGLang maps weight paths back to version names)."""
 
 
 class VllmKind(EngineKind):

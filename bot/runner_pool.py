@@ -120,9 +120,7 @@ class RunnerPool:
     def serve(self, path: str, name: str) -> None:
         """Tell the pool which version serves (the database's); the reconciler enforces it."""
         self.target = Target(str(path), name)
-        remember = getattr(self.kind, "remember", None)
-        if remember is not None:
-            remember(self.target)
+        self.kind.remember(self.target)
 
     async def complete(self, prompt: str, **sampling: Any) -> Completion:
         """One completion on the best replica; once more on another if the connection fails."""

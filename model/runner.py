@@ -2,8 +2,10 @@
 
 Endpoints: `POST /v1/completions` (also streamed), `GET /v1/models`, `GET /health` (ready),
 `GET /health/live` (alive), `GET /metrics` (Prometheus), and with the admin bearer token
-`POST /admin/load` (hot swap of a new version) and vLLM's adapter calls
-`POST /v1/load_lora_adapter` / `POST /v1/unload_lora_adapter`. Request shapes live in
+`POST /admin/load` (hot swap of a new version), vLLM's adapter calls
+`POST /v1/load_lora_adapter` / `POST /v1/unload_lora_adapter`, and SGLang's
+`POST /update_weights_from_disk` with `GET /get_model_info` (so that the bot's `vllm` and
+`sglang` paths run against a real process in the tests). Request shapes live in
 `model.openai_api`, swapping in `model.hot_swap`, generation in the engine's worker thread
 (`model.engine`), so the event loop always answers.
 
@@ -453,6 +455,25 @@ async def unload_lora_adapter(request: web.Request) -> web.Response:
     return web.Response(text=f"Success: LoRA adapter '{name}' removed successfully.")
 
 
+async def update_weights_from_disk(request: web.Request) -> web.Response:
+    """SGLang's weight update: a full swap to `model_path`, answered in SGLang's shape."""
+    state = request.app[STATE]
+    body = await _admin_body(request, ("model_path",))
+    if isinstance(body, web.Response):
+        return body
+    answer = await _run_load(lambda: state.swap.start_load(body["model_path"], None))
+    if answer.status != 200:
+        reason = json.loads(answer.body)["error"]["message"]
+        return web.json_response({"success": False, "message": reason}, status=400)
+    return web.json_response({"success": True, "message": "Succeeded to update model weights."})
+
+
+async def model_info(request: web.Request) -> web.Response:
+    """SGLang's `GET /get_model_info`: which weights serve."""
+    served = request.app[STATE].engine.current
+    return web.json_response({"model_path": served.ref if served else None, "is_generation": True})
+
+
 @web.middleware
 async def _observe(request: web.Request, handler) -> web.StreamResponse:
     """Count every response by endpoint and status; give unknown routes JSON errors."""
@@ -509,6 +530,8 @@ def build_app(config: RunnerConfig) -> web.Application:
     app.router.add_get("/health/live", live)
     app.router.add_get("/metrics", metrics)
     app.router.add_post("/admin/load", admin_load)
+    app.router.add_post("/update_weights_from_disk", update_weights_from_disk)
+    app.router.add_get("/get_model_info", model_info)
     app.on_startup.append(_on_startup)
     app.on_shutdown.append(_on_shutdown)
     app.on_cleanup.append(_on_cleanup)

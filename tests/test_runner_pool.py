@@ -206,3 +206,23 @@ async def test_full_fine_tunes_on_vllm_are_refused_at_start_up(shared_settings):
     with pytest.raises(StartupError, match="TRAIN_LORA=true"):
         async with backend(settings):
             pass
+
+
+async def test_sglang_kind_updates_weights_from_disk(tiny_model, tiny_model_b, tmp_path):
+    async with runner_client(tiny_model, admin_token=TOKEN, version="v0") as c:
+        url = str(c.server.make_url("")).rstrip("/")
+        pool = RunnerPool(url, admin_token=TOKEN, kind="sglang")
+        try:
+            pool.serve(str(tiny_model), "v0")
+            health = await pool.wait_until_ready(10)
+            assert health["replicas"][0]["version"] == "v0"  # known by its weights' path
+            await pool.load(str(tiny_model_b), "v1")
+            info = await pool.replicas[0].client.model_info()
+            assert info["model_path"] == str(tiny_model_b)
+            assert (await pool.health())["replicas"][0]["version"] == "v1"
+            await pool.complete("Why", **SAMPLING)
+            with pytest.raises(RunnerError, match="no such model folder"):
+                await pool.load(str(tmp_path / "missing"), "v2")
+            assert (await pool.replicas[0].client.model_info())["model_path"] == str(tiny_model_b)
+        finally:
+            await pool.close()
