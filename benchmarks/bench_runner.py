@@ -125,8 +125,12 @@ async def pool_test(
         await pool.wait_until_ready(30)
         pool.serve("v0", "v0")
 
+        swapped = asyncio.Event()
+
         async def client(c: int) -> None:
-            for k in range(per_client):
+            # with a swap: bounded, until one request that started after the swap is done
+            for k in range(40 if swap_to is not None else per_client):
+                after = swapped.is_set()
                 i = c * 1000 + k
                 start = time.perf_counter()
                 try:
@@ -140,6 +144,8 @@ async def pool_test(
                 out.latencies.append(time.perf_counter() - start)
                 out.tokens += answer.completion_tokens
                 out.versions.add(answer.model)
+                if after and swap_to is not None:
+                    return
 
         start = time.perf_counter()
         tasks = [asyncio.create_task(client(c)) for c in range(clients)]
@@ -152,6 +158,7 @@ async def pool_test(
             except Exception as exc:
                 info = {"status": f"{type(exc).__name__}: {exc}"}
             info["swap_seconds"] = time.perf_counter() - began
+            swapped.set()
         await asyncio.gather(*tasks)
         out.wall = time.perf_counter() - start
     finally:
@@ -472,8 +479,13 @@ def main() -> None:
                 ("stream, 16 clients", asyncio.run(stream_test(url, 16, 2, args.tokens))),
             ]
             console.print("16 clients straight to one replica, then through the runner pool...")
-            direct = asyncio.run(direct_test(url, 16, 3, args.tokens))
-            one_pool, _ = asyncio.run(pool_test([url], 16, 3, args.tokens))
+            # interleaved twice, best of each: the CPU may be shared with other work
+            directs, pools = [], []
+            for _ in range(2):
+                directs.append(asyncio.run(direct_test(url, 16, 3, args.tokens)))
+                pools.append(asyncio.run(pool_test([url], 16, 3, args.tokens))[0])
+            direct = max(directs, key=lambda r: r.tps)
+            one_pool = max(pools, key=lambda r: r.tps)
             port2 = free_port()
             url2 = f"http://127.0.0.1:{port2}"
             proc2 = start_runner(folder, port2, args.max_batch, tmp / "runner2.log")
@@ -481,7 +493,10 @@ def main() -> None:
                 wait_ready(url2, proc2, tmp / "runner2.log")
                 asyncio.run(load_test(url2, 2, 1, 8))  # warm-up
                 console.print("16 clients through the pool over two replicas...")
-                two_pool, _ = asyncio.run(pool_test([url, url2], 16, 3, args.tokens))
+                two_pool = max(
+                    (asyncio.run(pool_test([url, url2], 16, 3, args.tokens))[0] for _ in range(2)),
+                    key=lambda r: r.tps,
+                )
                 console.print("swap across both replicas under 16 clients...")
                 pool_swap, pool_info = asyncio.run(
                     pool_test([url, url2], 16, 4, args.tokens, swap_to=candidate)
@@ -537,8 +552,8 @@ def main() -> None:
         two = 1 - two_pool.tps / one_pool.tps if one_pool.tps else float("nan")
         for label, r, note in (
             ("direct, 1 replica", direct, "aiohttp straight to the runner"),
-            ("pool, 1 replica", one_pool, f"routing overhead vs direct: {overhead:+.1%}"),
-            ("pool, 2 replicas", two_pool, f"vs pool over 1 replica: {two:+.1%} slower"),
+            ("pool, 1 replica", one_pool, f"routing overhead vs direct: {overhead:.1%}"),
+            ("pool, 2 replicas", two_pool, f"overhead vs pool over 1 replica: {two:.1%}"),
             ("pool swap, 2 replicas", pool_swap,
              f"swap {pool_info.get('swap_seconds', float('nan')):.2f} s "
              f"({pool_info.get('status')}), versions seen {sorted(pool_swap.versions)}"),
