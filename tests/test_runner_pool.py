@@ -15,12 +15,14 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+from pydantic import SecretStr
 
 from bot.app import StartupError, backend
 from bot.runner_client import RunnerError
 from bot.runner_kinds import settings_problem
 from bot.runner_pool import RunnerPool
 from bot.runner_process import free_port
+from tests.conftest import jokebot_app
 from tests.test_runner_support import runner_client, runner_process
 
 TOKEN = "pool-secret"
@@ -85,6 +87,22 @@ async def test_requests_go_to_the_replica_with_fewest_in_flight(replicas, tiny_m
             assert served == {pool.replicas[1].url: 3}
         finally:
             first.in_flight -= 5
+
+
+async def test_the_bot_tells_16_simultaneous_jokes_over_two_replicas(
+    replicas, standin, shared_settings
+):
+    settings = shared_settings.model_copy(
+        update={"runner_url": ",".join(replicas), "runner_token": SecretStr(TOKEN)}
+    )
+    async with jokebot_app(standin, settings) as app:
+        assert [r.url for r in app.services.runner.replicas] == list(replicas)
+        asked = await asyncio.gather(*(standin.invoke("joke") for _ in range(16)))
+        replies = await asyncio.gather(*(i.wait_for_reply(timeout=90) for i in asked))
+        assert all(r.content and "unavailable" not in r.content for r in replies)
+        status = await (await standin.invoke("status")).wait_for_reply()
+        for url in replicas:
+            assert f"Replica {url}: up, serving v0" in status.content
 
 
 async def test_a_refused_swap_leaves_every_replica_on_the_old_version(
