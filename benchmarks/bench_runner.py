@@ -3,6 +3,10 @@
 Prints one table: sequential, 4, 16 and 32 concurrent clients (tokens/s, p50, p95, errors) at
 32-token completions, a hot swap under 16 clients, and a "hardware" row: raw batched forward
 throughput of the same model at batch 16 without the server, with the server/raw ratio.
+A second table: streaming (time to first token), and the bot's runner pool
+(`bot.runner_pool`) at 16 clients in front of one replica and of two replicas on this host
+(on a small CPU host two replicas share the same cores: what it shows is the cost of the
+client's routing, not a speed-up), with a swap across both replicas under load.
 
     python benchmarks/bench_runner.py [--data-dir DIR] [--model FOLDER] [--compare-cb]
 
@@ -14,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import shutil
 import socket
@@ -63,6 +68,159 @@ class Outcome:
     @property
     def tps(self) -> float:
         return self.tokens / self.wall if self.wall else 0.0
+
+
+async def stream_test(url: str, clients: int, per_client: int, tokens: int) -> Outcome:
+    """Streamed completions; `latencies` holds the time to the first text chunk (TTFT)."""
+    out = Outcome()
+    connector = aiohttp.TCPConnector(limit=0)
+    timeout = aiohttp.ClientTimeout(total=300)
+    async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
+
+        async def one(i: int) -> None:
+            body = {"prompt": PROMPTS[i % len(PROMPTS)], "max_tokens": tokens, "seed": i,
+                    "ignore_eos": True, "stream": True,
+                    "stream_options": {"include_usage": True}}  # fmt: skip
+            start = time.perf_counter()
+            first = None
+            try:
+                async with session.post(f"{url}/v1/completions", json=body) as resp:
+                    out.codes[resp.status] = out.codes.get(resp.status, 0) + 1
+                    async for line in resp.content:
+                        if not line.startswith(b"data: {"):
+                            continue
+                        chunk = json.loads(line[6:])
+                        if chunk["choices"] and chunk["choices"][0]["text"] and first is None:
+                            first = time.perf_counter() - start
+                        if chunk.get("usage"):
+                            out.tokens += chunk["usage"]["completion_tokens"]
+            except Exception:
+                out.errors += 1
+                return
+            if first is None:
+                out.errors += 1
+                return
+            out.latencies.append(first)
+
+        async def client(c: int) -> None:
+            for k in range(per_client):
+                await one(c * 1000 + k)
+
+        start = time.perf_counter()
+        await asyncio.gather(*(client(c) for c in range(clients)))
+        out.wall = time.perf_counter() - start
+    return out
+
+
+async def pool_test(
+    urls: list[str], clients: int, per_client: int, tokens: int, swap_to: Path | None = None
+) -> tuple[Outcome, dict]:
+    """Clients through the bot's RunnerPool (routing, failover); optionally a swap mid-way."""
+    from bot.runner_pool import RunnerPool
+
+    out = Outcome()
+    info: dict = {}
+    pool = RunnerPool(urls, admin_token=TOKEN, timeout=300)
+    try:
+        await pool.wait_until_ready(30)
+        pool.serve("v0", "v0")
+
+        swapped = asyncio.Event()
+
+        async def client(c: int) -> None:
+            # with a swap: bounded, until one request that started after the swap is done
+            for k in range(40 if swap_to is not None else per_client):
+                after = swapped.is_set()
+                i = c * 1000 + k
+                start = time.perf_counter()
+                try:
+                    answer = await pool.complete(
+                        PROMPTS[i % len(PROMPTS)], max_tokens=tokens, temperature=0.9,
+                        top_p=0.95, seed=i,
+                    )  # fmt: skip
+                except Exception:
+                    out.errors += 1
+                    continue
+                out.latencies.append(time.perf_counter() - start)
+                out.tokens += answer.completion_tokens
+                out.versions.add(answer.model)
+                if after and swap_to is not None:
+                    return
+
+        start = time.perf_counter()
+        tasks = [asyncio.create_task(client(c)) for c in range(clients)]
+        if swap_to is not None:
+            await asyncio.sleep(3.0)
+            began = time.perf_counter()
+            try:
+                info = await pool.load(str(swap_to), "v1")
+                info["status"] = 200
+            except Exception as exc:
+                info = {"status": f"{type(exc).__name__}: {exc}"}
+            info["swap_seconds"] = time.perf_counter() - began
+            swapped.set()
+        await asyncio.gather(*tasks)
+        out.wall = time.perf_counter() - start
+    finally:
+        await pool.close()
+    return out, info
+
+
+async def direct_test(url: str, clients: int, per_client: int, tokens: int) -> Outcome:
+    """The same requests as `pool_test`, posted straight to one runner (no pool)."""
+    out = Outcome()
+    connector = aiohttp.TCPConnector(limit=0)
+    async with aiohttp.ClientSession(connector=connector) as session:
+
+        async def client(c: int) -> None:
+            for k in range(per_client):
+                i = c * 1000 + k
+                body = {"prompt": PROMPTS[i % len(PROMPTS)], "max_tokens": tokens,
+                        "temperature": 0.9, "top_p": 0.95, "seed": i}  # fmt: skip
+                start = time.perf_counter()
+                async with session.post(f"{url}/v1/completions", json=body) as resp:
+                    data = await resp.json()
+                if resp.status != 200:
+                    out.errors += 1
+                    continue
+                out.latencies.append(time.perf_counter() - start)
+                out.tokens += data["usage"]["completion_tokens"]
+
+        start = time.perf_counter()
+        await asyncio.gather(*(client(c) for c in range(clients)))
+        out.wall = time.perf_counter() - start
+    return out
+
+
+def start_runner(folder: Path, port: int, max_batch: int, log: Path) -> subprocess.Popen:
+    """`jokebot runner` as a host starts it (settings from the environment)."""
+    cmd = [sys.executable, "-m", "bot.cli", "runner", "--model", str(folder), "--version", "v0",
+           "--port", str(port)]  # fmt: skip
+    env = {**os.environ, "RUNNER_TOKEN": TOKEN, "MODEL_BASE": str(folder),
+           "RUNNER_MAX_BATCH": str(max_batch), "RUNNER_MAX_QUEUE": "64"}  # fmt: skip
+    with log.open("w") as fh:
+        return subprocess.Popen(cmd, cwd=REPO, env=env, stdout=fh, stderr=subprocess.STDOUT)
+
+
+def stop_runner(proc: subprocess.Popen) -> None:
+    proc.terminate()
+    try:
+        proc.wait(15)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+
+
+async def swap_test_reset(url: str, folder: Path) -> None:
+    """Serve v0 again after the swap test, so every later scenario starts from the same model."""
+    async with (
+        aiohttp.ClientSession() as session,
+        session.post(
+            f"{url}/admin/load",
+            json={"path": str(folder), "version": "v0"},
+            headers={"Authorization": f"Bearer {TOKEN}"},
+        ) as resp,
+    ):
+        await resp.read()
 
 
 def free_port() -> int:
@@ -194,8 +352,8 @@ def compare_continuous_batching(folder: Path, requests: int, tokens: int) -> lis
 
     from model.devices import configure_cpu_threads
     from model.engine import Engine, SamplingParams
+    from model.hot_swap import load_candidate
     from model.loading import load_model_and_tokenizer
-    from model.swap import load_candidate
     from model.textformat import prompt_ids
 
     logging.getLogger("transformers").setLevel(logging.ERROR)
@@ -291,12 +449,7 @@ def main() -> None:
         port = free_port()
         url = f"http://127.0.0.1:{port}"
         log = tmp / "runner.log"
-        cmd = [sys.executable, "-m", "model.server", "--model", str(folder), "--version", "v0",
-               "--port", str(port), "--max-batch", str(args.max_batch),
-               "--max-queue", "64"]  # fmt: skip
-        env = {**os.environ, "RUNNER_TOKEN": TOKEN}
-        with log.open("w") as fh:
-            proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=fh, stderr=subprocess.STDOUT)
+        proc = start_runner(folder, port, args.max_batch, log)
         try:
             wait_ready(url, proc, log)
             asyncio.run(load_test(url, 2, 1, 8))  # warm-up
@@ -318,12 +471,40 @@ def main() -> None:
                     raws.append(raw_batched_throughput(folder, 16, args.tokens))
             console.print("swap under 16 clients...")
             swap, info = asyncio.run(swap_test(url, 16, args.tokens, candidate))
-        finally:
-            proc.terminate()
+            # the second table: streaming, then the bot's pool over one and two replicas
+            asyncio.run(swap_test_reset(url, folder))
+            console.print("streaming...")
+            streams = [
+                ("stream, sequential", asyncio.run(stream_test(url, 1, 6, args.tokens))),
+                ("stream, 16 clients", asyncio.run(stream_test(url, 16, 2, args.tokens))),
+            ]
+            console.print("16 clients straight to one replica, then through the runner pool...")
+            # interleaved twice, best of each: the CPU may be shared with other work
+            directs, pools = [], []
+            for _ in range(2):
+                directs.append(asyncio.run(direct_test(url, 16, 3, args.tokens)))
+                pools.append(asyncio.run(pool_test([url], 16, 3, args.tokens))[0])
+            direct = max(directs, key=lambda r: r.tps)
+            one_pool = max(pools, key=lambda r: r.tps)
+            port2 = free_port()
+            url2 = f"http://127.0.0.1:{port2}"
+            proc2 = start_runner(folder, port2, args.max_batch, tmp / "runner2.log")
             try:
-                proc.wait(15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+                wait_ready(url2, proc2, tmp / "runner2.log")
+                asyncio.run(load_test(url2, 2, 1, 8))  # warm-up
+                console.print("16 clients through the pool over two replicas...")
+                two_pool = max(
+                    (asyncio.run(pool_test([url, url2], 16, 3, args.tokens))[0] for _ in range(2)),
+                    key=lambda r: r.tps,
+                )
+                console.print("swap across both replicas under 16 clients...")
+                pool_swap, pool_info = asyncio.run(
+                    pool_test([url, url2], 16, 4, args.tokens, swap_to=candidate)
+                )
+            finally:
+                stop_runner(proc2)
+        finally:
+            stop_runner(proc)
 
         raw = sum(raws) / len(raws)
         load_after = os.getloadavg()[0]
@@ -358,6 +539,30 @@ def main() -> None:
         console.print(f"load average (1 min) before {load_before:.1f}, after {load_after:.1f}")
         if any(r.errors for _, _, r in results) or swap.errors:
             console.print(f"error codes: {[r.codes for _, _, r in results]} swap {swap.codes}")
+
+        more = Table(title="streaming and the bot's runner pool (16 clients, same host)")
+        for col in ("scenario", "requests", "errors", "tokens/s", "p50 s", "p95 s", "note"):
+            more.add_column(col, justify="left" if col in ("scenario", "note") else "right")
+        for label, r in streams:
+            more.add_row(
+                label, str(len(r.latencies) + r.errors), str(r.errors), f"{r.tps:.1f}",
+                f"{r.p(0.5):.2f}", f"{r.p(0.95):.2f}", "p50/p95 = time to first token",
+            )  # fmt: skip
+        overhead = 1 - one_pool.tps / direct.tps if direct.tps else float("nan")
+        two = 1 - two_pool.tps / one_pool.tps if one_pool.tps else float("nan")
+        for label, r, note in (
+            ("direct, 1 replica", direct, "aiohttp straight to the runner"),
+            ("pool, 1 replica", one_pool, f"routing overhead vs direct: {overhead:.1%}"),
+            ("pool, 2 replicas", two_pool, f"overhead vs pool over 1 replica: {two:.1%}"),
+            ("pool swap, 2 replicas", pool_swap,
+             f"swap {pool_info.get('swap_seconds', float('nan')):.2f} s "
+             f"({pool_info.get('status')}), versions seen {sorted(pool_swap.versions)}"),
+        ):  # fmt: skip
+            more.add_row(
+                label, str(len(r.latencies) + r.errors), str(r.errors), f"{r.tps:.1f}",
+                f"{r.p(0.5):.2f}", f"{r.p(0.95):.2f}", note,
+            )  # fmt: skip
+        console.print(more)
 
         if args.compare_cb:
             console.print("in-process comparison with transformers continuous batching...")

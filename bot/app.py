@@ -19,7 +19,9 @@ from bot import versions
 from bot.database import Database
 from bot.discord_bot import JokeBot, make_bot, point_discord_at
 from bot.discord_replies import NO_MENTIONS
-from bot.runner_client import RunnerClient, RunnerUnavailable
+from bot.runner_client import RunnerUnavailable
+from bot.runner_kinds import settings_problem
+from bot.runner_pool import RunnerPool
 from bot.runner_process import RunnerProcess
 from bot.scheduler import RetrainScheduler
 from bot.services import Services
@@ -61,12 +63,19 @@ async def open_database(settings: Settings) -> Database:
 @contextlib.asynccontextmanager
 async def backend(settings: Settings) -> AsyncIterator[Backend]:
     """Database + runner (a child process unless RUNNER_URL names one) + training coordinator."""
+    problem = settings_problem(
+        settings.runner_kind, train_lora=settings.train_lora, retrain_from=settings.retrain_from
+    )
+    if problem is None and settings.runner_kind != "jokebot" and not settings.runner_url:
+        problem = f"RUNNER_KIND={settings.runner_kind} needs RUNNER_URL (the engine's address)"
+    if problem is not None:
+        raise StartupError(problem)
     db = await open_database(settings)
     runner_process: RunnerProcess | None = None
     try:
         await seed_starter_corpus(db, settings)  # a fresh install has jokes from the start
         if settings.runner_url:
-            url = settings.runner_url
+            url = ",".join(settings.runner_urls)
             token = settings.runner_token.get_secret_value() if settings.runner_token else None
         else:
             active = await db.active_version()
@@ -81,15 +90,23 @@ async def backend(settings: Settings) -> AsyncIterator[Backend]:
             )
             await runner_process.start()
             url, token = runner_process.url, runner_process.admin_token
-        runner = RunnerClient(url, admin_token=token)
+        runner = RunnerPool(
+            url, admin_token=token, kind=settings.runner_kind,
+            reconcile_every=settings.runner_reconcile_seconds,
+        )  # fmt: skip
         try:
             health = await runner.wait_until_ready(
                 RUNNER_START_TIMEOUT,
                 is_alive=runner_process.is_alive if runner_process else None,
             )
         except RunnerUnavailable as error:
+            await runner.close()
             raise StartupError(f"the model runner at {url} did not become ready: {error}") from None
         log.info("model runner ready at %s, serving %s", url, health.get("version"))
+        active = await db.active_version()
+        runner.serve(active.path, active.name)
+        await runner.reconcile()  # replicas that serve another version catch up now
+        runner.start()
         training = TrainingCoordinator(settings, db, runner)
         services = Services(settings=settings, db=db, runner=runner, training=training)
         runner_file = write_runner_file(settings, url, token)
@@ -134,18 +151,18 @@ def write_runner_file(settings: Settings, url: str, token: str | None) -> Path:
     return path
 
 
-async def connect_runner(settings: Settings) -> RunnerClient | None:
+async def connect_runner(settings: Settings) -> RunnerPool | None:
     """A client for the runner a CLI command should use: RUNNER_URL, else the one `jokebot run`
     started on this data directory; None when no runner is up (the change applies at next start).
     """
     if settings.runner_url:
         token = settings.runner_token.get_secret_value() if settings.runner_token else None
-        return RunnerClient(settings.runner_url, admin_token=token)
+        return RunnerPool(settings.runner_urls, admin_token=token, kind=settings.runner_kind)
     try:
         info = json.loads(runner_file_path(settings).read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
-    client = RunnerClient(info["url"], admin_token=info.get("token"), retries=0)
+    client = RunnerPool(info["url"], admin_token=info.get("token"), retries=0)
     try:
         await client.health()
     except RunnerUnavailable:

@@ -38,11 +38,11 @@ def cmd_run(settings: Settings, args: argparse.Namespace) -> int:
 
 def cmd_runner(settings: Settings, args: argparse.Namespace) -> int:
     from model.embedded import ensure_embedded_model
-    from model.server import RunnerConfig, run_runner
+    from model.runner import RunnerConfig, run_runner
 
-    if not settings.model_base:
-        ensure_embedded_model(settings.data_dir)
     model_ref, version = args.model, args.version
+    if not settings.model_base and model_ref is None:
+        ensure_embedded_model(settings.data_dir)
     if model_ref is None:
         model_ref, version = asyncio.run(_active_version(settings))
     token = settings.runner_token.get_secret_value() if settings.runner_token else None

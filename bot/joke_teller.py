@@ -8,7 +8,7 @@ from collections.abc import Sequence
 
 from bot.database import Database
 from bot.jokes import fold_whitespace, reads_as_joke
-from bot.runner_client import RunnerClient
+from bot.runner_pool import RunnerPool
 from bot.settings import Settings
 
 DISCORD_LIMIT = 2000
@@ -66,7 +66,7 @@ def compose(prompt: str, completion: str) -> str:
 
 
 async def tell_joke(
-    runner: RunnerClient, settings: Settings, prompt: str = "", examples: Sequence[str] = ()
+    runner: RunnerPool, settings: Settings, prompt: str = "", examples: Sequence[str] = ()
 ) -> str:
     """One complete joke: the first completion that ended by itself and reads as a joke, else
     the first that ended by itself, else the first non-empty one (up to ATTEMPTS tries).

@@ -61,6 +61,7 @@ async def status_report(services: Services) -> str:
         )
     except Exception:
         lines.append("Runner: unavailable")
+    lines.extend(replica_lines(services.runner.describe()))
     total = await db.joke_count()
     fresh = await services.training.new_jokes_since_last_training()
     lines.append(
@@ -87,6 +88,20 @@ async def status_report(services: Services) -> str:
             f"(if at least {settings.retrain_min_new_jokes} new jokes)"
         )
     return "\n".join(lines)
+
+
+def replica_lines(replicas: list[dict[str, Any]]) -> list[str]:
+    """One line per runner replica (only when there are several): health and version."""
+    if len(replicas) < 2:
+        return []
+    lines = []
+    for r in replicas:
+        if r["healthy"]:
+            state = f"up, serving {r['version'] or '?'}, {r['in_flight']} in flight"
+        else:
+            state = f"down ({r['error'] or 'no answer'})"
+        lines.append(f"Replica {r['url']}: {state}")
+    return lines
 
 
 def corpus_summary(total: int, by_source: dict[str, int]) -> str:

@@ -1,7 +1,10 @@
-"""The bot's side of the model runner's HTTP API (OpenAI completions subset + admin load).
+"""The bot's side of one runner replica's HTTP API: OpenAI completions plus the swap calls.
 
 One aiohttp session for the bot's lifetime, timeouts on every call, and retries with backoff
 when the connection fails (a local runner that is restarting), never when the runner answered.
+The swap calls are those of each engine: `/admin/load` (jokebot), `/v1/load_lora_adapter`
+(vLLM, and jokebot too) and `/update_weights_from_disk` (SGLang). Several replicas, routing
+and fan-out live in `bot.runner_pool`.
 """
 
 from __future__ import annotations
@@ -25,6 +28,14 @@ class RunnerUnavailable(RunnerError):
     """The runner could not be reached (or is not ready) after the retries."""
 
 
+class RunnerUnreachable(RunnerUnavailable):
+    """The connection failed (refused, reset, dropped): the request may go to another replica."""
+
+
+class RunnerTimeout(RunnerUnavailable):
+    """The runner did not answer in time."""
+
+
 class RunnerBusy(RunnerError):
     """The runner's queue is full; try again after `retry_after` seconds."""
 
@@ -44,6 +55,8 @@ class Completion:
 def _error_message(body: Any, status: int) -> str:
     if isinstance(body, dict) and isinstance(body.get("error"), dict):
         return str(body["error"].get("message") or f"HTTP {status}")
+    if isinstance(body, dict) and body.get("message"):  # SGLang's {"success", "message"}
+        return str(body["message"])
     return f"HTTP {status}"
 
 
@@ -91,7 +104,9 @@ class RunnerClient:
         timeout: float | None = None,
         retries: int | None = None,
     ) -> tuple[int, Any, aiohttp.typedefs.LooseHeaders]:
-        headers = {"Authorization": f"Bearer {self._admin_token}"} if admin else {}
+        # The token goes on every call: vLLM and SGLang started with --api-key want it on all.
+        token = self._admin_token
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
         attempts = (self._retries if retries is None else retries) + 1
         request_timeout = aiohttp.ClientTimeout(total=timeout) if timeout else None
         for attempt in range(attempts):
@@ -110,12 +125,12 @@ class RunnerClient:
                     return response.status, body, response.headers
             except (aiohttp.ClientConnectionError, ConnectionError) as error:
                 if attempt + 1 >= attempts:
-                    raise RunnerUnavailable(f"cannot reach the model runner: {error}") from error
+                    raise RunnerUnreachable(f"cannot reach the model runner: {error}") from error
                 delay = self._backoff * 2**attempt
                 log.info("runner unreachable (%s); retrying in %.1fs", error, delay)
                 await asyncio.sleep(delay)
             except TimeoutError as error:
-                raise RunnerUnavailable("the model runner did not answer in time") from error
+                raise RunnerTimeout("the model runner did not answer in time") from error
         raise AssertionError("unreachable")
 
     async def complete(
@@ -127,9 +142,11 @@ class RunnerClient:
         top_p: float,
         seed: int | None = None,
         examples: Sequence[str] = (),
+        model: str | None = None,
     ) -> Completion:
         """One completion; the runner stops it at the model's end-of-joke token. `examples` are
-        in-context jokes, used by the runner only for a model in the `few-shot` layout."""
+        in-context jokes, used by the runner only for a model in the `few-shot` layout.
+        `model` names the version to use (vLLM: the adapter); None = what the runner serves."""
         body: dict[str, Any] = {
             "prompt": prompt,
             "max_tokens": max_tokens,
@@ -140,6 +157,8 @@ class RunnerClient:
             body["seed"] = seed
         if examples:
             body["examples"] = list(examples)
+        if model is not None:
+            body["model"] = model
         status, answer, headers = await self._request("POST", "/v1/completions", json_body=body)
         if status == 429:
             retry_after = int(headers.get("Retry-After", "5") or 5)
@@ -189,3 +208,43 @@ class RunnerClient:
         if status != 200:
             raise RunnerError(_error_message(body, status))
         return body
+
+    async def _admin_call(
+        self, path: str, body: dict[str, Any], timeout: float, method: str = "POST"
+    ) -> Any:
+        status, answer, _ = await self._request(
+            method, path, json_body=body, admin=True, timeout=timeout, retries=1
+        )
+        if status != 200:
+            raise RunnerError(_error_message(answer, status))
+        if isinstance(answer, dict) and answer.get("success") is False:  # SGLang's refusal shape
+            raise RunnerError(str(answer.get("message") or "refused"))
+        return answer
+
+    async def models(self) -> list[dict[str, Any]]:
+        """`GET /v1/models`: the entries (`id`, and vLLM's `parent` for adapters)."""
+        status, body, _ = await self._request("GET", "/v1/models", retries=0, timeout=5)
+        if status != 200:
+            raise RunnerUnavailable(_error_message(body, status))
+        return list(body.get("data") or []) if isinstance(body, dict) else []
+
+    async def load_lora_adapter(self, name: str, path: str, *, timeout: float = 600) -> None:
+        """vLLM's `POST /v1/load_lora_adapter`: serve the adapter at `path` as model `name`."""
+        await self._admin_call(
+            "/v1/load_lora_adapter", {"lora_name": name, "lora_path": path}, timeout
+        )
+
+    async def unload_lora_adapter(self, name: str, *, timeout: float = 60) -> None:
+        """vLLM's `POST /v1/unload_lora_adapter`."""
+        await self._admin_call("/v1/unload_lora_adapter", {"lora_name": name}, timeout)
+
+    async def update_weights_from_disk(self, path: str, *, timeout: float = 600) -> None:
+        """SGLang's `POST /update_weights_from_disk`: replace the weights in place."""
+        await self._admin_call("/update_weights_from_disk", {"model_path": path}, timeout)
+
+    async def model_info(self) -> dict[str, Any]:
+        """SGLang's `GET /get_model_info` (`model_path` says which weights it serves)."""
+        status, body, _ = await self._request("GET", "/get_model_info", retries=0, timeout=5)
+        if status != 200:
+            raise RunnerUnavailable(_error_message(body, status))
+        return body if isinstance(body, dict) else {}

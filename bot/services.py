@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from bot.database import Database
-from bot.runner_client import RunnerClient
+from bot.runner_pool import RunnerPool
 from bot.settings import Settings
 from bot.training import TrainingCoordinator
 
@@ -18,6 +18,6 @@ if TYPE_CHECKING:
 class Services:
     settings: Settings
     db: Database
-    runner: RunnerClient
+    runner: RunnerPool
     training: TrainingCoordinator
     scheduler: RetrainScheduler | None = None

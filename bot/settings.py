@@ -65,6 +65,8 @@ class Settings(BaseSettings):
     runner_max_queue: int = Field(default=64, ge=1)
     runner_max_batch: int = Field(default=16, ge=1)
     runner_compile: bool = False
+    runner_kind: Literal["jokebot", "vllm", "sglang"] = "jokebot"
+    runner_reconcile_seconds: float = Field(default=15.0, gt=0)
 
     # Jokes
     joke_max_tokens: int = Field(default=64, ge=8, le=512)
@@ -144,6 +146,11 @@ class Settings(BaseSettings):
 
         CronTrigger.from_crontab(value)  # raises ValueError with the reason
         return value
+
+    @property
+    def runner_urls(self) -> list[str]:
+        """RUNNER_URL split at commas: one URL per runner replica."""
+        return [url.strip() for url in (self.runner_url or "").split(",") if url.strip()]
 
     @property
     def database_path(self) -> Path:

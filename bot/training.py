@@ -27,7 +27,8 @@ from bot import versions
 from bot.database import Database
 from bot.gate import GatePolicy, decide
 from bot.progress import TrainingProgress
-from bot.runner_client import RunnerClient, RunnerError
+from bot.runner_client import RunnerError
+from bot.runner_pool import RunnerPool
 from bot.settings import Settings
 from bot.trainer_process import (
     TrainerProcess,
@@ -75,7 +76,7 @@ def corpus_hash(keys: list[str]) -> str:
 class TrainingCoordinator:
     """Runs at most one training at a time and remembers its live progress."""
 
-    def __init__(self, settings: Settings, db: Database, runner: RunnerClient | None) -> None:
+    def __init__(self, settings: Settings, db: Database, runner: RunnerPool | None) -> None:
         self.settings = settings
         self.db = db
         self.runner = runner

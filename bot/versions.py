@@ -7,7 +7,7 @@ import shutil
 from pathlib import Path
 
 from bot.database import Database, ModelVersion
-from bot.runner_client import RunnerClient
+from bot.runner_pool import RunnerPool
 
 log = logging.getLogger(__name__)
 
@@ -16,7 +16,7 @@ class VersionError(Exception):
     """A version cannot be made to serve; the message says why, for an admin."""
 
 
-async def activate(db: Database, runner: RunnerClient | None, version: ModelVersion) -> None:
+async def activate(db: Database, runner: RunnerPool | None, version: ModelVersion) -> None:
     """Make `version` serve: the runner loads and smoke-tests it first, then the database says so.
 
     With no runner (a CLI run while the bot is stopped) the database alone changes and the
@@ -31,7 +31,7 @@ async def activate(db: Database, runner: RunnerClient | None, version: ModelVers
 
 
 async def rollback(
-    db: Database, runner: RunnerClient | None, target: int | None = None
+    db: Database, runner: RunnerPool | None, target: int | None = None
 ) -> ModelVersion:
     """Serve `target`, or else the newest earlier version that can still be loaded."""
     current = await db.active_version()

@@ -20,6 +20,7 @@ import secrets
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 
@@ -51,6 +52,19 @@ class RequestError(ValueError):
 
 class EngineStopped(Exception):
     """The engine shut down before the request finished."""
+
+
+class UnknownModel(LookupError):
+    """No resident model answers to the requested name."""
+
+    def __init__(self, name: str, available: list[str]) -> None:
+        super().__init__(f"no resident model is called {name!r}")
+        self.name = name
+        self.available = available
+
+
+# Called from the worker thread with (choice index, new text, finish_reason or None).
+StreamListener = Callable[[int, str, str | None], None]
 
 
 @dataclass(frozen=True)
@@ -88,12 +102,26 @@ class CompletionResult:
 
 
 class ServedModel:
-    """A loaded model with its serving name, and the batch of rows generating on it."""
+    """A loaded model with its serving name, and the batch of rows generating on it.
 
-    def __init__(self, loaded: LoadedModel, version: str, compile: bool = False) -> None:
+    `pinned` models (adapters loaded through the vLLM-style endpoints) stay resident beside
+    the current one until unloaded; `parent` names the model they were derived from.
+    """
+
+    def __init__(
+        self,
+        loaded: LoadedModel,
+        version: str,
+        compile: bool = False,
+        *,
+        pinned: bool = False,
+        parent: str | None = None,
+    ) -> None:
         self.loaded = loaded
         self.version = version
         self.ref = loaded.ref
+        self.pinned = pinned
+        self.parent = parent
         self.tokenizer = loaded.tokenizer
         self.eos_token_id = loaded.tokenizer.eos_token_id
         self.start_token_id = start_token_id(loaded.tokenizer)  # a second start: a second joke
@@ -112,6 +140,11 @@ class ServedModel:
             forward = torch.compile(loaded.model, dynamic=True)
         self.batch = RunningBatch(loaded.model, loaded.tokenizer.pad_token_id, forward=forward)
         self.pending: list[Row] = []  # admitted rows waiting for their prefill
+
+    def answers_to(self, name: str) -> bool:
+        """Its version name, or an alias: the model reference as loaded, or its folder name."""
+        ref = str(self.ref).rstrip("/")
+        return name in (self.version, ref, ref.rsplit("/", 1)[-1])
 
     @property
     def rows_in_use(self) -> int:
@@ -141,6 +174,7 @@ class Row:
         self.text: str | None = None
         self.finish_reason: str | None = None
         self.stop = p.stop + layout_stops(request.served.prompt_layout) if p.examples else p.stop
+        self.streamed = 0  # characters already sent to a streaming client
         generator = None
         if p.temperature > 0:
             seed = p.seed + index if p.seed is not None else secrets.randbits(63)
@@ -170,6 +204,25 @@ class Row:
         if len(self.tokens) >= p.max_tokens or self.length >= served.max_positions:
             self.finish_reason = "length"
 
+    def stream_delta(self, served: ServedModel) -> str:
+        """The text a streaming client may see now and has not seen yet.
+
+        Holds back an incomplete UTF-8 character and, while running, the last characters
+        that could still begin a stop string (they must never reach the client).
+        """
+        text = self.text
+        if text is None:
+            text = served.tokenizer.decode(self.tokens, skip_special_tokens=True)
+        if not self.finished:
+            text = text.rstrip("\ufffd")
+            hold = max((len(s) - 1 for s in self.stop), default=0)
+            if hold:
+                text = text[: max(0, len(text) - hold)]
+        if len(text) <= self.streamed:
+            return ""
+        delta, self.streamed = text[self.streamed :], len(text)
+        return delta
+
     def result(self, served: ServedModel) -> ChoiceResult:
         text = self.text
         if text is None:
@@ -190,6 +243,7 @@ class EngineRequest:
     prompt_tokens: int = 0
     rows: list[Row] = field(default_factory=list)
     cancelled: bool = False
+    listener: StreamListener | None = None  # set for streaming requests
 
     @property
     def active(self) -> bool:
@@ -284,6 +338,32 @@ class Engine:
     def resident_versions(self) -> list[str]:
         return [m.version for m in self._models]
 
+    def resident(self) -> list[ServedModel]:
+        """The models requests may name: the current one first, then adapters, then draining."""
+        models = list(self._models)
+        current = self.current
+        rank = {id(m): (m is not current, not m.pinned) for m in models}
+        return sorted(models, key=lambda m: rank[id(m)])
+
+    def find(self, name: str | None) -> ServedModel:
+        """The model for a request's `model` field (None: the current one); UnknownModel if none.
+
+        Exact version names win over aliases, and the current model over the others.
+        """
+        models = self.resident()
+        if name is None:
+            if self.current is None:
+                raise NotReady("no model is serving")
+            return self.current
+        for served in models:
+            if served.version == name:
+                return served
+        for served in models:
+            if served.answers_to(name):
+                return served
+        raise UnknownModel(name, [m.version for m in models])
+
+    # The registry primitives of a hot swap; `model.hot_swap` decides when to call them.
     def install(self, served: ServedModel) -> ServedModel | None:
         """Make `served` take all new requests; the previous model drains, then is released."""
         with self._cv:
@@ -294,13 +374,43 @@ class Engine:
             self._cv.notify_all()
         return previous
 
-    def submit(self, prompt: str, params: SamplingParams) -> EngineRequest:
+    def add_pinned(self, served: ServedModel) -> ServedModel | None:
+        """Keep `served` resident beside the current model; one of the same name is unpinned."""
+        with self._cv:
+            same = [m for m in self._models if m.pinned and m.version == served.version]
+            replaced = same[0] if same else None
+            if replaced is not None:
+                replaced.pinned = False  # drains, then is released
+                replaced.version = f"{replaced.version} (replaced)"
+            served.pinned = True
+            self._models.append(served)
+            self._cv.notify_all()
+        return replaced
+
+    def unpin(self, name: str) -> ServedModel | None:
+        """Let the pinned model `name` drain and be released; None if there is none."""
+        with self._cv:
+            served = next((m for m in self._models if m.pinned and m.version == name), None)
+            if served is not None:
+                served.pinned = False
+                self._cv.notify_all()
+        return served
+
+    def submit(
+        self,
+        prompt: str,
+        params: SamplingParams,
+        model: str | None = None,
+        listener: StreamListener | None = None,
+    ) -> EngineRequest:
+        """Queue a request for the model named `model` (None: the current one)."""
         with self._cv:
             if self.current is None or self._stopping:
                 raise NotReady("no model is serving")
+            served = self.find(model)
             if len(self._waiting) >= self.max_queue:
                 raise QueueFull(self.retry_after())
-            req = EngineRequest(prompt=prompt, params=params, served=self.current)
+            req = EngineRequest(prompt=prompt, params=params, served=served, listener=listener)
             self._waiting.append(req)
             self._cv.notify_all()
         return req
@@ -354,7 +464,7 @@ class Engine:
         return (
             bool(self._waiting)
             or any(m.rows_in_use for m in self._models)
-            or any(m is not self.current for m in self._models)
+            or any(m is not self.current and not m.pinned for m in self._models)
         )
 
     def _admit(self) -> list[EngineRequest]:
@@ -429,6 +539,10 @@ class Engine:
                 self.metrics.first_token(now - req.submitted_at)
             row.accept(token, served)
             produced += 1
+            if req.listener is not None:
+                delta = row.stream_delta(served)
+                if delta or row.finished:
+                    req.listener(row.index, delta, row.finish_reason)
         self.metrics.tokens_generated(produced)
         finished = [r for r in rows if r.finished]
         if not finished:
@@ -462,7 +576,10 @@ class Engine:
             drained = [
                 m
                 for m in self._models
-                if m is not self.current and not m.rows_in_use and id(m) not in bound
+                if m is not self.current
+                and not m.pinned
+                and not m.rows_in_use
+                and id(m) not in bound
             ]
             for m in drained:
                 self._models.remove(m)

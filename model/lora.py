@@ -20,3 +20,18 @@ def add_lora(model, *, r: int, alpha: int, dropout: float = 0.05):
 def merge_lora(model):
     """An ordinary transformers model with the adapters folded into its weights."""
     return model.merge_and_unload() if hasattr(model, "merge_and_unload") else model
+
+
+ADAPTER_FOLDER = "adapter"  # inside a version's folder: the unmerged adapter, for vLLM
+
+
+def save_adapter(model, version_folder) -> None:
+    """Keep the unmerged adapter beside the merged weights (call before `merge_lora`).
+
+    An engine that serves adapters at run time (vLLM's `/v1/load_lora_adapter`) loads this
+    folder onto its base model; the merged weights serve everywhere else.
+    """
+    from pathlib import Path
+
+    if hasattr(model, "peft_config"):
+        model.save_pretrained(str(Path(version_folder) / ADAPTER_FOLDER))

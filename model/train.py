@@ -230,9 +230,11 @@ def save_version(job: TrainJob, training: TrainingResult, tokenizer, tmp: Path, 
     """Weights (LoRA merged), tokenizer and the generation config /joke will sample with."""
     import torch
 
-    from model.lora import merge_lora
+    from model.lora import merge_lora, save_adapter
     from model.textformat import start_token_id
 
+    if job.lora:
+        save_adapter(training.model, tmp)  # unmerged too, for engines that load adapters
     final = merge_lora(training.model) if job.lora else training.model
     final.config.use_cache = True
     final.generation_config.bos_token_id = start_token_id(tokenizer)

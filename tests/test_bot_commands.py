@@ -149,8 +149,8 @@ async def test_status_reports_version_and_corpus(app):
 async def test_runner_unavailable_is_a_polite_message(standin, shared_settings):
     dead = f"http://127.0.0.1:{free_port()}"
     async with jokebot_app(standin, shared_settings) as running:
-        running.services.runner.base_url = dead
-        running.services.runner._backoff = 0.01
+        running.services.runner.replicas[0].client.base_url = dead
+        running.services.runner.replicas[0].client._backoff = 0.01
         interaction = await standin.invoke("joke")
         reply = await interaction.wait_for_reply(timeout=30)
         assert reply.ephemeral
@@ -175,7 +175,7 @@ async def test_busy_runner_asks_to_retry_later(standin, shared_settings):
     await web.TCPSite(runner, "127.0.0.1", port).start()
     try:
         async with jokebot_app(standin, shared_settings) as running:
-            running.services.runner.base_url = f"http://127.0.0.1:{port}"
+            running.services.runner.replicas[0].client.base_url = f"http://127.0.0.1:{port}"
             reply = await (await standin.invoke("joke")).wait_for_reply(timeout=30)
             assert reply.ephemeral
             assert reply.content == "The joke machine is busy, try again in 7 s."

@@ -12,8 +12,8 @@ import torch
 
 from model.batch import RunningBatch
 from model.engine import Engine, EngineMetrics, QueueFull, RequestError, SamplingParams
+from model.hot_swap import load_candidate
 from model.sampling import RowSampling, choose_tokens, make_generator, nucleus_threshold
-from model.swap import load_candidate
 from model.textformat import prompt_ids
 
 PROMPTS = ["Why did the chicken", "", "A man walks into a bar and says", "Knock knock", "Q:"]

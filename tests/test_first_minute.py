@@ -20,7 +20,7 @@ from bot.loopback_discord import ADMINISTRATOR, DEFAULT_MEMBER_PERMISSIONS
 from bot.starter import seed_starter_corpus, starter_jokes
 from model.engine import Engine, SamplingParams
 from model.loading import read_layout
-from model.swap import load_candidate
+from model.hot_swap import load_candidate
 from model.textformat import (
     FEW_SHOT,
     PLAIN,

@@ -8,7 +8,7 @@ import re
 import pytest
 import pytest_asyncio
 
-from model.server import STATE
+from model.runner import STATE
 from tests.test_runner_support import runner_client
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
@@ -106,7 +106,9 @@ BAD_BODIES = [
     ("{not json", "not valid JSON"),
     ("", "JSON object"),
     ({"prompt": 5}, "prompt"),
-    ({"prompt": ["a", "b"]}, "prompt"),
+    ({"prompt": []}, "prompt"),
+    ({"prompt": ["a", 2]}, "prompt"),
+    ({"prompt": [1, 2]}, "token-id"),
     ({"max_tokens": 0}, "max_tokens"),
     ({"max_tokens": 513}, "max_tokens"),
     ({"max_tokens": "5"}, "max_tokens"),
@@ -125,7 +127,9 @@ BAD_BODIES = [
     ({"stop": ["a", "b", "c", "d", "e"]}, "stop"),
     ({"stop": ["a", 1]}, "stop"),
     ({"stop": ""}, "stop"),
-    ({"stream": True}, "stream"),
+    ({"stream": "yes"}, "stream"),
+    ({"stream_options": {"include_usage": True}}, "stream_options"),
+    ({"model": 3}, "model"),
     ({"ignore_eos": "yes"}, "ignore_eos"),
     ({"prompt": "x" * 20_001}, "prompt"),
     ({"prompt": "joke " * 400}, "context"),  # tokens beyond the tiny model's 256 positions
@@ -146,9 +150,14 @@ async def test_bad_bodies_are_400(client, body, mentions):
     assert mentions in err["message"]
 
 
-async def test_model_field_is_ignored(client):
-    status, _ = await complete(client, model="gpt-4", max_tokens=2)
-    assert status == 200
+async def test_model_field_selects_a_resident_version(client, tiny_a):
+    for name in ("v7", str(tiny_a), tiny_a.name):  # the version, or its aliases
+        status, body = await complete(client, model=name, max_tokens=2)
+        assert status == 200 and body["model"] == "v7"
+    status, body = await complete(client, model="gpt-4", max_tokens=2)
+    assert status == 404
+    assert body["error"]["code"] == "model_not_found" and body["error"]["param"] == "model"
+    assert "v7" in body["error"]["message"]
 
 
 async def test_models_endpoint(client, tiny_a):
@@ -163,6 +172,7 @@ async def test_models_endpoint(client, tiny_a):
                 "created": (await resp.json())["data"][0]["created"],
                 "owned_by": "jokebot",
                 "root": str(tiny_a),
+                "parent": None,
             }
         ],
     }

@@ -1,4 +1,4 @@
-"""The runner as a real process (`python -m model.server`), and the embedded default model."""
+"""The runner as a real process (`jokebot runner`), and the embedded default model."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from model.embedded import ensure_embedded_model
-from model.server import RunnerConfig, serve
+from model.runner import RunnerConfig, serve
 from tests.test_runner_support import runner_client
 
 REPO = Path(__file__).resolve().parents[1]
@@ -42,10 +42,11 @@ def http(url: str, body: dict | None = None, timeout: float = 30) -> tuple[int, 
 
 def test_real_process_serves_then_stops_cleanly_on_sigterm(tiny_a):
     port = free_port()
-    env = {**os.environ, "RUNNER_TOKEN": "proc-token", "PYTHONUNBUFFERED": "1"}
-    cmd = [sys.executable, "-m", "model.server", "--model", str(tiny_a), "--version", "p1",
-           "--host", "127.0.0.1", "--port", str(port), "--device", "auto",
-           "--max-queue", "8", "--max-batch", "4"]  # fmt: skip
+    env = {**os.environ, "RUNNER_TOKEN": "proc-token", "PYTHONUNBUFFERED": "1",
+           "MODEL_BASE": str(tiny_a), "DEVICE": "auto", "RUNNER_MAX_QUEUE": "8",
+           "RUNNER_MAX_BATCH": "4"}  # fmt: skip
+    cmd = [sys.executable, "-m", "bot.cli", "runner", "--model", str(tiny_a), "--version", "p1",
+           "--host", "127.0.0.1", "--port", str(port)]  # fmt: skip
     proc = subprocess.Popen(
         cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
     )
@@ -91,7 +92,7 @@ def test_real_process_serves_then_stops_cleanly_on_sigterm(tiny_a):
 
 
 async def test_serve_returns_1_when_the_model_cannot_load(tmp_path, caplog):
-    """What `python -m model.server` exits with when its model cannot load (in-process: fast)."""
+    """What `jokebot runner` exits with when its model cannot load (in-process: fast)."""
     config = RunnerConfig(model_ref=str(tmp_path / "missing"), port=0)
     assert await asyncio.wait_for(serve(config), 30) == 1
     assert "no such model folder" in caplog.text

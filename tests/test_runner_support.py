@@ -9,7 +9,7 @@ from pathlib import Path
 
 from aiohttp.test_utils import TestClient, TestServer
 
-from model.server import RunnerConfig, build_app
+from model.runner import RunnerConfig, build_app
 
 
 def broken_copies(good: Path, root: Path) -> dict[str, Path]:
@@ -47,3 +47,42 @@ async def runner_client(model_ref: Path | str, *, ready: bool = True, **override
         if ready:
             await wait_ready(client)
         yield client
+
+
+@contextlib.contextmanager
+def runner_process(model: Path | str, *, version: str = "v0", port: int, token: str, **env):
+    """A real `jokebot runner` process on a loopback port (yields the Popen once healthy)."""
+    import os
+    import subprocess
+    import sys
+    import time
+    import urllib.request
+
+    environ = {**os.environ, "RUNNER_TOKEN": token, "MODEL_BASE": str(model), **env}
+    cmd = [sys.executable, "-m", "bot.cli", "runner", "--port", str(port),
+           "--model", str(model), "--version", version]  # fmt: skip
+    process = subprocess.Popen(cmd, env=environ)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            if process.poll() is not None:
+                raise RuntimeError(f"runner exited with code {process.returncode}")
+            with (
+                contextlib.suppress(OSError),
+                urllib.request.urlopen(f"{url}/health", timeout=2) as response,
+            ):
+                if response.status == 200:
+                    break
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"runner at {url} not healthy after 120 s")
+            time.sleep(0.2)
+        yield process
+    finally:
+        if process.poll() is None:
+            process.terminate()
+            try:
+                process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()

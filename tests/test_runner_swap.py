@@ -8,8 +8,8 @@ import re
 import time
 import weakref
 
-import model.server as server_module
-from model.server import STATE
+import model.hot_swap as hot_swap_module
+from model.runner import STATE
 from tests.test_runner_support import broken_copies, runner_client
 
 TOKEN = "swap-token"
@@ -105,14 +105,14 @@ async def test_refused_candidates_keep_the_old_model(tiny_a, tmp_path):
 
 
 async def test_one_load_at_a_time(tiny_a, tiny_b, monkeypatch):
-    real = server_module.load_candidate
+    real = hot_swap_module.load_candidate
 
     def slow_load(*args, **kwargs):
         time.sleep(0.5)
         return real(*args, **kwargs)
 
     async with runner_client(tiny_a, admin_token=TOKEN) as c:
-        monkeypatch.setattr(server_module, "load_candidate", slow_load)
+        monkeypatch.setattr(hot_swap_module, "load_candidate", slow_load)
         first = asyncio.create_task(
             c.post("/admin/load", json={"path": str(tiny_b), "version": "b"}, headers=AUTH)
         )
