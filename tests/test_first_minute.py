@@ -19,8 +19,8 @@ from bot.jokes import check_joke, reads_as_joke
 from bot.loopback_discord import ADMINISTRATOR, DEFAULT_MEMBER_PERMISSIONS
 from bot.starter import seed_starter_corpus, starter_jokes
 from model.engine import Engine, SamplingParams
-from model.loading import read_layout
 from model.hot_swap import load_candidate
+from model.loading import read_layout
 from model.textformat import (
     FEW_SHOT,
     PLAIN,
