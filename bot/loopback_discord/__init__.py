@@ -28,6 +28,11 @@ Discord behaviour it reproduces (beyond the plain routes):
   (:class:`InvalidOptions`), and user/role/channel options are filled into ``resolved``.
 - REST needs ``Authorization: Bot <token>`` (else 401), IDENTIFY/RESUME the token (else
   close 4004); every JSON answer has ``Content-Type: application/json`` exactly.
+- ``press(message, "👍")`` delivers a button press (MESSAGE_COMPONENT, type 3) with the
+  pressed message in the payload as Discord sends it; the bot may answer 4/5 (a new message),
+  6 (deferred update: a later ``@original`` edit edits the pressed message) or 7 (edit the
+  pressed message now). Buttons are found by custom id, emoji or label
+  (:class:`UnknownComponent` if none). Types 6/7 answer slash commands with 400.
 - ``Message.allowed_mentions`` is what the latest create/edit that set the content sent;
   ``Message.pings`` is what that content would actually ping.
 """
@@ -50,6 +55,7 @@ from bot.loopback_discord._models import (
     Message,
     NotConnected,
     UnknownCommand,
+    UnknownComponent,
 )
 from bot.loopback_discord._server import LoopbackDiscord
 from bot.loopback_discord.harness import BotRun, running_bot
@@ -74,5 +80,6 @@ __all__ = [
     "Message",
     "NotConnected",
     "UnknownCommand",
+    "UnknownComponent",
     "running_bot",
 ]
