@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import re
+from dataclasses import dataclass
+
 from bot.jokes import fold_whitespace
 from bot.runner_client import RunnerClient
 from bot.settings import Settings
@@ -13,6 +16,20 @@ ATTEMPTS = 3
 
 class EmptyJoke(Exception):
     """The model produced nothing usable after a few tries."""
+
+
+@dataclass(frozen=True)
+class ToldJoke:
+    """A joke ready to show, and the model version that wrote it (as the runner names it)."""
+
+    text: str
+    model: str = ""
+
+    @property
+    def version_number(self) -> int | None:
+        """3 for "v3"; None when the runner's name is not a jokebot version."""
+        match = re.fullmatch(r"v(\d+)", self.model.strip())
+        return int(match.group(1)) if match else None
 
 
 def clip(text: str, limit: int = DISCORD_LIMIT) -> str:
@@ -32,10 +49,10 @@ def compose(prompt: str, completion: str) -> str:
     return f"{prompt.rstrip()}{joiner}{completion}".strip()
 
 
-async def tell_joke(runner: RunnerClient, settings: Settings, prompt: str = "") -> str:
+async def tell_joke(runner: RunnerClient, settings: Settings, prompt: str = "") -> ToldJoke:
     """One complete joke; prefers completions that ended at the model's end-of-joke token."""
     prompt = fold_whitespace(prompt or "")
-    fallback = ""
+    fallback: ToldJoke | None = None
     for _ in range(ATTEMPTS):
         completion = await runner.complete(
             prompt,
@@ -45,8 +62,9 @@ async def tell_joke(runner: RunnerClient, settings: Settings, prompt: str = "") 
         )
         text = compose(prompt, completion.text)
         if completion.text.strip() and completion.finish_reason == "stop":
-            return clip(text)
-        fallback = fallback or (text if completion.text.strip() else "")
-    if fallback:
-        return clip(fallback)
+            return ToldJoke(clip(text), completion.model)
+        if fallback is None and completion.text.strip():
+            fallback = ToldJoke(clip(text), completion.model)
+    if fallback is not None:
+        return fallback
     raise EmptyJoke("the model came up empty")

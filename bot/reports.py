@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
+from bot.community import CommunityScore
 from bot.database import ModelVersion
 from bot.progress import describe, format_duration
 from bot.services import Services
@@ -86,8 +87,11 @@ async def status_report(services: Services) -> str:
     return "\n".join(lines)
 
 
-def versions_table(versions: list[ModelVersion]) -> str:
-    """`/models` and `jokebot models`: one line per version with its metrics."""
+def versions_table(
+    versions: list[ModelVersion], scores: dict[int, CommunityScore] | None = None
+) -> str:
+    """`/models` and `jokebot models`: one line per version with its metrics (and, given
+    `scores`, the community's votes on its jokes)."""
     lines = []
     for version in versions:
         marker = "▶" if version.active else " "
@@ -95,7 +99,11 @@ def versions_table(versions: list[ModelVersion]) -> str:
         figures = (
             f"NLL {metrics['nll']:.3f}, one-joke {metrics['one_joke_rate']:.0%}" if metrics else "—"
         )
-        lines.append(
+        line = (
             f"{marker} {version.name:<4} {version.status:<9} {_when(version.created_at)}  {figures}"
         )
+        if scores is not None:
+            score = scores.get(version.version, CommunityScore())
+            line += f"  community: {score.describe()}"
+        lines.append(line)
     return "\n".join(lines)

@@ -115,6 +115,7 @@ TEST_SETTINGS = {
     "TRAIN_BATCH_SIZE": "8",
     "TRAIN_EVAL_SAMPLES": "8",
     "RETRAIN_MAX_MINUTES": "5",
+    "MODERATION": "off",  # members' jokes train at once; moderation tests set it themselves
 }
 
 
