@@ -200,3 +200,29 @@ def test_moderation_decision(kw, expected):
 
 def test_should_hide():
     assert not should_hide(2, 3) and should_hide(3, 3)
+
+
+def test_jokebot_models_shows_the_community_score(tmp_path, monkeypatch, capsys):
+    import asyncio
+    import json
+
+    from bot.cli import main
+
+    data = tmp_path / "data"
+
+    async def votes():
+        db = await Database.open(data / "jokebot.sqlite3")
+        store = CommunityStore(db, promote_at=100)
+        gid = await _shown(store)
+        await store.vote(gid, 1, 1)
+        await store.vote(gid, 2, -1)
+        await db.close()
+
+    asyncio.run(votes())
+    monkeypatch.setenv("JOKEBOT_DATA_DIR", str(data))
+    monkeypatch.setenv("MODEL_BASE", str(tmp_path / "base"))
+    assert main(["models"]) == 0
+    assert "community: 50% upvoted (≥ 9% at 95%), 2 votes" in capsys.readouterr().out
+    assert main(["models", "--json"]) == 0
+    (v0,) = json.loads(capsys.readouterr().out)
+    assert v0["community"]["votes"] == 2 and v0["community"]["share"] == 0.5
