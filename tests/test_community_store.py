@@ -29,8 +29,12 @@ def need_community_source(path) -> None:
         pytest.xfail("needs migration 0002 (jokes.source may be 'community'), merged by the lead")
 
 
-async def _store(tmp_path, **kw) -> CommunityStore:
+async def _store(tmp_path, *, community: bool = False, **kw) -> CommunityStore:
+    """A store on a fresh file; `community=True` for tests that need the 'community' source."""
     db = await Database.open(tmp_path / "j.sqlite3")
+    if community and not community_source_allowed(db.path):
+        await db.close()  # before xfail: no connection thread outlives the test's loop
+        need_community_source(db.path)
     return CommunityStore(db, **kw)
 
 
@@ -98,8 +102,7 @@ async def test_one_vote_per_member_changed_or_withdrawn(tmp_path):
 
 
 async def test_upvoted_joke_joins_the_corpus_and_leaves_when_reported(tmp_path):
-    store = await _store(tmp_path, promote_at=2, moderation="off")
-    need_community_source(store.db.path)
+    store = await _store(tmp_path, community=True, promote_at=2, moderation="off")
     gid = await _shown(store)
     await store.vote(gid, 1, 1)
     assert await store.db.joke_count() == 0
@@ -168,8 +171,7 @@ async def test_forget_member_frees_the_text_and_erases_votes(tmp_path):
 
 
 async def test_deleted_joke_leaves_the_corpus_and_is_not_re_promoted(tmp_path):
-    store = await _store(tmp_path, promote_at=1, moderation="off")
-    need_community_source(store.db.path)
+    store = await _store(tmp_path, community=True, promote_at=1, moderation="off")
     gid = await _shown(store)
     await store.vote(gid, 1, 1)
     (joke,) = await store.db.corpus()
