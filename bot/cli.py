@@ -179,6 +179,8 @@ def cmd_train(settings: Settings, args: argparse.Namespace) -> int:
 
 def cmd_models(settings: Settings, args: argparse.Namespace) -> int:
     from bot.app import open_database
+    from bot.community import CommunityScore
+    from bot.community_store import CommunityStore
     from bot.reports import corpus_summary, versions_table
 
     async def run() -> int:
@@ -186,12 +188,17 @@ def cmd_models(settings: Settings, args: argparse.Namespace) -> int:
         try:
             found = await db.versions()
             total, by_source = await db.joke_count(), await db.corpus_by_source()
+            scores = await CommunityStore(db).version_scores()
         finally:
             await db.close()
         if args.json:
-            print(json.dumps([version.as_json() for version in found], indent=2))
+            listing = [
+                {**v.as_json(), "community": scores.get(v.version, CommunityScore()).as_json()}
+                for v in found
+            ]
+            print(json.dumps(listing, indent=2))
         else:
-            print(versions_table(found))
+            print(versions_table(found, scores))
             print(f"corpus: {corpus_summary(total, by_source)}")
         return 0
 

@@ -151,6 +151,15 @@ class Database:
     async def close(self) -> None:
         await self._db.close()
 
+    @property
+    def connection(self) -> aiosqlite.Connection:
+        """The connection, for stores of other concerns (e.g. `bot.community_store`)."""
+        return self._db
+
+    def transaction(self) -> contextlib.AbstractAsyncContextManager[None]:
+        """BEGIN IMMEDIATE ... COMMIT, rolled back on any error: all or nothing."""
+        return self._transaction()
+
     @contextlib.asynccontextmanager
     async def _transaction(self) -> AsyncIterator[None]:
         """BEGIN IMMEDIATE ... COMMIT, rolled back on any error: all or nothing."""
@@ -188,12 +197,16 @@ class Database:
         source: str,
         author_id: int | None = None,
         guild_id: int | None = None,
+        status: str = "approved",
     ) -> AddResult:
-        """Store a validated joke (committed on return), or report the joke it duplicates."""
+        """Store a validated joke (committed on return), or report the joke it duplicates.
+
+        `status` 'pending' keeps it out of the corpus until a moderator approves it.
+        """
         cursor = await self._db.execute(
-            "INSERT INTO jokes (text, norm_key, author_id, guild_id, source) VALUES (?,?,?,?,?)"
-            " ON CONFLICT (norm_key) DO NOTHING",
-            (text, key, author_id, guild_id, source),
+            "INSERT INTO jokes (text, norm_key, author_id, guild_id, source, status)"
+            " VALUES (?,?,?,?,?,?) ON CONFLICT (norm_key) DO NOTHING",
+            (text, key, author_id, guild_id, source, status),
         )
         if cursor.rowcount == 1:
             return AddResult(id=cursor.lastrowid, created=True)

@@ -10,6 +10,7 @@ import yarl
 from discord import app_commands
 from discord.ext import commands
 
+from bot.checks import NotBotAdmin
 from bot.discord_replies import NO_MENTIONS, reply_error
 from bot.gateway_shards import IdentifyLimiter
 from bot.services import Services
@@ -46,10 +47,17 @@ class JokeBot(commands.Bot):
 
     async def setup_hook(self) -> None:
         from bot.commands.admin import AdminCommands
+        from bot.commands.community import CommunityCommands, ForgetMeButton, ReviewButton
         from bot.commands.jokes import JokeCommands
+        from bot.commands.status import StatusCommands
+        from bot.commands.votes import JokeButton
 
         await self.add_cog(JokeCommands(self.services))
+        await self.add_cog(StatusCommands(self.services))
         await self.add_cog(AdminCommands(self.services))
+        await self.add_cog(CommunityCommands(self.services))
+        # Buttons of messages sent before a restart: matched by custom id, not by message.
+        self.add_dynamic_items(JokeButton, ReviewButton, ForgetMeButton)
         self.tree.on_error = self.on_app_command_error
         guild_ids = self.services.settings.discord_guild_ids
         if guild_ids:  # guild commands appear at once; global ones can take a while
@@ -67,8 +75,16 @@ class JokeBot(commands.Bot):
     async def on_app_command_error(
         self, interaction: discord.Interaction, error: app_commands.AppCommandError
     ) -> None:
-        """Any failure inside a command: a polite ephemeral message and a logged traceback."""
+        """A refused check or any failure inside a command: a polite ephemeral message (and,
+        for a failure, a logged traceback)."""
         name = interaction.command.name if interaction.command else "?"
+        if isinstance(error, NotBotAdmin):
+            log.info("/%s refused to %s: not an admin", name, interaction.user.id)
+            await reply_error(interaction, str(error))
+            return
+        if isinstance(error, app_commands.NoPrivateMessage):
+            await reply_error(interaction, "This command works only in a server.")
+            return
         log.error("/%s failed", name, exc_info=error)
         await reply_error(
             interaction,

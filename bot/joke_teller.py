@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import random
+import re
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 from bot.database import Database
 from bot.jokes import fold_whitespace, reads_as_joke
@@ -48,6 +50,20 @@ class ExamplePool:
         return random.sample(self._pool, min(self.k, len(self._pool)))
 
 
+@dataclass(frozen=True)
+class ToldJoke:
+    """A joke ready to show, and the model version that wrote it (as the runner names it)."""
+
+    text: str
+    model: str = ""
+
+    @property
+    def version_number(self) -> int | None:
+        """3 for "v3"; None when the runner's name is not a jokebot version."""
+        match = re.fullmatch(r"v(\d+)", self.model.strip())
+        return int(match.group(1)) if match else None
+
+
 def clip(text: str, limit: int = DISCORD_LIMIT) -> str:
     """Cut at a word boundary so the message fits Discord's limit."""
     if len(text) <= limit:
@@ -67,14 +83,14 @@ def compose(prompt: str, completion: str) -> str:
 
 async def tell_joke(
     runner: RunnerPool, settings: Settings, prompt: str = "", examples: Sequence[str] = ()
-) -> str:
+) -> ToldJoke:
     """One complete joke: the first completion that ended by itself and reads as a joke, else
     the first that ended by itself, else the first non-empty one (up to ATTEMPTS tries).
 
     `examples` are in-context jokes for a `few-shot` serving model (see `ExamplePool`)."""
     prompt = fold_whitespace(prompt or "")
-    fallback = ""
-    finished = ""
+    fallback: ToldJoke | None = None
+    finished: ToldJoke | None = None
     for _ in range(ATTEMPTS):
         completion = await runner.complete(
             prompt,
@@ -86,11 +102,12 @@ async def tell_joke(
         text = compose(prompt, completion.text)
         if not completion.text.strip():
             continue
+        told = ToldJoke(clip(text), completion.model)
         if completion.finish_reason == "stop":
             if reads_as_joke(text):
-                return clip(text)
-            finished = finished or text
-        fallback = fallback or text
+                return told
+            finished = finished or told
+        fallback = fallback or told
     if finished or fallback:
-        return clip(finished or fallback)
+        return finished or fallback
     raise EmptyJoke("the model came up empty")

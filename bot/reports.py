@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
+from bot.community import CommunityScore
 from bot.database import ModelVersion
 from bot.progress import describe, format_duration
 from bot.services import Services
@@ -110,8 +111,11 @@ def corpus_summary(total: int, by_source: dict[str, int]) -> str:
     return f"{total} jokes" + (f" ({starter} starter)" if starter else "")
 
 
-def versions_table(versions: list[ModelVersion]) -> str:
-    """`/models` and `jokebot models`: one line per version with its metrics."""
+def versions_table(
+    versions: list[ModelVersion], scores: dict[int, CommunityScore] | None = None
+) -> str:
+    """`/models` and `jokebot models`: one line per version with its metrics (and, given
+    `scores`, the community's votes on its jokes)."""
     lines = []
     for version in versions:
         marker = "▶" if version.active else " "
@@ -119,7 +123,11 @@ def versions_table(versions: list[ModelVersion]) -> str:
         figures = (
             f"NLL {metrics['nll']:.3f}, one-joke {metrics['one_joke_rate']:.0%}" if metrics else "—"
         )
-        lines.append(
+        line = (
             f"{marker} {version.name:<4} {version.status:<9} {_when(version.created_at)}  {figures}"
         )
+        if scores is not None:
+            score = scores.get(version.version, CommunityScore())
+            line += f"  community: {score.describe()}"
+        lines.append(line)
     return "\n".join(lines)

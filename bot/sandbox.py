@@ -2,7 +2,8 @@
 
 Each input line is a slash command as Discord would send it (`/joke`, `/joke prompt: A horse`,
 `/addjoke text: ...`, `/retrain`, `/status`); the bot's answers are printed. `:member` and
-`:admin` switch who is typing (an admin by default). No Discord account, no internet.
+`:admin` switch who is typing (an admin by default); `:press 👍` (an emoji or a label) presses a
+button on the latest message that has buttons. No Discord account, no internet.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from bot.loopback_discord import (
     CommandHidden,
     LoopbackDiscord,
     LoopbackError,
+    Message,
     shard_for_guild,
 )
 from bot.settings import Settings
@@ -33,9 +35,11 @@ HELP = """Type slash commands as in Discord, one per line, e.g.
   /addjoke text: I used to hate facial hair, but then it grew on me.
   /joke            /joke prompt: A horse walks into a bar
   /retrain         /status         /models        /rollback version: 0
+  :press 👍         press a button (emoji or label) on the latest message with buttons
   :member / :admin  switch between a plain member and a server admin (default admin)
   :guilds / :guild N  list the servers (and their gateway shards) / type in server N
   :quit             leave (end of input does the same)"""
+PRESS_FOLLOWUP_WAIT = 1.0  # seconds to wait for what a press answers after acknowledging
 _OPTION_TYPES = {3: str, 4: int, 5: lambda v: v.lower() in {"1", "true", "yes"}, 10: float}
 
 
@@ -79,6 +83,7 @@ class Sandbox:
         self.admin = True
         self.guild_id = standin.guild_id
         self._printed_channel = 0
+        self._with_buttons: Message | None = None
 
     def say(self, text: str) -> None:
         print(text, file=self.out, flush=True)
@@ -86,6 +91,46 @@ class Sandbox:
     def _show(self, message: Any, prefix: str = "bot") -> None:
         note = " (only you can see this)" if message.ephemeral else ""
         self.say(f"[{prefix}]{note} {message.content}")
+        if message.buttons:
+            self._with_buttons = message
+            self.say("  " + " ".join(_button_text(b) for b in message.buttons))
+
+    @property
+    def _permissions(self) -> int:
+        return DEFAULT_MEMBER_PERMISSIONS | (ADMINISTRATOR if self.admin else 0)
+
+    async def press(self, query: str) -> None:
+        """`:press 👍`: press a button of the latest message that has buttons."""
+        message = self._with_buttons
+        if message is None or message.deleted:
+            raise SandboxInputError("no message with buttons yet (try /joke)")
+        try:
+            interaction = await self.standin.press(
+                message, query, user_id=1001, username="you", permissions=self._permissions
+            )
+        except LoopbackError as error:
+            raise SandboxInputError(str(error)) from None
+        kind = await interaction.wait_for_ack(timeout=10)
+        if kind == 7:
+            self._show(message, prefix="bot, edited")
+        deadline = asyncio.get_running_loop().time() + (
+            120 if kind in (4, 5) else PRESS_FOLLOWUP_WAIT
+        )
+        shown: set[int] = set()
+        while True:  # a new message (4/5), or a followup after an edit (6/7)
+            fresh = [m for m in interaction.messages if m.visible and m.id not in shown]
+            for reply in fresh:
+                shown.add(reply.id)
+                self._show(reply)
+            remaining = deadline - asyncio.get_running_loop().time()
+            if (fresh and kind in (4, 5)) or remaining <= 0:
+                break
+            with contextlib.suppress(TimeoutError):
+                await interaction.wait_for_reply(
+                    lambda m: m.visible and m.id not in shown, timeout=remaining
+                )
+        if kind == 6 and message.edit_count:
+            self._show(message, prefix="bot, edited")
 
     async def handle(self, line: str) -> None:
         line = line.strip()
@@ -101,15 +146,21 @@ class Sandbox:
         if line == ":guilds" or line.startswith(":guild "):
             self._switch_guild(line.removeprefix(":guilds").removeprefix(":guild").strip())
             return
+        if line.startswith(":press"):
+            query = line.removeprefix(":press").strip()
+            if not query:
+                raise SandboxInputError("say which button, e.g. :press 👍")
+            await self.press(query)
+            self._show_channel_messages()
+            return
         name, options = parse_command(line, self.standin.registered_commands)
-        permissions = DEFAULT_MEMBER_PERMISSIONS | (ADMINISTRATOR if self.admin else 0)
         try:
             interaction = await self.standin.invoke(
                 name,
                 options,
                 user_id=1001,
                 username="you",
-                permissions=permissions,
+                permissions=self._permissions,
                 guild_id=self.guild_id,
             )
         except CommandHidden:
@@ -162,6 +213,11 @@ class Sandbox:
         for message in self.standin.channel_messages[self._printed_channel :]:
             self._show(message, prefix="bot in #general")
         self._printed_channel = len(self.standin.channel_messages)
+
+
+def _button_text(button: dict[str, Any]) -> str:
+    emoji = (button.get("emoji") or {}).get("name") or ""
+    return f"[{' '.join(part for part in (emoji, button.get('label') or '') if part)}]"
 
 
 async def _read_lines(stream: TextIO):

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 from typing import TYPE_CHECKING
 
+from bot.community_store import CommunityStore
 from bot.database import Database
+from bot.joke_teller import ExamplePool
 from bot.runner_pool import RunnerPool
 from bot.settings import Settings
 from bot.training import TrainingCoordinator
@@ -21,3 +24,18 @@ class Services:
     runner: RunnerPool
     training: TrainingCoordinator
     scheduler: RetrainScheduler | None = None
+
+    @cached_property
+    def community(self) -> CommunityStore:
+        """Votes, reports, moderation and deletion, on the same database connection."""
+        return CommunityStore(
+            self.db,
+            promote_at=self.settings.community_min_score,
+            reports_to_hide=self.settings.reports_to_hide,
+            moderation=self.settings.moderation,
+        )
+
+    @cached_property
+    def examples(self) -> ExamplePool:
+        """In-context jokes for an untrained (few-shot) serving version, shared by every /joke."""
+        return ExamplePool(self.db, self.settings.few_shot_examples)

@@ -96,6 +96,12 @@ class Settings(BaseSettings):
     promote_max_copy_rate: float = Field(default=0.25, ge=0.0, le=1.0)
     keep_versions: int = Field(default=3, ge=1)
 
+    # Community: votes, reports, moderation
+    community_min_score: int = Field(default=3, ge=1)
+    reports_to_hide: int = Field(default=3, ge=1)
+    moderation: Literal["off", "new", "all"] = "new"
+    moderation_new_member_jokes: int = Field(default=3, ge=0)
+
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
     @field_validator("discord_guild_ids", "admin_role_ids", "discord_shard_ids", mode="before")

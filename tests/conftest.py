@@ -117,6 +117,7 @@ TEST_SETTINGS = {
     "RETRAIN_MAX_MINUTES": "5",
     "STARTER_CORPUS": "false",  # tests choose their corpus; test_first_minute covers the starter
     "TRAIN_MIN_JOKES": "2",
+    "MODERATION": "off",  # members' jokes train at once; moderation tests set it themselves
 }
 
 

@@ -54,6 +54,7 @@ def test_piped_session(tmp_path, tiny_model):
             "/addjoke text: Why did the scarecrow win an award? He was outstanding in his field.",
             "/addjoke text: I told my wife she drew her eyebrows too high. She looked surprised.",
             "/joke prompt: A horse walks into a bar",
+            ":press 👍",
             ":member",
             "/retrain",
             ":admin",
@@ -78,7 +79,31 @@ def test_piped_session(tmp_path, tiny_model):
     assert "duplicate of #1" in out
     assert "Stored as #3" in out
     assert "[bot] A horse walks into a bar" in out
+    assert "[bot, edited] A horse walks into a bar" in out and "[👍 Upvote · 1]" in out
     assert "Discord hides /retrain" in out
     assert "Training run #1" in out
     assert "Serving **v" in out
     assert "unknown command /bogus" in out
+
+
+async def test_press_a_button_in_the_sandbox(app):
+    import io
+
+    from bot.sandbox import Sandbox
+
+    out = io.StringIO()
+    sandbox = Sandbox(app.standin, out)
+    with pytest.raises(SandboxInputError, match="no message with buttons"):
+        await sandbox.handle(":press 👍")
+    await sandbox.handle("/joke prompt: Knock knock")
+    assert "[👍 Upvote] [👎 Downvote] [🚩 Report] [🔁 Another one]" in out.getvalue()
+    await sandbox.handle(":press 👍")
+    assert "[bot, edited] Knock knock" in out.getvalue()
+    assert "[👍 Upvote · 1]" in out.getvalue()
+    assert "(only you can see this) You voted 👍" in out.getvalue()
+    await sandbox.handle(":press upvote")  # by label: withdraws
+    assert "Your vote was withdrawn." in out.getvalue()
+    with pytest.raises(SandboxInputError, match="no enabled button 'nope'"):
+        await sandbox.handle(":press nope")
+    await sandbox.handle(":press Another one")
+    assert out.getvalue().count("[bot] Knock knock") == 2

@@ -1,4 +1,4 @@
-"""`/status` for everyone; `/retrain`, `/cancel`, `/rollback`, `/models` for server admins."""
+"""`/retrain`, `/cancel`, `/rollback`, `/models`: for server admins only (`admin_only`)."""
 
 from __future__ import annotations
 
@@ -11,11 +11,10 @@ from discord import app_commands
 from discord.ext import commands
 
 from bot import versions
+from bot.checks import admin_only
 from bot.discord_replies import NO_MENTIONS, reply_error
-from bot.gateway_shards import shard_status
-from bot.permissions import ADMIN_REFUSAL, is_bot_admin
 from bot.progress import TrainingProgress, describe
-from bot.reports import corpus_summary, status_report, training_result, versions_table
+from bot.reports import corpus_summary, training_result, versions_table
 from bot.runner_client import RunnerError
 from bot.services import Services
 from bot.training import CorpusTooSmall, TrainingBusy
@@ -53,26 +52,9 @@ class AdminCommands(commands.Cog):
         self.services = services
         self._background: set[asyncio.Task] = set()
 
-    async def _refuse_non_admin(self, interaction: discord.Interaction) -> bool:
-        if is_bot_admin(interaction, self.services.settings.admin_role_ids):
-            return False
-        await reply_error(interaction, ADMIN_REFUSAL)
-        return True
-
-    @app_commands.command(name="status", description="Model version, corpus size and training")
-    async def status(self, interaction: discord.Interaction) -> None:
-        await interaction.response.defer(ephemeral=True, thinking=True)
-        report = await status_report(self.services)
-        if is_bot_admin(interaction, self.services.settings.admin_role_ids):
-            report += "\n" + shard_status(interaction.client)
-        await interaction.followup.send(report, ephemeral=True, allowed_mentions=NO_MENTIONS)
-
     @app_commands.command(name="retrain", description="Fine-tune the model on the jokes now")
-    @app_commands.default_permissions(manage_guild=True)
-    @app_commands.guild_only()
+    @admin_only()
     async def retrain(self, interaction: discord.Interaction) -> None:
-        if await self._refuse_non_admin(interaction):
-            return
         training = self.services.training
         refusal = await training.corpus_refusal()
         if refusal:
@@ -119,11 +101,8 @@ class AdminCommands(commands.Cog):
                 log.info("could not announce the new version in the channel: %s", error)
 
     @app_commands.command(name="cancel", description="Cancel the training run under way")
-    @app_commands.default_permissions(manage_guild=True)
-    @app_commands.guild_only()
+    @admin_only()
     async def cancel(self, interaction: discord.Interaction) -> None:
-        if await self._refuse_non_admin(interaction):
-            return
         if await self.services.training.cancel():
             message = "Cancelling the training run; the serving model is untouched."
         else:
@@ -134,13 +113,10 @@ class AdminCommands(commands.Cog):
 
     @app_commands.command(name="rollback", description="Serve an earlier model version again")
     @app_commands.describe(version="Version number to serve (default: the one before)")
-    @app_commands.default_permissions(manage_guild=True)
-    @app_commands.guild_only()
+    @admin_only()
     async def rollback(
         self, interaction: discord.Interaction, version: app_commands.Range[int, 0] | None = None
     ) -> None:
-        if await self._refuse_non_admin(interaction):
-            return
         if self.services.training.busy:
             await reply_error(interaction, "A training run is under way; try after it ends.")
             return
@@ -155,13 +131,10 @@ class AdminCommands(commands.Cog):
         )
 
     @app_commands.command(name="models", description="List model versions and their metrics")
-    @app_commands.default_permissions(manage_guild=True)
-    @app_commands.guild_only()
+    @admin_only()
     async def models(self, interaction: discord.Interaction) -> None:
-        if await self._refuse_non_admin(interaction):
-            return
         db = self.services.db
-        table = versions_table(await db.versions())
+        table = versions_table(await db.versions(), await self.services.community.version_scores())
         corpus = corpus_summary(await db.joke_count(), await db.corpus_by_source())
         await interaction.response.send_message(
             f"```\n{table[:1850]}\n```Corpus: {corpus}",

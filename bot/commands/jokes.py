@@ -8,20 +8,20 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
+from bot.checks import is_admin
+from bot.commands.votes import send_generated_joke
 from bot.discord_replies import NO_MENTIONS, reply_error
-from bot.joke_teller import MAX_PROMPT_CHARS, EmptyJoke, ExamplePool, tell_joke
+from bot.joke_teller import MAX_PROMPT_CHARS
 from bot.jokes import check_joke
-from bot.runner_client import RunnerBusy, RunnerError, RunnerUnavailable
+from bot.moderation import initial_status
 from bot.services import Services
 
 log = logging.getLogger(__name__)
-UNAVAILABLE = "The joke machine is unavailable, try again shortly."
 
 
 class JokeCommands(commands.Cog):
     def __init__(self, services: Services) -> None:
         self.services = services
-        self.examples = ExamplePool(services.db, services.settings.few_shot_examples)
 
     @app_commands.command(name="joke", description="Tell a joke written by the bot's model")
     @app_commands.describe(prompt="How the joke should start (optional)")
@@ -37,29 +37,7 @@ class JokeCommands(commands.Cog):
         if any(ord(ch) < 32 for ch in prompt):
             await reply_error(interaction, "The prompt contains control characters.")
             return
-        await interaction.response.defer(thinking=True)  # answers Discord within its 3 s
-        try:
-            text = await tell_joke(
-                self.services.runner,
-                self.services.settings,
-                prompt,
-                examples=await self.examples.pick(),
-            )
-        except RunnerBusy as busy:
-            await reply_error(
-                interaction,
-                f"The joke machine is busy, try again in {busy.retry_after} s.",
-            )
-            return
-        except RunnerUnavailable:
-            log.warning("/joke: runner unavailable", exc_info=True)
-            await reply_error(interaction, UNAVAILABLE)
-            return
-        except (RunnerError, EmptyJoke) as error:
-            log.warning("/joke: %s", error)
-            await reply_error(interaction, "The model could not come up with a joke; try again.")
-            return
-        await interaction.followup.send(text, allowed_mentions=NO_MENTIONS)
+        await send_generated_joke(self.services, interaction, prompt)
 
     @app_commands.command(name="addjoke", description="Teach the bot a joke")
     @app_commands.describe(text="The joke, as you would tell it (up to 280 characters)")
@@ -68,14 +46,26 @@ class JokeCommands(commands.Cog):
         if not check.ok:
             await reply_error(interaction, f"Not stored: {check.reason}")
             return
+        settings = self.services.settings
+        status = initial_status(
+            mode=settings.moderation,
+            source="user",
+            author_is_admin=is_admin(interaction),
+            approved_by_author=await self.services.community.approved_count_by(interaction.user.id),
+            new_member_jokes=settings.moderation_new_member_jokes,
+            flagged=False,  # the content policy's verdict on check.text goes here
+        )
         result = await self.services.db.add_joke(
             check.text,
             check.key,
             source="user",
             author_id=interaction.user.id,
             guild_id=interaction.guild_id,
+            status=status,
         )  # committed before we answer
-        if result.created:
+        if result.created and status == "pending":
+            message = f"Stored as #{result.id}, waiting for review."
+        elif result.created:
             message = f"Stored as #{result.id}. Thanks! It will be part of the next training."
         else:
             message = f"Not stored: that joke is a duplicate of #{result.id}."

@@ -34,6 +34,11 @@ Discord behaviour it reproduces (beyond the plain routes):
   ``Interaction.shard`` and ``gateway_events`` tell which socket carried what, and a guild no
   connected shard owns is a :class:`NotConnected` recorded in ``shard_errors``. ``GET
   /gateway/bot`` answers ``recommended_shards`` and ``session_start_limit``.
+- ``press(message, "👍")`` delivers a button press (MESSAGE_COMPONENT, type 3) with the
+  pressed message in the payload as Discord sends it; the bot may answer 4/5 (a new message),
+  6 (deferred update: a later ``@original`` edit edits the pressed message) or 7 (edit the
+  pressed message now). Buttons are found by custom id, emoji or label
+  (:class:`UnknownComponent` if none). Types 6/7 answer slash commands with 400.
 - ``Message.allowed_mentions`` is what the latest create/edit that set the content sent;
   ``Message.pings`` is what that content would actually ping.
 """
@@ -57,6 +62,7 @@ from bot.loopback_discord._models import (
     Message,
     NotConnected,
     UnknownCommand,
+    UnknownComponent,
 )
 from bot.loopback_discord._server import LoopbackDiscord
 from bot.loopback_discord._shards import guild_id_on_shard, shard_for_guild
@@ -83,6 +89,7 @@ __all__ = [
     "Message",
     "NotConnected",
     "UnknownCommand",
+    "UnknownComponent",
     "guild_id_on_shard",
     "running_bot",
     "shard_for_guild",

@@ -98,6 +98,10 @@ class InvalidOptions(LoopbackError, ValueError):
     """Options that Discord's client would not let a user send (unknown, missing, out of range)."""
 
 
+class UnknownComponent(LoopbackError, LookupError):
+    """The message has no (enabled) button matching what the test or sandbox asked to press."""
+
+
 class NotConnected(LoopbackError, RuntimeError):
     """No bot is connected to the gateway, so nothing can be delivered."""
 
@@ -260,6 +264,36 @@ class Message:
                 found.append(f"role:{rid}")
         return found
 
+    @property
+    def buttons(self) -> list[dict[str, Any]]:
+        """Every button of the message's action rows, in order."""
+        found = []
+        for row in self.components:
+            for component in row.get("components") or []:
+                if component.get("type") == 2:
+                    found.append(component)
+        return found
+
+    def find_button(self, query: str) -> dict[str, Any]:
+        """The enabled button whose custom id, emoji or label is ``query`` (case-insensitive;
+        a label may be given by its start, e.g. ``"up"`` for "Upvote (2)")."""
+        wanted = query.strip().casefold()
+
+        def names(button: dict[str, Any]) -> list[str]:
+            emoji = (button.get("emoji") or {}).get("name") or ""
+            label = button.get("label") or ""
+            return [button.get("custom_id") or "", emoji, label, f"{emoji} {label}".strip()]
+
+        candidates = [b for b in self.buttons if b.get("custom_id") and not b.get("disabled")]
+        for exact in (True, False):
+            for button in candidates:
+                for name in names(button):
+                    name = name.casefold()
+                    if name and (name == wanted if exact else name.startswith(wanted)):
+                        return button
+        shown = [" ".join(n for n in names(b)[1:3] if n) for b in self.buttons]
+        raise UnknownComponent(f"no enabled button {query!r} on message {self.id}; it has {shown}")
+
     def summary(self) -> str:
         flags = " ephemeral" if self.ephemeral else ""
         gone = " deleted" if self.deleted else ""
@@ -270,15 +304,18 @@ class Message:
 
 
 class Interaction:
-    """One slash-command invocation delivered to the bot, and everything the bot answered.
+    """One slash-command invocation or button press delivered to the bot, and its answers.
 
     ``messages`` lists, in order of creation, the type-4 response message, the followups, and
     the ``@original`` message of a deferred interaction once it was first edited.
-    ``ack_type`` (4 message, 5 deferred, 9 modal) and ``ack_latency`` (seconds from delivery)
-    are set by the accepted acknowledgement; a callback after the window leaves them ``None``
-    and sets ``late_ack_latency``. ``errors`` lists every Discord error answered to the bot
-    for this interaction (``{"route", "status", "code", "message", "errors"?}``).
-    ``original_id`` is the id of the ``@original`` message (known from the defer on).
+    For a button press, ``message`` is the pressed message; a type-6/7 answer makes it the
+    ``@original`` (type 7 edits it at once), and it stays out of ``messages``.
+    ``ack_type`` (4 message, 5 deferred, 6 deferred update, 7 update, 9 modal) and
+    ``ack_latency`` (seconds from delivery) are set by the accepted acknowledgement; a
+    callback after the window leaves them ``None`` and sets ``late_ack_latency``. ``errors``
+    lists every Discord error answered to the bot for this interaction (``{"route",
+    "status", "code", "message", "errors"?}``). ``original_id`` is the id of the
+    ``@original`` message (known from the defer on).
     """
 
     def __init__(
@@ -290,6 +327,7 @@ class Interaction:
         payload: dict[str, Any],
         notifier: Notifier,
         describe_standin: Callable[[], str],
+        message: Message | None = None,
     ) -> None:
         self.id = id
         self.token = token
@@ -307,12 +345,19 @@ class Interaction:
         self.created_at: float = 0.0  # event-loop time when the event was sent
         self.original_id: int | None = None
         self.original: Message | None = None
+        #: The message whose button was pressed (MESSAGE_COMPONENT interactions only).
+        self.message = message
         self._notifier = notifier
         self._describe_standin = describe_standin
 
     @property
     def acknowledged(self) -> bool:
         return self.ack_type is not None
+
+    @property
+    def is_component(self) -> bool:
+        """A button press (type 3) rather than a slash command (type 2)."""
+        return self.payload.get("type") == 3
 
     @property
     def options(self) -> list[dict[str, Any]]:

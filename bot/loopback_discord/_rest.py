@@ -365,6 +365,16 @@ class RestMixin(StandinState):
         elif kind == 5:
             interaction.deferred_ephemeral = bool(int(data.get("flags") or 0) & EPHEMERAL)
             interaction.original_id = self._ids.next()
+        elif kind in (6, 7) and interaction.is_component and interaction.message is not None:
+            # 6: deferred update, 7: edit the pressed message now; it becomes @original
+            pressed = interaction.message
+            if pressed.deleted:
+                raise unknown("Message", 10008)
+            if kind == 7:
+                self._edit_message(pressed, data, files, ("data",))
+                message = pressed
+            interaction.original = pressed
+            interaction.original_id = pressed.id
         elif kind == 9:
             for key in ("custom_id", "title", "components"):
                 if not data.get(key):
@@ -372,7 +382,7 @@ class RestMixin(StandinState):
                         ("data", key), "BASE_TYPE_REQUIRED", "This field is required"
                     )
             interaction.modal = data
-        else:  # 1 PONG, 6/7 are for component interactions, 8 for autocomplete
+        else:  # 1 PONG, 6/7 only for component interactions, 8 for autocomplete
             raise invalid_form(
                 ("type",),
                 "INTERACTION_RESPONSE_TYPE_INVALID",
@@ -380,10 +390,13 @@ class RestMixin(StandinState):
             )
         interaction.ack_type = kind
         interaction.ack_latency = latency
-        if message is not None:
+        if kind == 7:
+            self._notify("edit", message, self._owner(message))
+        elif message is not None:
             self._notify("message", message, interaction)
         else:
-            self._notify("defer" if kind == 5 else "modal", None, interaction)
+            event = {5: "defer", 6: "defer_update"}.get(kind, "modal")
+            self._notify(event, None, interaction)
         if request.query.get("with_response", "").lower() not in ("1", "true"):
             return web.Response(status=204)
         ephemeral = message.ephemeral if message else interaction.deferred_ephemeral
@@ -399,7 +412,9 @@ class RestMixin(StandinState):
                 if interaction.original_id is None
                 else str(interaction.original_id),
                 "response_message_loading": kind == 5,
-                "response_message_ephemeral": ephemeral if kind in (4, 5) else False,
+                "response_message_ephemeral": (
+                    ephemeral if kind in (4, 5) else bool(message and message.ephemeral)
+                ),
             },
             "resource": resource,
         }
@@ -423,7 +438,7 @@ class RestMixin(StandinState):
 
     async def _followup(self, request: web.Request, interaction: Interaction) -> web.Response:
         body, files = await self._body(request)
-        if interaction.ack_type not in (4, 5):
+        if interaction.ack_type not in (4, 5, 6, 7):
             raise unknown("Webhook", 10015)  # no followups before the interaction is answered
         if interaction.ack_type == 5 and interaction.original is None:
             # Discord: the first followup after a defer replaces the "thinking…" message and
@@ -516,8 +531,14 @@ class RestMixin(StandinState):
             self._notify("delete", found, interaction)
             return web.Response(status=204)
         self._edit_message(found, body, files, ())
-        self._notify("edit", found, interaction)
+        self._notify("edit", found, self._owner(found) or interaction)
         return json_response(self._message_payload(found))
+
+    def _owner(self, msg: Message | None) -> Interaction | None:
+        """The interaction that created ``msg`` (a pressed message belongs to an earlier one)."""
+        if msg is None or msg.interaction_id is None:
+            return None
+        return self.interactions.get(msg.interaction_id)
 
     def _check_channel(self, channel: str) -> None:
         if int(channel) != self.channel_id:

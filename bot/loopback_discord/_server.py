@@ -19,6 +19,7 @@ from bot.loopback_discord._models import (
     Interaction,
     Message,
     UnknownCommand,
+    UnknownComponent,
 )
 from bot.loopback_discord._options import build_options
 from bot.loopback_discord._rest import RestMixin
@@ -276,6 +277,65 @@ class LoopbackDiscord(RestMixin, GatewayMixin):
             describe_standin=self.describe,
         )
         interaction.shard = conn.session.shard if conn.session else None
+        self.interactions[iid] = interaction
+        interaction.created_at = asyncio.get_running_loop().time()
+        await conn.dispatch("INTERACTION_CREATE", payload)
+        return interaction
+
+    async def press(
+        self,
+        message: Message,
+        button: str,
+        *,
+        user_id: int = 1001,
+        username: str = "alice",
+        permissions: int = DEFAULT_MEMBER_PERMISSIONS,
+        roles: list[int] | None = None,
+        locale: str = "en-US",
+    ) -> Interaction:
+        """Press ``button`` (custom id, emoji or label, see :meth:`Message.find_button`) on
+        ``message`` as a guild member would: a MESSAGE_COMPONENT interaction (type 3) whose
+        payload carries the whole message. Raises :class:`UnknownComponent`,
+        :class:`NotConnected`."""
+        if message.deleted:
+            raise UnknownComponent(f"message {message.id} was deleted")
+        found = message.find_button(button)
+        role_ids = [self.member_role_id] if roles is None else list(roles)
+        self._remember_user(user_id, username, role_ids=role_ids, base=permissions)
+        effective = self._member_permissions(user_id)
+        conn = self._latest_connection()
+        iid = self._ids.next()
+        token = "aW50ZXJhY3Rpb246" + secrets.token_urlsafe(96)
+        payload = {
+            "id": str(iid),
+            "application_id": str(self.application_id),
+            "type": 3,
+            "token": token,
+            "version": 1,
+            "guild_id": str(self.guild_id),
+            "guild": {"id": str(self.guild_id), "locale": "en-US", "features": []},
+            "guild_locale": "en-US",
+            "channel_id": str(message.channel_id or self.channel_id),
+            "channel": {**self._channel(), "permissions": str(effective)},
+            "member": self._member(user_id),
+            "message": self._message_payload(message),
+            "data": {"custom_id": found["custom_id"], "component_type": 2},
+            "app_permissions": str(BOT_PERMISSIONS),
+            "locale": locale,
+            "entitlements": [],
+            "authorizing_integration_owners": {"0": str(self.guild_id)},
+            "context": 0,
+            "attachment_size_limit": 10 * 1024 * 1024,
+        }
+        interaction = Interaction(
+            id=iid,
+            token=token,
+            name=f"press {found.get('label') or found['custom_id']}",
+            payload=payload,
+            notifier=self._notifier,
+            describe_standin=self.describe,
+            message=message,
+        )
         self.interactions[iid] = interaction
         interaction.created_at = asyncio.get_running_loop().time()
         await conn.dispatch("INTERACTION_CREATE", payload)

@@ -1,0 +1,158 @@
+"""Every /joke answer: the joke is stored, then posted with 👍 👎 🚩 and "Another one" buttons.
+
+The buttons are `DynamicItem`s whose custom id carries the generated joke's id
+(`jokebot:joke:up:42`), registered at start-up, so a press on a message sent before a restart
+still reaches the bot. Every press is answered at once (the vote is one small SQLite write):
+a vote edits the message in place (response type 7) with the new counts.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import discord
+
+from bot.community import VoteCounts
+from bot.discord_replies import NO_MENTIONS, reply_error
+from bot.joke_teller import EmptyJoke, tell_joke
+from bot.jokes import normalise_key
+from bot.runner_client import RunnerBusy, RunnerError, RunnerUnavailable
+from bot.services import Services
+
+log = logging.getLogger(__name__)
+UNAVAILABLE = "The joke machine is unavailable, try again shortly."
+BUTTONS = {  # action: (emoji, label, style)
+    "up": ("👍", "Upvote", discord.ButtonStyle.secondary),
+    "down": ("👎", "Downvote", discord.ButtonStyle.secondary),
+    "report": ("🚩", "Report", discord.ButtonStyle.secondary),
+    "more": ("🔁", "Another one", discord.ButtonStyle.primary),
+}
+_VOTE_REPLIES = {
+    "added": "You voted {emoji}. Press it again to withdraw your vote.",
+    "changed": "You changed your vote to {emoji}. Press it again to withdraw it.",
+    "withdrawn": "Your vote was withdrawn.",
+}
+
+
+class JokeButton(
+    discord.ui.DynamicItem[discord.ui.Button],
+    template=r"jokebot:joke:(?P<action>up|down|report|more):(?P<id>\d+)",
+):
+    """One of the four buttons under a generated joke."""
+
+    def __init__(self, action: str, generated_id: int, count: int | None = None) -> None:
+        emoji, label, style = BUTTONS[action]
+        if count:
+            label = f"{label} · {count}"
+        super().__init__(
+            discord.ui.Button(
+                style=style,
+                label=label,
+                emoji=emoji,
+                custom_id=f"jokebot:joke:{action}:{generated_id}",
+            )
+        )
+        self.action = action
+        self.generated_id = generated_id
+
+    @classmethod
+    async def from_custom_id(
+        cls, interaction: discord.Interaction, item: discord.ui.Button, match: Any
+    ) -> JokeButton:
+        return cls(match["action"], int(match["id"]))
+
+    async def callback(self, interaction: discord.Interaction) -> None:
+        services: Services = interaction.client.services  # type: ignore[attr-defined]
+        try:
+            if self.action in ("up", "down"):
+                await _vote(services, interaction, self.generated_id, self.action)
+            elif self.action == "report":
+                await _report(services, interaction, self.generated_id)
+            else:
+                joke = await services.community.generated(self.generated_id)
+                await send_generated_joke(services, interaction, joke.prompt if joke else "")
+        except Exception:
+            log.exception("the %s button on joke %d failed", self.action, self.generated_id)
+            await reply_error(
+                interaction, "Sorry, something went wrong with that button; it was logged."
+            )
+
+
+def vote_view(generated_id: int, counts: VoteCounts | None = None) -> discord.ui.View:
+    """The buttons under a generated joke, with its vote counts on 👍 and 👎."""
+    counts = counts or VoteCounts()
+    view = discord.ui.View(timeout=None)
+    view.add_item(JokeButton("up", generated_id, counts.up))
+    view.add_item(JokeButton("down", generated_id, counts.down))
+    view.add_item(JokeButton("report", generated_id))
+    view.add_item(JokeButton("more", generated_id))
+    return view
+
+
+async def _vote(
+    services: Services, interaction: discord.Interaction, generated_id: int, action: str
+) -> None:
+    if await services.community.generated(generated_id) is None:
+        await reply_error(interaction, "This joke is no longer stored, so it cannot be voted on.")
+        return
+    value = 1 if action == "up" else -1
+    outcome = await services.community.vote(generated_id, interaction.user.id, value)
+    await interaction.response.edit_message(view=vote_view(generated_id, outcome.counts))
+    emoji = BUTTONS[action][0]
+    await interaction.followup.send(
+        _VOTE_REPLIES[outcome.change].format(emoji=emoji),
+        ephemeral=True,
+        allowed_mentions=NO_MENTIONS,
+    )
+
+
+async def _report(services: Services, interaction: discord.Interaction, generated_id: int) -> None:
+    if await services.community.generated(generated_id) is None:
+        await reply_error(interaction, "This joke is no longer stored.")
+        return
+    outcome = await services.community.report_generated(generated_id, interaction.user.id)
+    if outcome.new:
+        message = "Thanks for the report: this joke will never be used to train the bot."
+    else:
+        message = "You already reported this joke; thanks."
+    await interaction.response.send_message(message, ephemeral=True, allowed_mentions=NO_MENTIONS)
+
+
+async def send_generated_joke(
+    services: Services, interaction: discord.Interaction, prompt: str
+) -> None:
+    """Defer, ask the model, store the joke (committed), then post it with its buttons."""
+    await interaction.response.defer(thinking=True)  # answers Discord within its 3 s
+    try:
+        told = await tell_joke(
+            services.runner, services.settings, prompt, examples=await services.examples.pick()
+        )
+    except RunnerBusy as busy:
+        await reply_error(
+            interaction, f"The joke machine is busy, try again in {busy.retry_after} s."
+        )
+        return
+    except RunnerUnavailable:
+        log.warning("/joke: runner unavailable", exc_info=True)
+        await reply_error(interaction, UNAVAILABLE)
+        return
+    except (RunnerError, EmptyJoke) as error:
+        log.warning("/joke: %s", error)
+        await reply_error(interaction, "The model could not come up with a joke; try again.")
+        return
+    version = told.version_number
+    if version is None:
+        version = (await services.db.active_version()).version
+    generated_id = await services.community.record_shown(
+        told.text,
+        normalise_key(told.text),
+        prompt=prompt,
+        model_version=version,
+        guild_id=interaction.guild_id,
+        channel_id=interaction.channel_id,
+    )
+    message = await interaction.followup.send(
+        told.text, view=vote_view(generated_id), allowed_mentions=NO_MENTIONS, wait=True
+    )
+    await services.community.set_message(generated_id, message.id)

@@ -1,0 +1,338 @@
+"""Storage of the community loop: shown jokes, votes, reports, reviews, deletion (SQLite).
+
+Shares the bot's one `Database` connection; every method commits before it returns, so a
+vote or a deletion acknowledged in Discord is on disk. Tables: `bot/migrations/0003_*.sql`.
+
+A generated joke joins the corpus (a `jokes` row with source 'community') while its net score
+is at least `promote_at` and nobody reported it; it leaves again when that stops being true.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from bot.community import CommunityScore, VoteCounts
+from bot.database import Database
+from bot.moderation import ModerationMode, initial_status, should_hide
+
+VoteChange = Literal["added", "changed", "withdrawn"]
+
+
+@dataclass(frozen=True)
+class GeneratedJoke:
+    id: int
+    text: str
+    prompt: str
+    model_version: int | None
+    message_id: int | None
+    corpus_joke_id: int | None
+
+
+@dataclass(frozen=True)
+class StoredJoke:
+    """A row of the corpus table (`jokes`), whatever its status."""
+
+    id: int
+    text: str
+    author_id: int | None
+    source: str
+    status: str
+
+
+@dataclass(frozen=True)
+class VoteOutcome:
+    counts: VoteCounts
+    vote: int  # the member's vote now: 1, -1, or 0 (withdrawn)
+    change: VoteChange
+
+
+@dataclass(frozen=True)
+class ReportOutcome:
+    new: bool  # False: this member had already reported it
+    hidden: bool  # the report took the joke out of the corpus (now pending review)
+
+
+@dataclass(frozen=True)
+class ForgetOutcome:
+    jokes: int
+    votes: int
+    reports: int
+
+
+class CommunityStore:
+    """Community data on top of the bot's database connection."""
+
+    def __init__(
+        self,
+        db: Database,
+        *,
+        promote_at: int = 3,
+        reports_to_hide: int = 3,
+        moderation: ModerationMode = "new",
+    ) -> None:
+        self.db = db
+        self.promote_at = promote_at
+        self.reports_to_hide = reports_to_hide
+        self.moderation = moderation
+
+    @property
+    def _sql(self):
+        return self.db.connection
+
+    async def _one(self, query: str, params: tuple = ()) -> tuple | None:
+        async with self._sql.execute(query, params) as cursor:
+            row = await cursor.fetchone()
+        return None if row is None else tuple(row)
+
+    async def _scalar(self, query: str, params: tuple = ()) -> int:
+        row = await self._one(query, params)
+        return 0 if row is None or row[0] is None else row[0]
+
+    # ---- generated jokes and votes ----------------------------------------------------------
+
+    async def record_shown(
+        self,
+        text: str,
+        key: str,
+        *,
+        prompt: str,
+        model_version: int | None,
+        guild_id: int | None,
+        channel_id: int | None,
+    ) -> int:
+        """Store a generated joke about to be shown; its id goes into the buttons' custom ids."""
+        cursor = await self._sql.execute(
+            "INSERT INTO generated_jokes (text, norm_key, prompt, model_version, guild_id,"
+            " channel_id) VALUES (?,?,?,?,?,?)",
+            (text, key, prompt, model_version, guild_id, channel_id),
+        )
+        return cursor.lastrowid
+
+    async def set_message(self, generated_id: int, message_id: int) -> None:
+        await self._sql.execute(
+            "UPDATE generated_jokes SET message_id = ? WHERE id = ?", (message_id, generated_id)
+        )
+
+    async def generated(self, generated_id: int) -> GeneratedJoke | None:
+        row = await self._one(
+            "SELECT id, text, prompt, model_version, message_id, corpus_joke_id"
+            " FROM generated_jokes WHERE id = ?",
+            (generated_id,),
+        )
+        return None if row is None else GeneratedJoke(*row)
+
+    async def counts(self, generated_id: int) -> VoteCounts:
+        row = await self._one(
+            "SELECT coalesce(sum(value = 1), 0), coalesce(sum(value = -1), 0) FROM votes"
+            " WHERE generated_id = ?",
+            (generated_id,),
+        )
+        return VoteCounts(up=row[0], down=row[1]) if row else VoteCounts()
+
+    async def vote(self, generated_id: int, user_id: int, value: int) -> VoteOutcome:
+        """Cast `value` (1 or -1); the same vote again withdraws it, the other one changes it."""
+        if value not in (1, -1):
+            raise ValueError("a vote is 1 or -1")
+        async with self.db.transaction():
+            row = await self._one(
+                "SELECT value FROM votes WHERE generated_id = ? AND user_id = ?",
+                (generated_id, user_id),
+            )
+            if row is not None and row[0] == value:
+                await self._sql.execute(
+                    "DELETE FROM votes WHERE generated_id = ? AND user_id = ?",
+                    (generated_id, user_id),
+                )
+                change: VoteChange = "withdrawn"
+                now = 0
+            else:
+                await self._sql.execute(
+                    "INSERT INTO votes (generated_id, user_id, value) VALUES (?,?,?)"
+                    " ON CONFLICT (generated_id, user_id) DO UPDATE SET value = excluded.value,"
+                    " voted_at = excluded.voted_at",
+                    (generated_id, user_id, value),
+                )
+                change = "added" if row is None else "changed"
+                now = value
+            await self._sync_corpus(generated_id)
+        return VoteOutcome(counts=await self.counts(generated_id), vote=now, change=change)
+
+    async def _sync_corpus(self, generated_id: int) -> None:
+        """Put a generated joke into the corpus, or take it out, after its votes changed."""
+        row = await self._one(
+            "SELECT text, norm_key, guild_id, corpus_joke_id, blocked FROM generated_jokes"
+            " WHERE id = ?",
+            (generated_id,),
+        )
+        if row is None:
+            return
+        text, key, guild_id, corpus_id, blocked = row
+        counts = await self.counts(generated_id)
+        reports = await self._scalar(
+            "SELECT count(*) FROM reports WHERE generated_id = ?", (generated_id,)
+        )
+        eligible = not blocked and reports == 0 and counts.net >= self.promote_at
+        if eligible and corpus_id is None:
+            status = initial_status(mode=self.moderation, source="community")
+            result = await self.db.add_joke(
+                text, key, source="community", guild_id=guild_id, status=status
+            )
+            if result.created:  # a joke already in the corpus stays as it is
+                await self._sql.execute(
+                    "UPDATE generated_jokes SET corpus_joke_id = ? WHERE id = ?",
+                    (result.id, generated_id),
+                )
+        elif not eligible and corpus_id is not None:
+            await self._delete_joke_rows(corpus_id)
+            await self._sql.execute(
+                "UPDATE generated_jokes SET corpus_joke_id = NULL WHERE id = ?", (generated_id,)
+            )
+
+    async def version_scores(self) -> dict[int, CommunityScore]:
+        """Community score per model version (only versions whose jokes got votes)."""
+        async with self._sql.execute(
+            "SELECT g.model_version, sum(v.value = 1), sum(v.value = -1) FROM votes v"
+            " JOIN generated_jokes g ON g.id = v.generated_id"
+            " WHERE g.model_version IS NOT NULL GROUP BY g.model_version"
+        ) as cursor:
+            return {row[0]: CommunityScore(up=row[1], down=row[2]) async for row in cursor}
+
+    # ---- reports ----------------------------------------------------------------------------
+
+    async def report_generated(self, generated_id: int, user_id: int) -> ReportOutcome:
+        """🚩 on a shown joke: it never joins the corpus (and leaves it if it had)."""
+        async with self.db.transaction():
+            cursor = await self._sql.execute(
+                "INSERT INTO reports (user_id, generated_id) VALUES (?, ?) ON CONFLICT DO NOTHING",
+                (user_id, generated_id),
+            )
+            had_corpus = (await self.generated(generated_id) or _NO_JOKE).corpus_joke_id
+            await self._sync_corpus(generated_id)
+        return ReportOutcome(new=cursor.rowcount == 1, hidden=had_corpus is not None)
+
+    async def report_joke(self, joke_id: int, user_id: int) -> ReportOutcome:
+        """/report id: with `reports_to_hide` reports since the last review it goes pending."""
+        async with self.db.transaction():
+            cursor = await self._sql.execute(
+                "INSERT INTO reports (user_id, joke_id) VALUES (?, ?) ON CONFLICT DO NOTHING",
+                (user_id, joke_id),
+            )
+            seen = await self._scalar(
+                "SELECT reports_seen FROM reviews WHERE joke_id = ? ORDER BY id DESC LIMIT 1",
+                (joke_id,),
+            )
+            since = await self._scalar(
+                "SELECT count(*) FROM reports WHERE joke_id = ? AND id > ?", (joke_id, seen)
+            )
+            hidden = False
+            if should_hide(since, self.reports_to_hide):
+                update = await self._sql.execute(
+                    "UPDATE jokes SET status = 'pending' WHERE id = ? AND status = 'approved'",
+                    (joke_id,),
+                )
+                hidden = update.rowcount == 1
+        return ReportOutcome(new=cursor.rowcount == 1, hidden=hidden)
+
+    # ---- stored jokes: lookup, moderation, deletion -----------------------------------------
+
+    async def joke(self, joke_id: int) -> StoredJoke | None:
+        row = await self._one(
+            "SELECT id, text, author_id, source, status FROM jokes WHERE id = ?", (joke_id,)
+        )
+        return None if row is None else StoredJoke(*row)
+
+    async def approved_count_by(self, author_id: int) -> int:
+        return await self._scalar(
+            "SELECT count(*) FROM jokes WHERE author_id = ? AND status = 'approved'", (author_id,)
+        )
+
+    async def oldest_pending(self) -> tuple[StoredJoke | None, int]:
+        """The joke /review shows next, and how many are pending in all."""
+        row = await self._one(
+            "SELECT id, text, author_id, source, status FROM jokes WHERE status = 'pending'"
+            " ORDER BY id LIMIT 1"
+        )
+        total = await self._scalar("SELECT count(*) FROM jokes WHERE status = 'pending'")
+        return (None if row is None else StoredJoke(*row)), total
+
+    async def review(self, joke_id: int, reviewer_id: int, decision: str) -> bool:
+        """Approve or reject a pending joke; False when it is no longer pending (or gone)."""
+        if decision not in ("approved", "rejected"):
+            raise ValueError("decision is 'approved' or 'rejected'")
+        async with self.db.transaction():
+            update = await self._sql.execute(
+                "UPDATE jokes SET status = ? WHERE id = ? AND status = 'pending'",
+                (decision, joke_id),
+            )
+            if update.rowcount != 1:
+                return False
+            seen = await self._scalar("SELECT max(id) FROM reports WHERE joke_id = ?", (joke_id,))
+            await self._sql.execute(
+                "INSERT INTO reviews (joke_id, reviewer_id, decision, reports_seen)"
+                " VALUES (?,?,?,?)",
+                (joke_id, reviewer_id, decision, seen),
+            )
+        return True
+
+    async def _delete_joke_rows(self, joke_id: int) -> None:
+        """Delete a corpus joke and what refers to it (no foreign keys point at `jokes`)."""
+        await self._sql.execute("DELETE FROM reports WHERE joke_id = ?", (joke_id,))
+        await self._sql.execute("DELETE FROM reviews WHERE joke_id = ?", (joke_id,))
+        await self._sql.execute("DELETE FROM jokes WHERE id = ?", (joke_id,))
+
+    async def delete_joke(self, joke_id: int) -> bool:
+        """Delete a stored joke for good (its text may be stored again); False if unknown.
+
+        A community joke's generated original is blocked so that later votes do not bring it
+        back.
+        """
+        async with self.db.transaction():
+            if await self.joke(joke_id) is None:
+                return False
+            await self._sql.execute(
+                "UPDATE generated_jokes SET corpus_joke_id = NULL, blocked = 1"
+                " WHERE corpus_joke_id = ?",
+                (joke_id,),
+            )
+            await self._delete_joke_rows(joke_id)
+        return True
+
+    async def member_data(self, user_id: int) -> ForgetOutcome:
+        """What /forgetme would erase."""
+        return ForgetOutcome(
+            jokes=await self._scalar("SELECT count(*) FROM jokes WHERE author_id = ?", (user_id,)),
+            votes=await self._scalar("SELECT count(*) FROM votes WHERE user_id = ?", (user_id,)),
+            reports=await self._scalar(
+                "SELECT count(*) FROM reports WHERE user_id = ?", (user_id,)
+            ),
+        )
+
+    async def forget_member(self, user_id: int) -> ForgetOutcome:
+        """Erase every joke, vote and report of a member, in one transaction.
+
+        The jokes' rows are deleted (so someone else may store the same text again); the
+        generated jokes they voted on are re-checked against the corpus rules.
+        """
+        async with self.db.transaction():
+            async with self._sql.execute(
+                "SELECT generated_id FROM votes WHERE user_id = ?"
+                " UNION SELECT generated_id FROM reports WHERE user_id = ?"
+                " AND generated_id IS NOT NULL",
+                (user_id, user_id),
+            ) as cursor:
+                touched = [row[0] async for row in cursor]
+            async with self._sql.execute(
+                "SELECT id FROM jokes WHERE author_id = ?", (user_id,)
+            ) as cursor:
+                own = [row[0] async for row in cursor]
+            votes = await self._sql.execute("DELETE FROM votes WHERE user_id = ?", (user_id,))
+            reports = await self._sql.execute("DELETE FROM reports WHERE user_id = ?", (user_id,))
+            for joke_id in own:
+                await self._delete_joke_rows(joke_id)
+            for generated_id in touched:
+                await self._sync_corpus(generated_id)
+        return ForgetOutcome(jokes=len(own), votes=votes.rowcount, reports=reports.rowcount)
+
+
+_NO_JOKE = GeneratedJoke(0, "", "", None, None, None)
