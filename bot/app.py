@@ -16,14 +16,17 @@ from pathlib import Path
 import discord
 
 from bot import versions
+from bot.content_policy import ContentPolicy
 from bot.database import Database
 from bot.discord_bot import JokeBot, point_discord_at
 from bot.discord_replies import NO_MENTIONS
+from bot.rate_limits import RateLimiter
 from bot.runner_client import RunnerClient, RunnerUnavailable
 from bot.runner_process import RunnerProcess
 from bot.scheduler import RetrainScheduler
 from bot.services import Services
 from bot.settings import Settings
+from bot.submissions import load_near_duplicates
 from bot.training import TrainingCoordinator
 
 log = logging.getLogger(__name__)
@@ -86,6 +89,9 @@ async def backend(settings: Settings) -> AsyncIterator[Backend]:
         log.info("model runner ready at %s, serving %s", url, health.get("version"))
         training = TrainingCoordinator(settings, db, runner)
         services = Services(settings=settings, db=db, runner=runner, training=training)
+        services.near_duplicates = await load_near_duplicates(settings, db)
+        services.rate_limiter = RateLimiter.from_settings(settings)
+        services.content_policy = ContentPolicy.from_settings(settings)
         runner_file = write_runner_file(settings, url, token)
         supervisor = None
         if runner_process is not None:

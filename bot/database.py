@@ -172,12 +172,15 @@ class Database:
         source: str,
         author_id: int | None = None,
         guild_id: int | None = None,
+        status: str = "approved",
     ) -> AddResult:
-        """Store a validated joke (committed on return), or report the joke it duplicates."""
+        """Store a validated joke (committed on return), or report the joke it duplicates.
+
+        `status='pending'` holds it for review (e.g. flagged by the content policy)."""
         cursor = await self._db.execute(
-            "INSERT INTO jokes (text, norm_key, author_id, guild_id, source) VALUES (?,?,?,?,?)"
-            " ON CONFLICT (norm_key) DO NOTHING",
-            (text, key, author_id, guild_id, source),
+            "INSERT INTO jokes (text, norm_key, author_id, guild_id, source, status)"
+            " VALUES (?,?,?,?,?,?) ON CONFLICT (norm_key) DO NOTHING",
+            (text, key, author_id, guild_id, source, status),
         )
         if cursor.rowcount == 1:
             return AddResult(id=cursor.lastrowid, created=True)
@@ -186,14 +189,32 @@ class Database:
         return AddResult(id=existing, created=False)
 
     async def add_jokes(
-        self, jokes: Iterable[tuple[str, str]], *, source: str = "import"
+        self,
+        jokes: Iterable[tuple[str, str]],
+        *,
+        source: str = "import",
+        statuses: Iterable[str] | None = None,
     ) -> list[AddResult]:
-        """Store many (text, key) pairs in one transaction; all or nothing."""
+        """Store many (text, key) pairs in one transaction; all or nothing. `statuses`, when
+        given, has one status per joke (default: all approved)."""
+        jokes = list(jokes)
+        statuses = list(statuses) if statuses is not None else ["approved"] * len(jokes)
         results = []
         async with self._transaction():
-            for text, key in jokes:
-                results.append(await self.add_joke(text, key, source=source))
+            for (text, key), status in zip(jokes, statuses, strict=True):
+                results.append(await self.add_joke(text, key, source=source, status=status))
         return results
+
+    async def joke_keys(self) -> list[tuple[int, str]]:
+        """(id, norm_key) of every stored joke: what the near-duplicate index is built from."""
+        async with self._db.execute("SELECT id, norm_key FROM jokes ORDER BY id") as cursor:
+            return [(row[0], row[1]) async for row in cursor]
+
+    async def joke_text(self, joke_id: int) -> str | None:
+        """The text of a stored joke, or None when there is no such joke (any more)."""
+        async with self._db.execute("SELECT text FROM jokes WHERE id = ?", (joke_id,)) as c:
+            row = await c.fetchone()
+        return row[0] if row else None
 
     async def joke_count(self) -> int:
         async with self._db.execute("SELECT count(*) FROM jokes WHERE status='approved'") as c:
