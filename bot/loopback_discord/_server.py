@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import secrets
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from aiohttp import web
@@ -20,6 +22,8 @@ from bot.loopback_discord._models import (
     Message,
     UnknownCommand,
 )
+from bot.loopback_discord._openapi import ENV_VAR as OPENAPI_ENV_VAR
+from bot.loopback_discord._openapi import OpenAPISpec
 from bot.loopback_discord._options import build_options
 from bot.loopback_discord._rest import RestMixin
 from bot.loopback_discord._state import Listener
@@ -77,10 +81,20 @@ class LoopbackDiscord(RestMixin, GatewayMixin):
     """
 
     def __init__(
-        self, *, token: str = "loopback-token", host: str = "127.0.0.1", port: int = 0
+        self,
+        *,
+        token: str = "loopback-token",
+        host: str = "127.0.0.1",
+        port: int = 0,
+        openapi_spec: str | Path | None = None,
     ) -> None:
         super().__init__(token=token, host=host, port=port)
         self._routes = self._route_table()
+        # Discord's OpenAPI spec checks every request (see _openapi.py); default: the file
+        # named by $LOOPBACK_DISCORD_OPENAPI (the test suite sets it), else no checks.
+        spec = openapi_spec or os.environ.get(OPENAPI_ENV_VAR)
+        self.openapi: OpenAPISpec | None = OpenAPISpec.load(spec) if spec else None
+        self.spec_mismatches: list[str] = []
 
     async def start(self) -> None:
         app = web.Application(client_max_size=64 * 1024 * 1024)
