@@ -9,8 +9,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import importlib.util
+import logging
 import re
 import sys
+from pathlib import Path
 from typing import Any, TextIO
 
 from pydantic import SecretStr
@@ -23,9 +26,11 @@ from bot.loopback_discord import (
     LoopbackDiscord,
     LoopbackError,
 )
+from bot.loopback_discord._openapi import find_spec
 from bot.settings import Settings
 
 SANDBOX_TOKEN = "sandbox-token"
+log = logging.getLogger(__name__)
 TRAINING_TIMEOUT = 3600
 HELP = """Type slash commands as in Discord, one per line, e.g.
   /addjoke text: I used to hate facial hair, but then it grew on me.
@@ -141,9 +146,21 @@ async def _read_lines(stream: TextIO):
         yield line
 
 
+def sandbox_openapi_spec() -> Path | None:
+    """Discord's OpenAPI spec for checking the bot's requests, when it and jsonschema are here."""
+    spec = find_spec()
+    if spec is None:
+        log.info("Discord's OpenAPI spec not found: the bot's requests are not checked against it")
+    elif importlib.util.find_spec("jsonschema") is None:
+        log.info("jsonschema is not installed: the bot's requests are not checked against %s", spec)
+        spec = None
+    return spec
+
+
 async def run_sandbox(settings: Settings, stdin: TextIO, *, echo: bool = False) -> int:
     """Start the stand-in and the real bot (same code as `jokebot run`), then read commands."""
-    async with LoopbackDiscord(token=SANDBOX_TOKEN) as standin:
+    spec = sandbox_openapi_spec()
+    async with LoopbackDiscord(token=SANDBOX_TOKEN, openapi_spec=spec or False) as standin:
         settings = settings.model_copy(
             update={
                 "discord_token": SecretStr(SANDBOX_TOKEN),

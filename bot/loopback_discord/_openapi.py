@@ -24,7 +24,6 @@ SPEC_URI = "urn:discord-openapi"
 ENV_VAR = "LOOPBACK_DISCORD_OPENAPI"
 
 
-
 @dataclass(frozen=True)
 class AllowedMismatch:
     """A place where the spec is stricter than Discord for what discord.py sends."""

@@ -7,7 +7,7 @@ import os
 import secrets
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from aiohttp import web
 
@@ -86,13 +86,13 @@ class LoopbackDiscord(RestMixin, GatewayMixin):
         token: str = "loopback-token",
         host: str = "127.0.0.1",
         port: int = 0,
-        openapi_spec: str | Path | None = None,
+        openapi_spec: str | Path | Literal[False] | None = None,
     ) -> None:
         super().__init__(token=token, host=host, port=port)
         self._routes = self._route_table()
-        # Discord's OpenAPI spec checks every request (see _openapi.py); default: the file
-        # named by $LOOPBACK_DISCORD_OPENAPI (the test suite sets it), else no checks.
-        spec = openapi_spec or os.environ.get(OPENAPI_ENV_VAR)
+        # Discord's OpenAPI spec checks every request (see _openapi.py). None: the file named
+        # by $LOOPBACK_DISCORD_OPENAPI (the test suite sets it) if any; False: no checks.
+        spec = os.environ.get(OPENAPI_ENV_VAR) if openapi_spec is None else openapi_spec
         self.openapi: OpenAPISpec | None = OpenAPISpec.load(spec) if spec else None
         self.spec_mismatches: list[str] = []
 
