@@ -205,9 +205,12 @@ class Database:
                 results.append(await self.add_joke(text, key, source=source, status=status))
         return results
 
-    async def joke_keys(self) -> list[tuple[int, str]]:
-        """(id, norm_key) of every stored joke: what the near-duplicate index is built from."""
-        async with self._db.execute("SELECT id, norm_key FROM jokes ORDER BY id") as cursor:
+    async def joke_keys(self, after_id: int = 0) -> list[tuple[int, str]]:
+        """(id, norm_key) of the stored jokes with a higher id: what the near-duplicate index is
+        built from, and caught up with (jokes imported by another process)."""
+        async with self._db.execute(
+            "SELECT id, norm_key FROM jokes WHERE id > ? ORDER BY id", (after_id,)
+        ) as cursor:
             return [(row[0], row[1]) async for row in cursor]
 
     async def joke_text(self, joke_id: int) -> str | None:

@@ -34,6 +34,7 @@ class NearDuplicateIndex:
         self._by_length: dict[int, dict[int, str]] = {}
         self._length_of: dict[int, int] = {}
         self._exact: dict[str, int] = {}
+        self.highest_id = 0  # the newest stored joke indexed (ids only grow)
 
     @classmethod
     def from_keys(
@@ -53,6 +54,7 @@ class NearDuplicateIndex:
         self._by_length.setdefault(len(key), {})[joke_id] = key
         self._length_of[joke_id] = len(key)
         self._exact.setdefault(key, joke_id)
+        self.highest_id = max(self.highest_id, joke_id)
 
     def remove(self, joke_id: int) -> None:
         """Forget a deleted joke; unknown ids are ignored."""

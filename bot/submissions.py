@@ -33,8 +33,10 @@ async def load_near_duplicates(settings: Settings, db: Database) -> NearDuplicat
 async def find_near_copy(db: Database, index: NearDuplicateIndex, key: str) -> NearCopy | None:
     """The stored joke that `key` nearly copies, read back from the database for the quote.
 
-    A joke deleted behind the index's back (another process, a deletion that forgot to tell
-    the index) is dropped from the index here and the search goes on."""
+    Jokes stored by another process since (`jokebot import` while the bot runs) are indexed
+    first; a joke deleted behind the index's back is dropped from it and the search goes on."""
+    for joke_id, stored_key in await db.joke_keys(after_id=index.highest_id):
+        index.add(joke_id, stored_key)
     while (found := index.find(key)) is not None:
         joke_id, score = found
         text = await db.joke_text(joke_id)

@@ -187,3 +187,15 @@ async def test_concurrent_addjokes_of_one_member_are_counted_exactly(app):
     )
     replies = [await interaction.wait_for_reply() for interaction in pending]
     assert sum(r.content.startswith("Stored as") for r in replies) == 5
+
+
+async def test_jokes_imported_by_another_process_are_caught_up(app):
+    from bot.database import Database
+
+    other = await Database.open(app.db.path)  # as `jokebot import` would, beside the bot
+    try:
+        await import_jokes(other, [STORED])
+    finally:
+        await other.close()
+    reply = await addjoke(app, "I used to hate facial hairs but then it grew on me")
+    assert reply.content.startswith("Not stored: that joke is a duplicate of #1:")
