@@ -16,9 +16,11 @@ from pathlib import Path
 import discord
 
 from bot import versions
+from bot.content_policy import ContentPolicy
 from bot.database import Database
 from bot.discord_bot import JokeBot, make_bot, point_discord_at
 from bot.discord_replies import NO_MENTIONS
+from bot.rate_limits import RateLimiter
 from bot.runner_client import RunnerUnavailable
 from bot.runner_kinds import settings_problem
 from bot.runner_pool import RunnerPool
@@ -27,6 +29,7 @@ from bot.scheduler import RetrainScheduler
 from bot.services import Services
 from bot.settings import Settings
 from bot.starter import seed_starter_corpus
+from bot.submissions import load_near_duplicates
 from bot.training import TrainingBusy, TrainingCoordinator, _host_training_lock
 
 log = logging.getLogger(__name__)
@@ -108,7 +111,15 @@ async def backend(settings: Settings) -> AsyncIterator[Backend]:
         await runner.reconcile()  # replicas that serve another version catch up now
         runner.start()
         training = TrainingCoordinator(settings, db, runner)
-        services = Services(settings=settings, db=db, runner=runner, training=training)
+        services = Services(
+            settings=settings,
+            db=db,
+            runner=runner,
+            training=training,
+            near_duplicates=await load_near_duplicates(settings, db),
+            rate_limiter=RateLimiter.from_settings(settings),
+            content_policy=ContentPolicy.from_settings(settings),
+        )
         runner_file = write_runner_file(settings, url, token)
         supervisor = None
         if runner_process is not None:

@@ -92,7 +92,9 @@ def cmd_import(settings: Settings, args: argparse.Namespace) -> int:
     from rich.progress import Progress
 
     from bot.app import open_database
+    from bot.content_policy import ContentPolicy
     from bot.importer import import_jokes, parse_jokes, read_source
+    from bot.submissions import load_near_duplicates
 
     try:
         jokes = parse_jokes(read_source(args.file), args.file)
@@ -105,7 +107,11 @@ def cmd_import(settings: Settings, args: argparse.Namespace) -> int:
             with Progress(transient=False) as progress:
                 task = progress.add_task(f"importing {args.file}", total=len(jokes))
                 summary = await import_jokes(
-                    db, jokes, on_progress=lambda n: progress.advance(task, n)
+                    db,
+                    jokes,
+                    on_progress=lambda n: progress.advance(task, n),
+                    near_duplicates=await load_near_duplicates(settings, db),
+                    policy=ContentPolicy.from_settings(settings),
                 )
             for line in summary.lines():
                 print(line)

@@ -201,7 +201,8 @@ class Database:
     ) -> AddResult:
         """Store a validated joke (committed on return), or report the joke it duplicates.
 
-        `status` 'pending' keeps it out of the corpus until a moderator approves it.
+        `status='pending'` keeps it out of the corpus until a moderator approves it (a member's
+        first jokes under MODERATION=new, or a joke the content policy flagged).
         """
         cursor = await self._db.execute(
             "INSERT INTO jokes (text, norm_key, author_id, guild_id, source, status)"
@@ -215,14 +216,35 @@ class Database:
         return AddResult(id=existing, created=False)
 
     async def add_jokes(
-        self, jokes: Iterable[tuple[str, str]], *, source: str = "import"
+        self,
+        jokes: Iterable[tuple[str, str]],
+        *,
+        source: str = "import",
+        statuses: Iterable[str] | None = None,
     ) -> list[AddResult]:
-        """Store many (text, key) pairs in one transaction; all or nothing."""
+        """Store many (text, key) pairs in one transaction; all or nothing. `statuses`, when
+        given, has one status per joke (default: all approved)."""
+        jokes = list(jokes)
+        statuses = list(statuses) if statuses is not None else ["approved"] * len(jokes)
         results = []
         async with self._transaction():
-            for text, key in jokes:
-                results.append(await self.add_joke(text, key, source=source))
+            for (text, key), status in zip(jokes, statuses, strict=True):
+                results.append(await self.add_joke(text, key, source=source, status=status))
         return results
+
+    async def joke_keys(self, after_id: int = 0) -> list[tuple[int, str]]:
+        """(id, norm_key) of the stored jokes with a higher id: what the near-duplicate index is
+        built from, and caught up with (jokes imported by another process)."""
+        async with self._db.execute(
+            "SELECT id, norm_key FROM jokes WHERE id > ? ORDER BY id", (after_id,)
+        ) as cursor:
+            return [(row[0], row[1]) async for row in cursor]
+
+    async def joke_text(self, joke_id: int) -> str | None:
+        """The text of a stored joke, or None when there is no such joke (any more)."""
+        async with self._db.execute("SELECT text FROM jokes WHERE id = ?", (joke_id,)) as c:
+            row = await c.fetchone()
+        return row[0] if row else None
 
     async def joke_count(self) -> int:
         async with self._db.execute("SELECT count(*) FROM jokes WHERE status='approved'") as c:

@@ -1,5 +1,6 @@
 """`jokebot import`: jokes from a CSV with a `Joke` column (the tutorial's format) or a text file
-with one joke per line, through the same validation and deduplication as `/addjoke`."""
+with one joke per line, through the same validation, deduplication (near-copies included) and
+content policy as `/addjoke`."""
 
 from __future__ import annotations
 
@@ -11,8 +12,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from bot.content_policy import ContentPolicy
 from bot.database import Database
 from bot.jokes import MAX_JOKE_CHARS, check_joke
+from bot.similarity import NearDuplicateIndex
+from bot.submissions import held_status
 
 BATCH = 500
 REFUSALS = {
@@ -30,12 +34,18 @@ class ImportSummary:
     added: int = 0
     duplicates: int = 0
     rejected: Counter = field(default_factory=Counter)  # refusal kind -> count
+    near_copies: int = 0  # of the duplicates, those that were not exact copies
+    held: int = 0  # of the added, those the content policy holds for review
 
     def lines(self) -> list[str]:
         out = [
             f"read {self.read}, added {self.added}, duplicates {self.duplicates}, "
             f"rejected {sum(self.rejected.values())}"
         ]
+        if self.near_copies:
+            out.append(f"  duplicates {self.near_copies}: near-copies of a stored joke")
+        if self.held:
+            out.append(f"  added {self.held}: held for review by the content policy")
         out += [
             f"  rejected {count}: {REFUSALS.get(kind, kind)}"
             for kind, count in self.rejected.most_common()
@@ -69,8 +79,14 @@ async def import_jokes(
     on_progress: Callable[[int], None] | None = None,
     *,
     source: str = "import",
+    near_duplicates: NearDuplicateIndex | None = None,
+    policy: ContentPolicy | None = None,
 ) -> ImportSummary:
-    """Validate and store; each batch is one transaction, so an interruption loses no batch."""
+    """Validate and store; each batch is one transaction, so an interruption loses no batch.
+
+    With `near_duplicates` (the index of the stored jokes, updated here), a near-copy of a
+    stored joke or of an earlier line is a duplicate; a joke that `policy` flags is stored
+    pending review."""
     summary = ImportSummary(read=len(jokes))
     valid: list[tuple[str, str]] = []
     for raw in jokes:
@@ -82,12 +98,30 @@ async def import_jokes(
     if on_progress and summary.rejected:
         on_progress(sum(summary.rejected.values()))
     for start in range(0, len(valid), BATCH):
-        batch = valid[start : start + BATCH]
-        for result in await db.add_jokes(batch, source=source):
+        fresh: list[tuple[str, str]] = []
+        placeholders: list[int] = []  # index ids of this batch's jokes until they are stored
+        for offset, (text, key) in enumerate(valid[start : start + BATCH]):
+            if near_duplicates is not None:
+                found = near_duplicates.find(key)  # a stored joke or an earlier line
+                if found is not None:
+                    summary.duplicates += 1
+                    summary.near_copies += found[1] < 100
+                    continue
+                placeholders.append(-(start + offset + 1))
+                near_duplicates.add(placeholders[-1], key)
+            fresh.append((text, key))
+        statuses = [held_status(policy.flags(text) if policy else None) for text, _ in fresh]
+        results = await db.add_jokes(fresh, source=source, statuses=statuses)
+        for i, ((_, key), status, result) in enumerate(zip(fresh, statuses, results, strict=True)):
+            if near_duplicates is not None:
+                near_duplicates.remove(placeholders[i])
+                if result.created:
+                    near_duplicates.add(result.id, key)
             if result.created:
                 summary.added += 1
+                summary.held += status == "pending"
             else:
                 summary.duplicates += 1
         if on_progress:
-            on_progress(len(batch))
+            on_progress(min(BATCH, len(valid) - start))
     return summary

@@ -5,7 +5,7 @@ from __future__ import annotations
 import random
 import re
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from bot.database import Database
@@ -64,6 +64,10 @@ class ToldJoke:
         return int(match.group(1)) if match else None
 
 
+class NoCleanJoke(EmptyJoke):
+    """Every joke the model wrote was refused by `accept` (the content policy)."""
+
+
 def clip(text: str, limit: int = DISCORD_LIMIT) -> str:
     """Cut at a word boundary so the message fits Discord's limit."""
     if len(text) <= limit:
@@ -82,15 +86,22 @@ def compose(prompt: str, completion: str) -> str:
 
 
 async def tell_joke(
-    runner: RunnerPool, settings: Settings, prompt: str = "", examples: Sequence[str] = ()
+    runner: RunnerPool,
+    settings: Settings,
+    prompt: str = "",
+    examples: Sequence[str] = (),
+    accept: Callable[[str], bool] | None = None,
 ) -> ToldJoke:
     """One complete joke: the first completion that ended by itself and reads as a joke, else
     the first that ended by itself, else the first non-empty one (up to ATTEMPTS tries).
 
-    `examples` are in-context jokes for a `few-shot` serving model (see `ExamplePool`)."""
+    `examples` are in-context jokes for a `few-shot` serving model (see `ExamplePool`). A joke
+    that `accept` refuses (the content policy) is never shown: the model writes another; when
+    none of the ATTEMPTS jokes passes, NoCleanJoke says so."""
     prompt = fold_whitespace(prompt or "")
     fallback: ToldJoke | None = None
     finished: ToldJoke | None = None
+    refused = 0
     for _ in range(ATTEMPTS):
         completion = await runner.complete(
             prompt,
@@ -103,6 +114,9 @@ async def tell_joke(
         if not completion.text.strip():
             continue
         told = ToldJoke(clip(text), completion.model)
+        if accept is not None and not accept(told.text):
+            refused += 1
+            continue
         if completion.finish_reason == "stop":
             if reads_as_joke(text):
                 return told
@@ -110,4 +124,6 @@ async def tell_joke(
         fallback = fallback or told
     if finished or fallback:
         return finished or fallback
+    if refused:
+        raise NoCleanJoke(f"the content policy refused all {refused} jokes")
     raise EmptyJoke("the model came up empty")

@@ -10,9 +10,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import importlib.util
+import logging
 import re
 import sys
 import time
+from pathlib import Path
 from typing import Any, TextIO
 
 from pydantic import SecretStr
@@ -27,9 +30,11 @@ from bot.loopback_discord import (
     Message,
     shard_for_guild,
 )
+from bot.loopback_discord._openapi import find_spec
 from bot.settings import Settings
 
 SANDBOX_TOKEN = "sandbox-token"
+log = logging.getLogger(__name__)
 TRAINING_TIMEOUT = 3600
 HELP = """Type slash commands as in Discord, one per line, e.g.
   /addjoke text: I used to hate facial hair, but then it grew on me.
@@ -229,11 +234,25 @@ async def _read_lines(stream: TextIO):
         yield line
 
 
+def sandbox_openapi_spec() -> Path | None:
+    """Discord's OpenAPI spec for checking the bot's requests, when it and jsonschema are here."""
+    spec = find_spec()
+    if spec is None:
+        log.info("Discord's OpenAPI spec not found: the bot's requests are not checked against it")
+    elif importlib.util.find_spec("jsonschema") is None:
+        log.info("jsonschema is not installed: the bot's requests are not checked against %s", spec)
+        spec = None
+    return spec
+
+
 async def run_sandbox(settings: Settings, stdin: TextIO, *, echo: bool = False) -> int:
     """Start the stand-in and the real bot (same code as `jokebot run`), then read commands."""
     shards = 1 if settings.discord_shard_count is None else settings.discord_shard_count
     shards = 2 if shards == "auto" else shards  # what the sandbox's GET /gateway/bot recommends
-    async with LoopbackDiscord(token=SANDBOX_TOKEN, recommended_shards=shards) as standin:
+    spec = sandbox_openapi_spec()
+    async with LoopbackDiscord(
+        token=SANDBOX_TOKEN, recommended_shards=shards, openapi_spec=spec or False
+    ) as standin:
         for shard_id in range(shards):  # one server on every shard, to type in with :guild N
             if all(shard_for_guild(g, shards) != shard_id for g in standin.guild_ids):
                 await standin.add_guild(shard=(shard_id, shards))

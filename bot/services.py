@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cached_property
 from typing import TYPE_CHECKING
 
 from bot.community_store import CommunityStore
+from bot.content_policy import ContentPolicy
 from bot.database import Database
 from bot.joke_teller import ExamplePool
+from bot.rate_limits import RateLimiter
 from bot.runner_pool import RunnerPool
 from bot.settings import Settings
+from bot.similarity import NearDuplicateIndex
 from bot.training import TrainingCoordinator
 
 if TYPE_CHECKING:
@@ -24,6 +27,9 @@ class Services:
     runner: RunnerPool
     training: TrainingCoordinator
     scheduler: RetrainScheduler | None = None
+    near_duplicates: NearDuplicateIndex = field(default_factory=NearDuplicateIndex)
+    rate_limiter: RateLimiter | None = None  # None: no limits
+    content_policy: ContentPolicy = field(default_factory=lambda: ContentPolicy("off"))
 
     @cached_property
     def community(self) -> CommunityStore:

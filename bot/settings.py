@@ -75,6 +75,16 @@ class Settings(BaseSettings):
     few_shot_examples: int = Field(default=4, ge=0, le=8)
     starter_corpus: bool = True
 
+    # Community guards: near-duplicates, rate limits, content policy
+    near_duplicate_threshold: float = Field(default=88.0, gt=0.0, le=100.0)
+    rate_joke_member: str = "10/minute"
+    rate_joke_server: str = "60/minute"
+    rate_addjoke_member: str = "5/minute;50/day"
+    rate_addjoke_server: str = "60/minute"
+    content_policy: Literal["off", "blocklist", "strict"] = "blocklist"
+    content_blocklist: str = ""
+    content_blocklist_file: Path | None = None
+
     # Retraining
     retrain_schedule: str = "0 */6 * * *"
     retrain_min_new_jokes: int = Field(default=20, ge=0)
@@ -142,6 +152,19 @@ class Settings(BaseSettings):
         if len(set(value)) != len(value):
             raise ValueError("a shard id is listed twice")
         return sorted(value)
+
+    @field_validator(
+        "rate_joke_member", "rate_joke_server", "rate_addjoke_member", "rate_addjoke_server"
+    )
+    @classmethod
+    def _valid_rate(cls, value: str) -> str:
+        """`off`, or the `limits` notation: `5/minute`, `10 per 30 seconds`, `5/minute;50/day`."""
+        if value.strip().lower() in {"", "off", "none"}:
+            return "off"
+        from limits import parse_many
+
+        parse_many(value)  # raises ValueError naming what it could not read
+        return value
 
     @field_validator("retrain_schedule")
     @classmethod

@@ -33,6 +33,9 @@ from tests.tiny_model import make_tiny_gpt2
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_CSV = ROOT.parent / "shared" / "data" / "onelinefun.csv"
+DISCORD_OPENAPI = ROOT.parent / "shared" / "discord-openapi.json"
+if DISCORD_OPENAPI.is_file():  # every loopback Discord (sandbox processes too) checks requests
+    os.environ.setdefault("LOOPBACK_DISCORD_OPENAPI", str(DISCORD_OPENAPI))
 TOKEN = "loopback-token"
 
 

@@ -74,7 +74,11 @@ async def test_jokebot_run_end_to_end(tmp_path, tiny_model):
         try:
             runner_url = json.loads((data_dir / "runner.json").read_text())["url"]
             for n, text in enumerate(corpus_lines(30), start=1):
-                reply = await (await standin.invoke("addjoke", {"text": text})).wait_for_reply()
+                # 30 members, one joke each: one member would meet RATE_ADDJOKE_MEMBER
+                member = {"user_id": 7000 + n}
+                reply = await (
+                    await standin.invoke("addjoke", {"text": text}, **member)
+                ).wait_for_reply()
                 assert reply.ephemeral and reply.content.startswith(f"Stored as #{n}")
             dup = await (
                 await standin.invoke("addjoke", {"text": corpus_lines(1)[0]})

@@ -13,15 +13,19 @@ from typing import Any
 
 import discord
 
+from bot.commands.throttle import refuse_when_rate_limited
 from bot.community import VoteCounts
 from bot.discord_replies import NO_MENTIONS, reply_error
-from bot.joke_teller import EmptyJoke, tell_joke
+from bot.joke_teller import EmptyJoke, NoCleanJoke, tell_joke
 from bot.jokes import normalise_key
 from bot.runner_client import RunnerBusy, RunnerError, RunnerUnavailable
 from bot.services import Services
 
 log = logging.getLogger(__name__)
 UNAVAILABLE = "The joke machine is unavailable, try again shortly."
+NO_CLEAN_JOKE = (
+    "Sorry, the model did not come up with a joke fit for this server this time; try again."
+)
 BUTTONS = {  # action: (emoji, label, style)
     "up": ("👍", "Upvote", discord.ButtonStyle.secondary),
     "down": ("👎", "Downvote", discord.ButtonStyle.secondary),
@@ -70,6 +74,8 @@ class JokeButton(
             elif self.action == "report":
                 await _report(services, interaction, self.generated_id)
             else:
+                if await refuse_when_rate_limited(interaction, services, "joke"):
+                    return
                 joke = await services.community.generated(self.generated_id)
                 await send_generated_joke(services, interaction, joke.prompt if joke else "")
         except Exception:
@@ -126,7 +132,11 @@ async def send_generated_joke(
     await interaction.response.defer(thinking=True)  # answers Discord within its 3 s
     try:
         told = await tell_joke(
-            services.runner, services.settings, prompt, examples=await services.examples.pick()
+            services.runner,
+            services.settings,
+            prompt,
+            examples=await services.examples.pick(),
+            accept=lambda joke: services.content_policy.flags(joke) is None,
         )
     except RunnerBusy as busy:
         await reply_error(
@@ -136,6 +146,10 @@ async def send_generated_joke(
     except RunnerUnavailable:
         log.warning("/joke: runner unavailable", exc_info=True)
         await reply_error(interaction, UNAVAILABLE)
+        return
+    except NoCleanJoke as error:
+        log.info("/joke: %s", error)
+        await reply_error(interaction, NO_CLEAN_JOKE)
         return
     except (RunnerError, EmptyJoke) as error:
         log.warning("/joke: %s", error)

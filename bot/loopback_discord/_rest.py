@@ -21,6 +21,7 @@ from bot.loopback_discord._models import (
     Interaction,
     Message,
 )
+from bot.loopback_discord._openapi import OpenAPISpec
 from bot.loopback_discord._state import StandinState, json_response, log
 from bot.loopback_discord._validation import (
     DiscordHTTPError,
@@ -33,10 +34,14 @@ from bot.loopback_discord._validation import (
 
 _MESSAGE_FLAGS = SUPPRESS_EMBEDS | SUPPRESS_NOTIFICATIONS | IS_COMPONENTS_V2
 Handler = Callable[..., Awaitable[web.StreamResponse]]
+SPEC_PROBLEMS = web.RequestKey("spec_problems", list[str])
 
 
 class RestMixin(StandinState):
     """REST routes under ``/api/v{n}``; anything else is recorded in ``unhandled_routes``."""
+
+    openapi: OpenAPISpec | None = None  # set by LoopbackDiscord when given a spec
+    spec_mismatches: list[str]
 
     def _route_table(self) -> list[tuple[str, re.Pattern[str], Handler, bool]]:
         app, guild, cmd = r"(?P<app>\d+)", r"(?P<guild>\d+)", r"(?P<cmd>\d+)"
@@ -107,7 +112,10 @@ class RestMixin(StandinState):
                 self._notifier.notify()
                 return json_response({"message": "401: Unauthorized", "code": 0}, 401)
             try:
-                return await handler(request, **match.groupdict())
+                self._check_against_spec(request, None)
+                response = await handler(request, **match.groupdict())
+                self._record_spec_mismatches(request)
+                return response
             except DiscordHTTPError as err:
                 self.rest_errors.append(f"{route} -> {err.status} {err.body}")
                 self._notifier.notify()
@@ -142,14 +150,39 @@ class RestMixin(StandinState):
                             content_type=part.headers.get("Content-Type"),
                         )
                     )
+            self._check_against_spec(request, payload)
             return payload, files
         raw = await request.read()
         if not raw:
             return {}, []
         try:
-            return json.loads(raw), []
+            body = json.loads(raw)
         except ValueError:
             raise DiscordHTTPError(400, 50109, "The request body contains invalid JSON.") from None
+        self._check_against_spec(request, body)
+        return body, []
+
+    def _check_against_spec(self, request: web.Request, body: Any | None) -> None:
+        """Check the query (body None, before the handler) or the body (once read) against
+        Discord's OpenAPI spec, when the stand-in has one; see `_record_spec_mismatches`."""
+        if self.openapi is None:
+            return
+        path = "/" + request.match_info["tail"]
+        query = dict(request.query) if body is None else {}
+        problems = self.openapi.problems(request.method, path, query, body)
+        request.setdefault(SPEC_PROBLEMS, []).extend(problems)
+
+    def _record_spec_mismatches(self, request: web.Request) -> None:
+        """A request the stand-in accepted but the spec rejects is a stand-in error, so the
+        harness fails the run. A request the stand-in itself refused already got Discord's
+        precise error (tests of those errors send such bodies on purpose)."""
+        problems = request.get(SPEC_PROBLEMS) or []
+        if not problems:
+            return
+        self.spec_mismatches.extend(problems)
+        self.server_errors.extend(f"OpenAPI mismatch: {problem}" for problem in problems)
+        log.error("request does not match Discord's OpenAPI spec: %s", "; ".join(problems))
+        self._notifier.notify()
 
     def _new_message(
         self,

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import secrets
 from collections.abc import Callable
-from typing import Any
+from pathlib import Path
+from typing import Any, Literal
 
 from aiohttp import web
 
@@ -21,6 +23,8 @@ from bot.loopback_discord._models import (
     UnknownCommand,
     UnknownComponent,
 )
+from bot.loopback_discord._openapi import ENV_VAR as OPENAPI_ENV_VAR
+from bot.loopback_discord._openapi import OpenAPISpec
 from bot.loopback_discord._options import build_options
 from bot.loopback_discord._rest import RestMixin
 from bot.loopback_discord._state import Listener
@@ -87,6 +91,7 @@ class LoopbackDiscord(RestMixin, GatewayMixin):
         recommended_shards: int = 1,
         max_concurrency: int = 16,
         enforce_identify_limit: bool = False,
+        openapi_spec: str | Path | Literal[False] | None = None,
     ) -> None:
         """``recommended_shards`` and ``max_concurrency`` are what ``GET /gateway/bot`` answers;
         ``enforce_identify_limit`` answers op 9 to an IDENTIFY within 5 s of the last one of its
@@ -100,6 +105,11 @@ class LoopbackDiscord(RestMixin, GatewayMixin):
             enforce_identify_limit=enforce_identify_limit,
         )
         self._routes = self._route_table()
+        # Discord's OpenAPI spec checks every request (see _openapi.py). None: the file named
+        # by $LOOPBACK_DISCORD_OPENAPI (the test suite sets it) if any; False: no checks.
+        spec = os.environ.get(OPENAPI_ENV_VAR) if openapi_spec is None else openapi_spec
+        self.openapi: OpenAPISpec | None = OpenAPISpec.load(spec) if spec else None
+        self.spec_mismatches: list[str] = []
 
     async def start(self) -> None:
         app = web.Application(client_max_size=64 * 1024 * 1024)
