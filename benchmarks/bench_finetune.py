@@ -67,8 +67,8 @@ def read_csv_jokes(path: Path):
     """Jokes as `jokebot import` stores them: validated, cleaned, one per duplicate key."""
     import csv
 
-    from bot.jokes import check_joke
-    from model.data import Joke
+    from model.contracts.corpus import CorpusJoke
+    from model.contracts.jokes import check_joke
 
     jokes, seen = [], set()
     with path.open(encoding="utf-8", newline="") as rows:
@@ -76,7 +76,7 @@ def read_csv_jokes(path: Path):
             check = check_joke(row.get("Joke") or row.get("joke") or "")
             if check.ok and check.key not in seen:
                 seen.add(check.key)
-                jokes.append(Joke(id=number, text=check.text, key=check.key))
+                jokes.append(CorpusJoke(id=number, text=check.text, key=check.key))
     return jokes
 
 

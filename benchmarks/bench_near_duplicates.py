@@ -25,8 +25,8 @@ from rich.console import Console
 from rich.table import Table
 
 from bot.importer import parse_jokes
-from bot.jokes import check_joke
 from bot.similarity import DEFAULT_THRESHOLD, NearDuplicateIndex
+from model.contracts.jokes import check_joke
 
 ROOT = Path(__file__).resolve().parents[1]
 CSV = ROOT.parent / "shared" / "data" / "onelinefun.csv"

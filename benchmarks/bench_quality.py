@@ -11,7 +11,7 @@ measurements (model.evaluate) on the held-out jokes:
   the few-shot rows, "as served" (after in-context examples, ending at the end of the line);
 - one-joke rate: samples that end by themselves as one line of 10 to 280 characters;
 - reads as a joke: samples that also start and end like a sentence and are words, not code
-  (`bot.jokes.reads_as_joke`, what /joke prefers);
+  (`model.contracts.jokes.reads_as_joke`, what /joke prefers);
 - copies: samples that repeat a training joke verbatim;
 - prompt tokens and seconds per sample (few-shot prompts are longer: batching cost).
 
@@ -52,21 +52,22 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def starter_split():
-    from bot.jokes import check_joke
     from bot.starter import starter_jokes
-    from model.data import Joke, split_jokes
+    from model.contracts.corpus import CorpusJoke
+    from model.contracts.jokes import check_joke
+    from model.data import split_jokes
 
     jokes, seen = [], set()
     for number, raw in enumerate(starter_jokes()):
         check = check_joke(raw)
         if check.ok and check.key not in seen:
             seen.add(check.key)
-            jokes.append(Joke(number, check.text, check.key))
+            jokes.append(CorpusJoke(number, check.text, check.key))
     return split_jokes(jokes, 0.1)
 
 
 def row(name, loaded, validation, train, *, layout, shots, samples, seed):
-    from bot.jokes import reads_as_joke
+    from model.contracts.jokes import reads_as_joke
     from model.evaluate import measure
     from model.textformat import generation_prompt_ids
 

@@ -21,6 +21,7 @@ from bot.database import Database
 from bot.discord_bot import JokeBot, make_bot, point_discord_at
 from bot.discord_replies import NO_MENTIONS
 from bot.rate_limits import RateLimiter
+from bot.reports import training_result
 from bot.runner_client import RunnerUnavailable
 from bot.runner_kinds import settings_problem
 from bot.runner_pool import RunnerPool
@@ -30,7 +31,8 @@ from bot.services import Services
 from bot.settings import Settings
 from bot.starter import seed_starter_corpus
 from bot.submissions import load_near_duplicates
-from bot.training import TrainingBusy, TrainingCoordinator, _host_training_lock
+from bot.text_limits import fit_message
+from bot.training import TrainingBusy, TrainingCoordinator, TrainingOutcome, _host_training_lock
 
 log = logging.getLogger(__name__)
 RUNNER_START_TIMEOUT = 900  # the first start may convert the embedded model
@@ -79,7 +81,7 @@ async def backend(settings: Settings) -> AsyncIterator[Backend]:
         await seed_starter_corpus(db, settings)  # a fresh install has jokes from the start
         if settings.runner_url:
             url = ",".join(settings.runner_urls)
-            token = settings.runner_token.get_secret_value() if settings.runner_token else None
+            token = settings.runner_admin_token()
         else:
             active = await db.active_version()
             runner_process = RunnerProcess(
@@ -87,9 +89,7 @@ async def backend(settings: Settings) -> AsyncIterator[Backend]:
                 version=active.name,
                 host=settings.runner_host,
                 port=settings.runner_port,
-                admin_token=(
-                    settings.runner_token.get_secret_value() if settings.runner_token else None
-                ),
+                admin_token=(settings.runner_admin_token()),
             )
             await runner_process.start()
             url, token = runner_process.url, runner_process.admin_token
@@ -116,6 +116,7 @@ async def backend(settings: Settings) -> AsyncIterator[Backend]:
             db=db,
             runner=runner,
             training=training,
+            scheduler=RetrainScheduler(settings, training),  # started by run_bot
             near_duplicates=await load_near_duplicates(settings, db),
             rate_limiter=RateLimiter.from_settings(settings),
             content_policy=ContentPolicy.from_settings(settings),
@@ -167,7 +168,7 @@ async def connect_runner(settings: Settings) -> RunnerPool | None:
     started on this data directory; None when no runner is up (the change applies at next start).
     """
     if settings.runner_url:
-        token = settings.runner_token.get_secret_value() if settings.runner_token else None
+        token = settings.runner_admin_token()
         return RunnerPool(settings.runner_urls, admin_token=token, kind=settings.runner_kind)
     try:
         info = json.loads(runner_file_path(settings).read_text(encoding="utf-8"))
@@ -200,11 +201,8 @@ async def run_bot(
     async with backend(settings) as started:
         services = started.services
         bot = make_bot(services, guild_ready_timeout=guild_ready_timeout)
-        scheduler = RetrainScheduler(
-            settings, services.training, announce=_announcer(bot, settings)
-        )
-        services.scheduler = scheduler
-        scheduler.start()
+        scheduler = services.scheduler
+        scheduler.start(announce=_announcer(bot, settings))
         bot_task = asyncio.create_task(bot.start(token), name="discord-client")
         stop_task = asyncio.create_task(stop.wait(), name="stop-signal")
         try:
@@ -226,12 +224,13 @@ async def run_bot(
 def _announcer(bot: JokeBot, settings: Settings):
     """Where scheduled training results go: ANNOUNCE_CHANNEL_ID, else only the log."""
 
-    async def announce(text: str) -> None:
+    async def announce(outcome: TrainingOutcome) -> None:
         if settings.announce_channel_id is None:
             return
+        text = training_result(outcome)
         try:
             channel = bot.get_partial_messageable(settings.announce_channel_id)
-            await channel.send(text[:2000], allowed_mentions=NO_MENTIONS)
+            await channel.send(fit_message(text), allowed_mentions=NO_MENTIONS)
         except discord.HTTPException as error:
             log.warning("could not announce in channel %s: %s", settings.announce_channel_id, error)
 

@@ -45,7 +45,7 @@ def cmd_runner(settings: Settings, args: argparse.Namespace) -> int:
         ensure_embedded_model(settings.data_dir)
     if model_ref is None:
         model_ref, version = asyncio.run(_active_version(settings))
-    token = settings.runner_token.get_secret_value() if settings.runner_token else None
+    token = settings.runner_admin_token()
     run_runner(
         RunnerConfig(
             model_ref=model_ref,

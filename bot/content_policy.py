@@ -17,8 +17,8 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-from bot.jokes import normalise_key
 from bot.settings import Settings
+from model.contracts.jokes import normalise_key
 
 log = logging.getLogger(__name__)
 _WORD = re.compile(r"[^\s,.;:!?\"()]+")

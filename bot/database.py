@@ -21,6 +21,8 @@ from typing import Any
 
 import aiosqlite
 
+from model.contracts.corpus import CorpusJoke
+
 log = logging.getLogger(__name__)
 _MIGRATION_NAME = re.compile(r"^(\d{4})_[\w-]+\.sql$")
 
@@ -31,13 +33,6 @@ class AddResult:
 
     id: int
     created: bool
-
-
-@dataclass(frozen=True)
-class CorpusJoke:
-    id: int
-    text: str
-    key: str
 
 
 @dataclass(frozen=True)
@@ -137,14 +132,15 @@ class Database:
         path.parent.mkdir(parents=True, exist_ok=True)
         connection = await aiosqlite.connect(path, isolation_level=None)
         connection.row_factory = aiosqlite.Row
-        await connection.execute("PRAGMA journal_mode=WAL")
+        await connection.execute("PRAGMA busy_timeout=5000")
         await connection.execute("PRAGMA foreign_keys=ON")
         await connection.execute("PRAGMA synchronous=FULL")
-        await connection.execute("PRAGMA busy_timeout=5000")
         database = cls(connection, path)
         # processes that share one database (split gateway shards) may start together: one
-        # migrates, the others then find the schema current
+        # switches it to WAL and migrates, the others then find both done (switching the
+        # journal mode does not wait for a busy database, so it happens under the lock too)
         async with _exclusive_file_lock(path.with_name(path.name + ".migrate.lock")):
+            await connection.execute("PRAGMA journal_mode=WAL")
             await database._migrate()
         return database
 

@@ -14,9 +14,9 @@ from pathlib import Path
 
 from bot.content_policy import ContentPolicy
 from bot.database import Database
-from bot.jokes import MAX_JOKE_CHARS, check_joke
 from bot.similarity import NearDuplicateIndex
 from bot.submissions import held_status
+from model.contracts.jokes import MAX_JOKE_CHARS, check_joke
 
 BATCH = 500
 REFUSALS = {

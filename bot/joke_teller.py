@@ -9,11 +9,11 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from bot.database import Database
-from bot.jokes import fold_whitespace, reads_as_joke
 from bot.runner_pool import RunnerPool
 from bot.settings import Settings
+from bot.text_limits import fit_message
+from model.contracts.jokes import fold_whitespace, reads_as_joke
 
-DISCORD_LIMIT = 2000
 MAX_PROMPT_CHARS = 200
 ATTEMPTS = 3
 
@@ -68,14 +68,6 @@ class NoCleanJoke(EmptyJoke):
     """Every joke the model wrote was refused by `accept` (the content policy)."""
 
 
-def clip(text: str, limit: int = DISCORD_LIMIT) -> str:
-    """Cut at a word boundary so the message fits Discord's limit."""
-    if len(text) <= limit:
-        return text
-    cut = text[: limit - 1].rsplit(" ", 1)[0]
-    return cut + "…"
-
-
 def compose(prompt: str, completion: str) -> str:
     """The joke as read: the prompt is its opening, the completion continues it."""
     completion = completion.strip()
@@ -113,7 +105,7 @@ async def tell_joke(
         text = compose(prompt, completion.text)
         if not completion.text.strip():
             continue
-        told = ToldJoke(clip(text), completion.model)
+        told = ToldJoke(fit_message(text), completion.model)
         if accept is not None and not accept(told.text):
             refused += 1
             continue

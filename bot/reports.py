@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 from bot.community import CommunityScore
-from bot.database import ModelVersion
-from bot.progress import describe, format_duration
-from bot.services import Services
+from bot.database import ModelVersion, TrainingRun
+from bot.progress import TrainingProgress, describe, format_duration
 from bot.training import TrainingOutcome
 
 _HEADLINES = {
@@ -49,27 +49,41 @@ def _when(timestamp: str | datetime | None) -> str:
     return timestamp.astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC")
 
 
-async def status_report(services: Services) -> str:
+@dataclass(frozen=True)
+class StatusFacts:
+    """What `/status` reports, gathered by its caller (database, runner, training, scheduler)."""
+
+    active: ModelVersion
+    runner_health: dict[str, Any] | None  # None: the runner did not answer
+    replicas: list[dict[str, Any]]
+    corpus_total: int
+    corpus_by_source: dict[str, int]
+    new_jokes: int
+    last_run: TrainingRun | None
+    training_now: TrainingProgress | None
+    next_run: datetime | None
+    min_new_jokes: int
+    community: CommunityScore | None = None
+
+
+def status_report(facts: StatusFacts) -> str:
     """`/status`: what serves, how big the corpus is, the last and the next training."""
-    db, settings = services.db, services.settings
-    active = await db.active_version()
+    active = facts.active
     lines = [f"Serving **{active.name}**" + (" (base model)" if active.version == 0 else "")]
-    try:
-        health = await services.runner.health()
+    health = facts.runner_health
+    if health is None:
+        lines.append("Runner: unavailable")
+    else:
         lines.append(
             f"Runner: serving {health.get('version', '?')}, queue "
             f"{health.get('queue_depth', '?')}/{health.get('max_queue', '?')}"
         )
-    except Exception:
-        lines.append("Runner: unavailable")
-    lines.extend(replica_lines(services.runner.describe()))
-    total = await db.joke_count()
-    fresh = await services.training.new_jokes_since_last_training()
+    lines.extend(replica_lines(facts.replicas))
     lines.append(
-        f"Corpus: {corpus_summary(total, await db.corpus_by_source())}, "
-        f"{fresh} new since the last training"
+        f"Corpus: {corpus_summary(facts.corpus_total, facts.corpus_by_source)}, "
+        f"{facts.new_jokes} new since the last training"
     )
-    last = await db.last_finished_run()
+    last = facts.last_run
     if last is None:
         lines.append("Last training: never")
     else:
@@ -77,17 +91,17 @@ async def status_report(services: Services) -> str:
         lines.append(
             f"Last training: run #{last.id}{version} {last.status}, {_when(last.finished_at)}"
         )
-    if services.training.busy and services.training.progress is not None:
-        lines.append(f"Training now: {describe(services.training.progress)}")
-    scheduler = services.scheduler
-    next_run = scheduler.next_run_time() if scheduler else None
-    if next_run is None:
+    if facts.training_now is not None:
+        lines.append(f"Training now: {describe(facts.training_now)}")
+    if facts.next_run is None:
         lines.append("Next scheduled training: none (schedule off)")
     else:
         lines.append(
-            f"Next scheduled training: {_when(next_run)} "
-            f"(if at least {settings.retrain_min_new_jokes} new jokes)"
+            f"Next scheduled training: {_when(facts.next_run)} "
+            f"(if at least {facts.min_new_jokes} new jokes)"
         )
+    if facts.community is not None:
+        lines.append(f"Community score of {active.name}: {facts.community.describe()}")
     return "\n".join(lines)
 
 

@@ -9,7 +9,6 @@ from datetime import UTC, datetime
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.triggers.cron import CronTrigger
 
-from bot.reports import training_result
 from bot.settings import Settings
 from bot.training import CorpusTooSmall, TrainingBusy, TrainingCoordinator, TrainingOutcome
 
@@ -17,21 +16,29 @@ log = logging.getLogger(__name__)
 JOB_ID = "retrain"
 
 
+Announcer = Callable[[TrainingOutcome], Awaitable[None]]
+
+
 class RetrainScheduler:
-    """Starts a training run on `RETRAIN_SCHEDULE` when `RETRAIN_MIN_NEW_JOKES` have arrived."""
+    """Starts a training run on `RETRAIN_SCHEDULE` when `RETRAIN_MIN_NEW_JOKES` have arrived.
+
+    Each finished scheduled run goes to `announce` (given at `start`: where results are posted
+    is known only once the Discord client exists), which words and posts it."""
 
     def __init__(
         self,
         settings: Settings,
         training: TrainingCoordinator,
-        announce: Callable[[str], Awaitable[None]] | None = None,
+        announce: Announcer | None = None,
     ) -> None:
         self.settings = settings
         self.training = training
         self.announce = announce
         self._scheduler = AsyncIOScheduler(timezone=UTC)
 
-    def start(self) -> None:
+    def start(self, announce: Announcer | None = None) -> None:
+        if announce is not None:
+            self.announce = announce
         if self.settings.retrain_schedule == "off":
             log.info("scheduled retraining is off")
             return
@@ -75,5 +82,5 @@ class RetrainScheduler:
             log.info("scheduled retraining skipped: %s", refusal)
             return None
         if self.announce is not None:
-            await self.announce(training_result(outcome))
+            await self.announce(outcome)
         return outcome

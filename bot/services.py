@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import TYPE_CHECKING
 
 from bot.community_store import CommunityStore
 from bot.content_policy import ContentPolicy
@@ -12,12 +11,10 @@ from bot.database import Database
 from bot.joke_teller import ExamplePool
 from bot.rate_limits import RateLimiter
 from bot.runner_pool import RunnerPool
+from bot.scheduler import RetrainScheduler
 from bot.settings import Settings
 from bot.similarity import NearDuplicateIndex
 from bot.training import TrainingCoordinator
-
-if TYPE_CHECKING:
-    from bot.scheduler import RetrainScheduler
 
 
 @dataclass
@@ -26,7 +23,7 @@ class Services:
     db: Database
     runner: RunnerPool
     training: TrainingCoordinator
-    scheduler: RetrainScheduler | None = None
+    scheduler: RetrainScheduler | None = None  # None: no scheduled retraining (tests, CLI)
     near_duplicates: NearDuplicateIndex = field(default_factory=NearDuplicateIndex)
     rate_limiter: RateLimiter | None = None  # None: no limits
     content_policy: ContentPolicy = field(default_factory=lambda: ContentPolicy("off"))

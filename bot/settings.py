@@ -18,6 +18,8 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from model.contracts.sampling import DEFAULT_TEMPERATURE, DEFAULT_TOP_P
+
 DISCORD_API_BASE = "https://discord.com/api/v10"
 DISCORD_GATEWAY_URL = "wss://gateway.discord.gg/"
 
@@ -70,8 +72,8 @@ class Settings(BaseSettings):
 
     # Jokes
     joke_max_tokens: int = Field(default=64, ge=8, le=512)
-    joke_temperature: float = Field(default=0.9, ge=0.0, le=2.0)
-    joke_top_p: float = Field(default=0.95, gt=0.0, le=1.0)
+    joke_temperature: float = Field(default=DEFAULT_TEMPERATURE, ge=0.0, le=2.0)
+    joke_top_p: float = Field(default=DEFAULT_TOP_P, gt=0.0, le=1.0)
     few_shot_examples: int = Field(default=4, ge=0, le=8)
     starter_corpus: bool = True
 
@@ -197,6 +199,10 @@ class Settings(BaseSettings):
         from model.embedded import embedded_model_dir  # pure path helper, no torch
 
         return str(embedded_model_dir(self.data_dir))
+
+    def runner_admin_token(self) -> str | None:
+        """RUNNER_TOKEN as plain text (None when unset): the bearer of the runner's admin calls."""
+        return self.runner_token.get_secret_value() if self.runner_token else None
 
     def require_discord_token(self) -> str:
         if self.discord_token is None or not self.discord_token.get_secret_value().strip():

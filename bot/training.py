@@ -36,6 +36,7 @@ from bot.trainer_process import (
     resolve_train_processes,
     trainer_command,
 )
+from model.contracts.corpus import write_snapshot
 from model.contracts.training_events import DoneEvent, ErrorEvent, TrainerEvent
 from model.contracts.training_job import TrainJob
 
@@ -171,9 +172,7 @@ class TrainingCoordinator:
         work = settings.data_dir / "runs" / f"run-{run_id}"
         work.mkdir(parents=True, exist_ok=True)
         snapshot = work / "snapshot.jsonl"
-        with snapshot.open("w", encoding="utf-8") as out:
-            for joke in corpus:
-                out.write(json.dumps({"id": joke.id, "text": joke.text, "key": joke.key}) + "\n")
+        write_snapshot(snapshot, corpus)
         fingerprint = corpus_hash([joke.key for joke in corpus])
         await self.db.update_run(
             run_id,

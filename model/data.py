@@ -1,12 +1,13 @@
-"""Training data: the corpus snapshot, the stable train/validation split, examples and batches.
+"""Training data: the stable train/validation split, examples and batches.
 
-The split is decided by the joke alone: sha256 of its duplicate key (`bot.jokes.normalise_key`)
-read as a number in [0, 1); below `validation_fraction` means validation. A joke therefore never
-moves between training and validation when the corpus grows or shrinks, and an edit that keeps
-the key keeps the side. One exception, for tiny corpora only: when a side would be empty (say 5
-jokes at 10%), the joke with the smallest hash joins validation (or the one with the largest
-hash joins training), so there is always at least one of each; that joke may return to its own
-side once the corpus is big enough to fill both sides by itself.
+The split is decided by the joke alone: sha256 of its duplicate key
+(`model.contracts.jokes.normalise_key`) read as a number in [0, 1); below `validation_fraction`
+means validation. A joke therefore never moves between training and validation when the corpus
+grows or shrinks, and an edit that keeps the key keeps the side. One exception, for tiny
+corpora only: when a side would be empty (say 5 jokes at 10%), the joke with the smallest hash
+joins validation (or the one with the largest hash joins training), so there is always at least
+one of each; that joke may return to its own side once the corpus is big enough to fill both
+sides by itself.
 
 Every example is laid out by `model.textformat.example_ids` (start token, joke, eos), and the
 collator pads each batch to its longest example, with no loss on the padding.
@@ -15,49 +16,18 @@ collator pads each batch to its longest example, with no loss on the padding.
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from bot.jokes import normalise_key
+from model.contracts.corpus import CorpusJoke
 from model.textformat import example_ids
 
 log = logging.getLogger(__name__)
 
 # A joke is at most 280 characters (~80 tokens); this only guards against odd snapshots.
 DEFAULT_MAX_EXAMPLE_TOKENS = 128
-
-
-@dataclass(frozen=True)
-class Joke:
-    """One line of a corpus snapshot."""
-
-    id: int
-    text: str
-    key: str
-
-
-def read_snapshot(path: str | Path) -> list[Joke]:
-    """Read a JSONL snapshot (`{"id", "text", "key"}` per line); drop blank and duplicate keys."""
-    jokes: list[Joke] = []
-    seen: set[str] = set()
-    with Path(path).open(encoding="utf-8") as lines:
-        for number, line in enumerate(lines, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-                text = str(row["text"])
-            except (ValueError, KeyError, TypeError) as error:
-                raise ValueError(f"{path}:{number}: not a snapshot line ({error})") from error
-            key = str(row.get("key") or normalise_key(text))
-            if not key or key in seen:
-                continue
-            seen.add(key)
-            jokes.append(Joke(id=int(row.get("id", number)), text=text, key=key))
-    return jokes
 
 
 def file_sha256(path: str | Path) -> str:
@@ -74,7 +44,9 @@ def split_score(key: str) -> float:
     return int.from_bytes(hashlib.sha256(key.encode("utf-8")).digest()[:8], "big") / 2**64
 
 
-def split_jokes(jokes: Sequence[Joke], validation_fraction: float) -> tuple[list[Joke], list[Joke]]:
+def split_jokes(
+    jokes: Sequence[CorpusJoke], validation_fraction: float
+) -> tuple[list[CorpusJoke], list[CorpusJoke]]:
     """(training, validation) by hash of the key; at least one of each when there are two jokes."""
     if len(jokes) < 2:
         raise ValueError(f"need at least 2 jokes to train and validate, got {len(jokes)}")

@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 import torch
 
 from model.batch import RunningBatch
+from model.contracts.sampling import DEFAULT_TEMPERATURE, DEFAULT_TOP_P
 from model.loading import LoadedModel
 from model.sampling import RowSampling, choose_tokens, make_generator
 from model.textformat import generation_prompt_ids, layout_stops, start_token_id
@@ -70,8 +71,8 @@ StreamListener = Callable[[int, str, str | None], None]
 @dataclass(frozen=True)
 class SamplingParams:
     max_tokens: int = 64
-    temperature: float = 0.9
-    top_p: float = 0.95
+    temperature: float = DEFAULT_TEMPERATURE
+    top_p: float = DEFAULT_TOP_P
     n: int = 1
     seed: int | None = None
     stop: tuple[str, ...] = ()

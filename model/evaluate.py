@@ -10,8 +10,8 @@
   in-context examples for a `few-shot` model) that end with a stop token (eos, or the separator)
   within the token limit, are 10 to 280 characters long, fit on one line and contain no other
   special token.
-- `copy_rate`: share of the samples whose duplicate key (`bot.jokes.normalise_key`) is the key
-  of a training joke, i.e. verbatim copies after normalisation.
+- `copy_rate`: share of the samples whose duplicate key (`model.contracts.jokes.normalise_key`)
+  is the key of a training joke, i.e. verbatim copies after normalisation.
 
 Sampling uses the serving defaults (temperature 0.9, top-p 0.95, no top-k) and a fixed seed,
 so candidate and serving model are measured the same way. Both NLL and sampling are batched.
@@ -26,14 +26,15 @@ import time
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 
-from bot.jokes import MAX_JOKE_CHARS, normalise_key
+from model.contracts.jokes import MAX_JOKE_CHARS, normalise_key
+from model.contracts.sampling import DEFAULT_TEMPERATURE, DEFAULT_TOP_P
 
 log = logging.getLogger(__name__)
 
 MIN_SAMPLE_CHARS = 10
 MAX_SAMPLE_CHARS = MAX_JOKE_CHARS  # 280
-SAMPLE_TEMPERATURE = 0.9
-SAMPLE_TOP_P = 0.95
+SAMPLE_TEMPERATURE = DEFAULT_TEMPERATURE
+SAMPLE_TOP_P = DEFAULT_TOP_P
 SAMPLE_BATCH = 64  # sequences generated together (sampling is far cheaper per token in batches)
 NLL_TOKENS = 2048  # padded tokens per NLL batch (bounds the logits' memory)
 FEW_SHOT_EXAMPLES = 4  # in-context jokes per few-shot prompt (benchmarks/bench_quality.py)

@@ -148,7 +148,8 @@ def new_version_folder(output: Path, run: RunState) -> Path:
 
 def prepare_data(job: TrainJob) -> PreparedData:
     """Split the snapshot (held-out jokes by a hash of their key) and tokenise both parts."""
-    from model.data import JokeDataset, encode_jokes, read_snapshot, split_jokes
+    from model.contracts.corpus import read_snapshot
+    from model.data import JokeDataset, encode_jokes, split_jokes
     from model.loading import load_tokenizer
 
     jokes = read_snapshot(job.snapshot)

@@ -12,10 +12,10 @@ from bot.commands.jokes import NO_CLEAN_JOKE
 from bot.content_policy import ContentPolicy
 from bot.importer import import_jokes
 from bot.joke_teller import NoCleanJoke, tell_joke
-from bot.jokes import normalise_key
 from bot.loopback_discord import ADMINISTRATOR, DEFAULT_MEMBER_PERMISSIONS
 from bot.rate_limits import CommandLimits, RateLimiter, parse_rates
 from bot.similarity import NearDuplicateIndex
+from model.contracts.jokes import normalise_key
 from tests.conftest import corpus_lines, jokebot_app
 
 ADMIN = DEFAULT_MEMBER_PERMISSIONS | ADMINISTRATOR
@@ -151,8 +151,8 @@ async def test_tell_joke_regenerates_until_the_policy_accepts(shared_settings, s
             seen.append(text)
             return next(calls) >= 2
 
-        text = await tell_joke(runner, shared_settings, "My dog", accept=third_time_lucky)
-        assert len(seen) == 3 and text == seen[-1]
+        told = await tell_joke(runner, shared_settings, "My dog", accept=third_time_lucky)
+        assert len(seen) == 3 and told.text == seen[-1]
         with pytest.raises(NoCleanJoke):
             await tell_joke(runner, shared_settings, "My dog", accept=lambda text: False)
     finally:
@@ -163,7 +163,7 @@ async def test_joke_apologises_when_no_clean_joke_comes(standin, shared_settings
     settings = shared_settings.model_copy(update={"joke_temperature": 0.0})  # greedy: repeatable
     async with jokebot_app(standin, settings) as app:
         prompt = "My dog"
-        sample = await tell_joke(app.services.runner, settings, prompt)
+        sample = (await tell_joke(app.services.runner, settings, prompt)).text
         words = normalise_key(sample[len(prompt) :]).split()
         assert words, f"the tiny model wrote no word after the prompt: {sample!r}"
         blocked = max(words, key=len)  # a word the tiny model writes every time

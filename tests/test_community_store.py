@@ -10,8 +10,8 @@ import pytest
 from bot.community import CommunityScore, wilson_lower_bound
 from bot.community_store import CommunityStore
 from bot.database import Database
-from bot.jokes import check_joke
 from bot.moderation import initial_status, should_hide
+from model.contracts.jokes import check_joke
 
 
 def community_source_allowed(path) -> bool:

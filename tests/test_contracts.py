@@ -25,7 +25,7 @@ from tests.test_training import ROOT
 def test_the_bot_loads_the_contracts_without_torch():
     code = (
         "import sys, model.contracts.training_job, model.contracts.training_events, "
-        "bot.training, bot.progress\n"
+        "model.contracts.jokes, model.contracts.corpus, bot.training, bot.progress, bot.app\n"
         "print(sorted(m for m in ('torch', 'transformers') if m in sys.modules))"
     )
     result = subprocess.run(

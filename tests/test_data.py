@@ -6,21 +6,15 @@ import json
 
 import pytest
 
-from bot.jokes import normalise_key
-from model.data import (
-    Joke,
-    JokeCollator,
-    encode_jokes,
-    read_snapshot,
-    split_jokes,
-    split_score,
-)
+from model.contracts.corpus import CorpusJoke, read_snapshot, write_snapshot
+from model.contracts.jokes import normalise_key
+from model.data import JokeCollator, encode_jokes, split_jokes, split_score
 from model.loading import load_tokenizer
 
 
-def make_jokes(start: int, count: int) -> list[Joke]:
+def make_jokes(start: int, count: int) -> list[CorpusJoke]:
     texts = [f"Joke number {i}: why did the robot {i} cross the road?" for i in range(start, count)]
-    return [Joke(id=i, text=t, key=normalise_key(t)) for i, t in enumerate(texts, start)]
+    return [CorpusJoke(id=i, text=t, key=normalise_key(t)) for i, t in enumerate(texts, start)]
 
 
 def sides(train, validation) -> dict[str, str]:
@@ -86,6 +80,14 @@ def test_snapshot_reading_skips_blank_lines_and_duplicate_keys(tmp_path):
     jokes = read_snapshot(path)
     assert [j.id for j in jokes] == [1, 3]
     assert jokes[1].key == "i told a joke about udp"
+
+
+def test_snapshot_round_trips_the_corpus_record(tmp_path):
+    """The bot writes what the trainer reads: one record type on both sides."""
+    corpus = make_jokes(7, 10)
+    path = tmp_path / "snapshot.jsonl"
+    write_snapshot(path, corpus)
+    assert read_snapshot(path) == corpus
 
 
 def test_example_layout_is_start_joke_eos(tiny_model):

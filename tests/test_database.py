@@ -6,7 +6,7 @@ import sqlite3
 import pytest
 
 from bot.database import Database
-from bot.jokes import check_joke
+from model.contracts.jokes import check_joke
 
 
 async def _add(db, text, **kw):

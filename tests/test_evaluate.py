@@ -6,7 +6,7 @@ import math
 
 import torch
 
-from bot.jokes import normalise_key
+from model.contracts.jokes import normalise_key
 from model.evaluate import (
     Sample,
     copy_rate,

@@ -2,7 +2,7 @@
 
 import pytest
 
-from bot.jokes import MAX_JOKE_CHARS, check_joke, normalise_key
+from model.contracts.jokes import MAX_JOKE_CHARS, check_joke, normalise_key
 
 
 @pytest.mark.parametrize(

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from bot.jokes import normalise_key
+from model.contracts.jokes import normalise_key
 from model.loading import load_model_and_tokenizer
 from model.progress import EventWriter
 from model.train import JobError, TrainJob, run_job

@@ -17,6 +17,7 @@ from bot.progress import TrainingProgress, describe
 from bot.reports import corpus_summary, training_result, versions_table
 from bot.runner_client import RunnerError
 from bot.services import Services
+from bot.text_limits import MESSAGE_LIMIT, fit_message
 from bot.training import CorpusTooSmall, TrainingBusy
 
 log = logging.getLogger(__name__)
@@ -42,7 +43,7 @@ class LiveMessage:
 
     async def edit(self, content: str) -> None:
         try:
-            await self.message.edit(content=content[:2000], allowed_mentions=NO_MENTIONS)
+            await self.message.edit(content=fit_message(content), allowed_mentions=NO_MENTIONS)
         except discord.HTTPException as error:  # e.g. the interaction token expired (15 min)
             log.info("could not edit the training message: %s", error)
 
@@ -137,7 +138,7 @@ class AdminCommands(commands.Cog):
         table = versions_table(await db.versions(), await self.services.community.version_scores())
         corpus = corpus_summary(await db.joke_count(), await db.corpus_by_source())
         await interaction.response.send_message(
-            f"```\n{table[:1850]}\n```Corpus: {corpus}",
+            f"```\n{table[: MESSAGE_LIMIT - 150]}\n```Corpus: {corpus}",
             ephemeral=True,
             allowed_mentions=NO_MENTIONS,
         )

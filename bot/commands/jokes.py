@@ -13,10 +13,10 @@ from bot.commands.throttle import refuse_when_rate_limited
 from bot.commands.votes import send_generated_joke
 from bot.discord_replies import NO_MENTIONS, reply_error
 from bot.joke_teller import MAX_PROMPT_CHARS
-from bot.jokes import check_joke
 from bot.moderation import initial_status
 from bot.services import Services
-from bot.submissions import duplicate_message, find_near_copy, held_status
+from bot.submissions import duplicate_message, find_near_copy
+from model.contracts.jokes import check_joke
 
 log = logging.getLogger(__name__)
 

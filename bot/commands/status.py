@@ -1,4 +1,7 @@
-"""`/status` for everyone: what serves, the corpus, training, and the community's score."""
+"""`/status` for everyone: what serves, the corpus, training, and the community's score.
+
+The cog gathers the facts (database, runner, training, scheduler); `bot.reports` words them.
+"""
 
 from __future__ import annotations
 
@@ -10,8 +13,32 @@ from bot.checks import is_admin
 from bot.community import CommunityScore
 from bot.discord_replies import NO_MENTIONS
 from bot.gateway_shards import shard_status
-from bot.reports import status_report
+from bot.reports import StatusFacts, status_report
 from bot.services import Services
+
+
+async def gather_status(services: Services) -> StatusFacts:
+    """Everything `/status` shows, read now."""
+    db, training = services.db, services.training
+    active = await db.active_version()
+    try:
+        health = await services.runner.health()
+    except Exception:  # /status answers whatever state the runner is in
+        health = None
+    scores = await services.community.version_scores()
+    return StatusFacts(
+        active=active,
+        runner_health=health,
+        replicas=services.runner.describe(),
+        corpus_total=await db.joke_count(),
+        corpus_by_source=await db.corpus_by_source(),
+        new_jokes=await training.new_jokes_since_last_training(),
+        last_run=await db.last_finished_run(),
+        training_now=training.progress if training.busy else None,
+        next_run=services.scheduler.next_run_time() if services.scheduler else None,
+        min_new_jokes=services.settings.retrain_min_new_jokes,
+        community=scores.get(active.version, CommunityScore()),
+    )
 
 
 class StatusCommands(commands.Cog):
@@ -21,11 +48,7 @@ class StatusCommands(commands.Cog):
     @app_commands.command(name="status", description="Model version, corpus size and training")
     async def status(self, interaction: discord.Interaction) -> None:
         await interaction.response.defer(ephemeral=True, thinking=True)
-        report = await status_report(self.services)
-        active = await self.services.db.active_version()
-        scores = await self.services.community.version_scores()
-        score = scores.get(active.version, CommunityScore())
-        report += f"\nCommunity score of {active.name}: {score.describe()}"
+        report = status_report(await gather_status(self.services))
         if is_admin(interaction):  # gateway shards concern the host, not the members
             report += "\n" + shard_status(interaction.client)
         await interaction.followup.send(report, ephemeral=True, allowed_mentions=NO_MENTIONS)

@@ -17,9 +17,9 @@ from bot.commands.throttle import refuse_when_rate_limited
 from bot.community import VoteCounts
 from bot.discord_replies import NO_MENTIONS, reply_error
 from bot.joke_teller import EmptyJoke, NoCleanJoke, tell_joke
-from bot.jokes import normalise_key
 from bot.runner_client import RunnerBusy, RunnerError, RunnerUnavailable
 from bot.services import Services
+from model.contracts.jokes import normalise_key
 
 log = logging.getLogger(__name__)
 UNAVAILABLE = "The joke machine is unavailable, try again shortly."

@@ -13,6 +13,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from model.contracts.sampling import DEFAULT_TEMPERATURE, DEFAULT_TOP_P
+
 log = logging.getLogger(__name__)
 
 REQUIRED_FIELDS = ("snapshot", "base", "output")
@@ -67,8 +69,8 @@ class TrainJob(BaseModel):
     validation_fraction: float = 0.1
     eval_samples: int = 48  # unprompted samples per model for the one-joke and copy rates
     sample_max_tokens: int = 64
-    sample_temperature: float = 0.9
-    sample_top_p: float = 0.95
+    sample_temperature: float = DEFAULT_TEMPERATURE
+    sample_top_p: float = DEFAULT_TOP_P
     few_shot_examples: int = 4  # in-context jokes when the serving model is `few-shot`
     max_example_tokens: int = 128
     manifest: dict[str, Any] = Field(default_factory=dict)  # extra fields for manifest.json
