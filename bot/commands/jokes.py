@@ -16,7 +16,7 @@ from bot.joke_teller import MAX_PROMPT_CHARS
 from bot.jokes import check_joke
 from bot.moderation import initial_status
 from bot.services import Services
-from bot.submissions import duplicate_message, find_near_copy, held_status
+from bot.submissions import duplicate_message, find_near_copy
 
 log = logging.getLogger(__name__)
 
