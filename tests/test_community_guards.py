@@ -8,7 +8,7 @@ import sqlite3
 
 import pytest
 
-from bot.commands.jokes import NO_CLEAN_JOKE
+from bot.commands.votes import NO_CLEAN_JOKE
 from bot.content_policy import ContentPolicy
 from bot.importer import import_jokes
 from bot.joke_teller import NoCleanJoke, tell_joke
