@@ -18,7 +18,7 @@ import discord
 from bot import versions
 from bot.content_policy import ContentPolicy
 from bot.database import Database
-from bot.discord_bot import JokeBot, make_bot, point_discord_at
+from bot.discord_bot import JokeBot, make_bot
 from bot.discord_replies import NO_MENTIONS
 from bot.rate_limits import RateLimiter
 from bot.reports import training_result
@@ -33,6 +33,7 @@ from bot.starter import seed_starter_corpus
 from bot.submissions import load_near_duplicates
 from bot.text_limits import fit_message
 from bot.training import TrainingBusy, TrainingCoordinator, TrainingOutcome, _host_training_lock
+from loopback_discord.hosts import point_discord_at  # the one place that moves discord.py's hosts
 
 log = logging.getLogger(__name__)
 RUNNER_START_TIMEOUT = 900  # the first start may convert the embedded model

@@ -6,7 +6,6 @@ import logging
 from typing import Any
 
 import discord
-import yarl
 from discord import app_commands
 from discord.ext import commands
 
@@ -16,12 +15,6 @@ from bot.gateway_shards import IdentifyLimiter
 from bot.services import Services
 
 log = logging.getLogger(__name__)
-
-
-def point_discord_at(api_base: str, gateway_url: str) -> None:
-    """Use a REST/gateway proxy (or the loopback stand-in) instead of Discord's own hosts."""
-    discord.http.Route.BASE = api_base.rstrip("/")
-    discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY = yarl.URL(gateway_url)
 
 
 # jokebot never joins voice channels: skip discord.py's start-up warnings about voice libraries.

@@ -21,7 +21,8 @@ from typing import Any, TextIO
 from pydantic import SecretStr
 
 from bot.app import RUNNER_START_TIMEOUT, run_bot
-from bot.loopback_discord import (
+from bot.settings import Settings
+from loopback_discord import (
     ADMINISTRATOR,
     DEFAULT_MEMBER_PERMISSIONS,
     CommandHidden,
@@ -30,8 +31,7 @@ from bot.loopback_discord import (
     Message,
     shard_for_guild,
 )
-from bot.loopback_discord._openapi import find_spec
-from bot.settings import Settings
+from loopback_discord._openapi import find_spec
 
 SANDBOX_TOKEN = "sandbox-token"
 log = logging.getLogger(__name__)

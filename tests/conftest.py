@@ -25,10 +25,10 @@ from pydantic import SecretStr
 
 from bot.app import backend
 from bot.discord_bot import JokeBot
-from bot.loopback_discord import LoopbackDiscord, running_bot
 from bot.runner_process import RunnerProcess, free_port
 from bot.services import Services
 from bot.settings import Settings
+from loopback_discord import LoopbackDiscord, running_bot
 from tests.tiny_model import make_tiny_gpt2
 
 ROOT = Path(__file__).resolve().parents[1]

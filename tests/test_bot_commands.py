@@ -9,8 +9,8 @@ from aiohttp import web
 from pydantic import SecretStr
 
 from bot.joke_teller import MAX_PROMPT_CHARS
-from bot.loopback_discord import ADMINISTRATOR, DEFAULT_MEMBER_PERMISSIONS, CommandHidden
 from bot.runner_process import free_port
+from loopback_discord import ADMINISTRATOR, DEFAULT_MEMBER_PERMISSIONS, CommandHidden
 from model.contracts.jokes import MAX_JOKE_CHARS
 from tests.conftest import jokebot_app
 

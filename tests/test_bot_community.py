@@ -7,7 +7,7 @@ import sqlite3
 
 import pytest
 
-from bot.loopback_discord import ADMINISTRATOR, DEFAULT_MEMBER_PERMISSIONS, CommandHidden
+from loopback_discord import ADMINISTRATOR, DEFAULT_MEMBER_PERMISSIONS, CommandHidden
 from tests.conftest import jokebot_app
 from tests.test_community_store import need_community_source
 

@@ -12,9 +12,9 @@ from bot.commands.votes import NO_CLEAN_JOKE
 from bot.content_policy import ContentPolicy
 from bot.importer import import_jokes
 from bot.joke_teller import NoCleanJoke, tell_joke
-from bot.loopback_discord import ADMINISTRATOR, DEFAULT_MEMBER_PERMISSIONS
 from bot.rate_limits import CommandLimits, RateLimiter, parse_rates
 from bot.similarity import NearDuplicateIndex
+from loopback_discord import ADMINISTRATOR, DEFAULT_MEMBER_PERMISSIONS
 from model.contracts.jokes import normalise_key
 from tests.conftest import corpus_lines, jokebot_app
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from bot.loopback_discord import BotFailure
-from bot.loopback_discord._openapi import OpenAPISpec
+from loopback_discord import BotFailure
+from loopback_discord._openapi import OpenAPISpec
 from tests.conftest import DISCORD_OPENAPI, jokebot_app
 
 pytestmark = pytest.mark.skipif(

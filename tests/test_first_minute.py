@@ -15,8 +15,8 @@ import model.engine as engine_module
 from bot.database import Database
 from bot.importer import import_jokes
 from bot.joke_teller import ExamplePool
-from bot.loopback_discord import ADMINISTRATOR, DEFAULT_MEMBER_PERMISSIONS
 from bot.starter import seed_starter_corpus, starter_jokes
+from loopback_discord import ADMINISTRATOR, DEFAULT_MEMBER_PERMISSIONS
 from model.contracts.jokes import check_joke, reads_as_joke
 from model.engine import Engine, SamplingParams
 from model.hot_swap import load_candidate

@@ -15,7 +15,8 @@ import pytest
 from bot.app import backend
 from bot.discord_bot import JokeBot, ShardedJokeBot, make_bot
 from bot.gateway_shards import IdentifyLimiter, format_shards
-from bot.loopback_discord import (
+from bot.settings import Settings, SettingsError, load_settings
+from loopback_discord import (
     ADMINISTRATOR,
     DEFAULT_MEMBER_PERMISSIONS,
     LoopbackDiscord,
@@ -24,7 +25,6 @@ from bot.loopback_discord import (
     running_bot,
     shard_for_guild,
 )
-from bot.settings import Settings, SettingsError, load_settings
 from tests.conftest import TOKEN, App, corpus_lines
 
 ADMIN = DEFAULT_MEMBER_PERMISSIONS | ADMINISTRATOR

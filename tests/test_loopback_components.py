@@ -7,7 +7,7 @@ import discord
 import pytest
 from discord.ext import commands
 
-from bot.loopback_discord import LoopbackDiscord, UnknownComponent, running_bot
+from loopback_discord import LoopbackDiscord, UnknownComponent, running_bot
 
 
 class Counter(discord.ui.DynamicItem[discord.ui.Button], template=r"count:(?P<n>\d+)"):

@@ -13,7 +13,7 @@ import pytest
 from discord import app_commands
 from discord.ext import commands
 
-from bot.loopback_discord import (
+from loopback_discord import (
     ADMINISTRATOR,
     DEFAULT_MEMBER_PERMISSIONS,
     MANAGE_GUILD,

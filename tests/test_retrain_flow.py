@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 
 from bot.importer import import_jokes
-from bot.loopback_discord import ADMINISTRATOR, DEFAULT_MEMBER_PERMISSIONS, LoopbackDiscord
+from loopback_discord import ADMINISTRATOR, DEFAULT_MEMBER_PERMISSIONS, LoopbackDiscord
 from tests.conftest import TOKEN, corpus_lines, jokebot_app, make_settings
 
 ADMIN = DEFAULT_MEMBER_PERMISSIONS | ADMINISTRATOR

@@ -12,7 +12,7 @@ import urllib.request
 
 import pytest
 
-from bot.loopback_discord import (
+from loopback_discord import (
     ADMINISTRATOR,
     DEFAULT_MEMBER_PERMISSIONS,
     LoopbackDiscord,

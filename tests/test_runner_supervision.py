@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
-from bot.loopback_discord import LoopbackDiscord
+from loopback_discord import LoopbackDiscord
 from tests.conftest import TOKEN, jokebot_app, make_settings
 
 

@@ -12,8 +12,8 @@ from typing import Any
 
 from aiohttp import web
 
-from bot.loopback_discord._gateway_types import Connection, GatewayEvent, Session
-from bot.loopback_discord._models import (
+from loopback_discord._gateway_types import Connection, GatewayEvent, Session
+from loopback_discord._models import (
     ACK_TIMEOUT,
     ADMINISTRATOR,
     ALL_PERMISSIONS,
@@ -26,7 +26,7 @@ from bot.loopback_discord._models import (
     Snowflakes,
 )
 
-log = logging.getLogger("bot.loopback_discord")
+log = logging.getLogger("loopback_discord")
 
 JSON_HEADERS = {"Content-Type": "application/json"}  # exactly; discord.py compares the header
 Listener = Callable[[str, "Message | None", "Interaction | None"], Any]

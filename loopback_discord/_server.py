@@ -11,8 +11,8 @@ from typing import Any, Literal
 
 from aiohttp import web
 
-from bot.loopback_discord._gateway import GatewayMixin
-from bot.loopback_discord._models import (
+from loopback_discord._gateway import GatewayMixin
+from loopback_discord._models import (
     ADMINISTRATOR,
     BOT_PERMISSIONS,
     DEFAULT_MEMBER_PERMISSIONS,
@@ -23,11 +23,11 @@ from bot.loopback_discord._models import (
     UnknownCommand,
     UnknownComponent,
 )
-from bot.loopback_discord._openapi import ENV_VAR as OPENAPI_ENV_VAR
-from bot.loopback_discord._openapi import OpenAPISpec
-from bot.loopback_discord._options import build_options
-from bot.loopback_discord._rest import RestMixin
-from bot.loopback_discord._state import Listener
+from loopback_discord._openapi import ENV_VAR as OPENAPI_ENV_VAR
+from loopback_discord._openapi import OpenAPISpec
+from loopback_discord._options import build_options
+from loopback_discord._rest import RestMixin
+from loopback_discord._state import Listener
 
 
 class _Resolver:

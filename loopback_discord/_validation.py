@@ -6,7 +6,7 @@ import re
 from collections.abc import Sequence
 from typing import Any
 
-from bot.loopback_discord._models import MAX_CONTENT_LENGTH
+from loopback_discord._models import MAX_CONTENT_LENGTH
 
 
 class DiscordHTTPError(Exception):

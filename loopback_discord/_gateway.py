@@ -14,10 +14,10 @@ from typing import Any
 
 from aiohttp import WSMsgType, web
 
-from bot.loopback_discord._gateway_types import Connection, Session
-from bot.loopback_discord._models import NotConnected
-from bot.loopback_discord._shards import guild_id_on_shard, parse_shard, shard_for_guild
-from bot.loopback_discord._state import StandinState, log
+from loopback_discord._gateway_types import Connection, Session
+from loopback_discord._models import NotConnected
+from loopback_discord._shards import guild_id_on_shard, parse_shard, shard_for_guild
+from loopback_discord._state import StandinState, log
 
 IDENTIFY_INTERVAL = 5.0  # seconds between two IDENTIFYs of one rate-limit bucket
 

@@ -19,8 +19,9 @@ from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from bot.loopback_discord._models import BotFailure
-from bot.loopback_discord._server import LoopbackDiscord
+from loopback_discord._models import BotFailure
+from loopback_discord._server import LoopbackDiscord
+from loopback_discord.hosts import point_discord_at
 
 
 @dataclass
@@ -94,13 +95,9 @@ async def running_bot(
     ``discord.LoginFailure``) if it stops before it is ready. Patches discord.py's class-level
     hosts, so run one bot at a time per process.
     """
-    from discord import AutoShardedClient, gateway, http
-    from yarl import URL
+    from discord import AutoShardedClient
 
-    old_base = http.Route.BASE
-    old_gateway = gateway.DiscordWebSocket.DEFAULT_GATEWAY
-    http.Route.BASE = standin.api_base
-    gateway.DiscordWebSocket.DEFAULT_GATEWAY = URL(standin.gateway_url)
+    hosts_before = point_discord_at(standin.api_base, standin.gateway_url)
 
     run = BotRun(bot=bot, standin=standin)
     collector = _Collector(run, fail_fast=not allow_errors)
@@ -160,8 +157,7 @@ async def running_bot(
                 except TimeoutError:
                     run.task.cancel()
         finally:
-            http.Route.BASE = old_base
-            gateway.DiscordWebSocket.DEFAULT_GATEWAY = old_gateway
+            point_discord_at(*hosts_before)
             for logger in watched:
                 logger.removeHandler(collector)
             loop.set_exception_handler(old_handler)

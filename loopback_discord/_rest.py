@@ -11,7 +11,7 @@ from typing import Any
 
 from aiohttp import web
 
-from bot.loopback_discord._models import (
+from loopback_discord._models import (
     EPHEMERAL,
     IS_COMPONENTS_V2,
     LOADING,
@@ -21,9 +21,9 @@ from bot.loopback_discord._models import (
     Interaction,
     Message,
 )
-from bot.loopback_discord._openapi import OpenAPISpec
-from bot.loopback_discord._state import StandinState, json_response, log
-from bot.loopback_discord._validation import (
+from loopback_discord._openapi import OpenAPISpec
+from loopback_discord._state import StandinState, json_response, log
+from loopback_discord._validation import (
     DiscordHTTPError,
     empty_message,
     invalid_form,

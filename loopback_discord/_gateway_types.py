@@ -10,7 +10,7 @@ from typing import Any
 
 from aiohttp import web
 
-from bot.loopback_discord._shards import shard_for_guild
+from loopback_discord._shards import shard_for_guild
 
 EVENT_BUFFER = 1000
 

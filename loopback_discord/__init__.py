@@ -43,8 +43,8 @@ Discord behaviour it reproduces (beyond the plain routes):
   ``Message.pings`` is what that content would actually ping.
 """
 
-from bot.loopback_discord._gateway_types import GatewayEvent
-from bot.loopback_discord._models import (
+from loopback_discord._gateway_types import GatewayEvent
+from loopback_discord._models import (
     ACK_TIMEOUT,
     ADMINISTRATOR,
     ALL_PERMISSIONS,
@@ -64,9 +64,9 @@ from bot.loopback_discord._models import (
     UnknownCommand,
     UnknownComponent,
 )
-from bot.loopback_discord._server import LoopbackDiscord
-from bot.loopback_discord._shards import guild_id_on_shard, shard_for_guild
-from bot.loopback_discord.harness import BotRun, running_bot
+from loopback_discord._server import LoopbackDiscord
+from loopback_discord._shards import guild_id_on_shard, shard_for_guild
+from loopback_discord.harness import BotRun, running_bot
 
 __all__ = [
     "ACK_TIMEOUT",

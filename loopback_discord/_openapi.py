@@ -19,7 +19,7 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-log = logging.getLogger("bot.loopback_discord")
+log = logging.getLogger("loopback_discord")
 SPEC_URI = "urn:discord-openapi"
 ENV_VAR = "LOOPBACK_DISCORD_OPENAPI"
 
@@ -201,6 +201,6 @@ def find_spec(near: Path | None = None) -> Path | None:
     named = os.environ.get(ENV_VAR)
     if named:
         return Path(named) if Path(named).is_file() else None
-    root = near or Path(__file__).resolve().parents[2]
+    root = near or Path(__file__).resolve().parents[1]
     candidate = root.parent / "shared" / "discord-openapi.json"
     return candidate if candidate.is_file() else None
