@@ -12,7 +12,7 @@ from bot.joke_teller import MAX_PROMPT_CHARS
 from bot.runner_process import free_port
 from loopback_discord import ADMINISTRATOR, DEFAULT_MEMBER_PERMISSIONS, CommandHidden
 from model.contracts.jokes import MAX_JOKE_CHARS
-from tests.conftest import jokebot_app
+from tests.helpers import jokebot_app
 
 ADMIN = DEFAULT_MEMBER_PERMISSIONS | ADMINISTRATOR
 

@@ -8,8 +8,7 @@ import sqlite3
 import pytest
 
 from loopback_discord import ADMINISTRATOR, DEFAULT_MEMBER_PERMISSIONS, CommandHidden
-from tests.conftest import jokebot_app
-from tests.test_community_store import need_community_source
+from tests.helpers import jokebot_app
 
 ADMIN = DEFAULT_MEMBER_PERMISSIONS | ADMINISTRATOR
 ALICE, BOB, CAROL = 1001, 2002, 3003
@@ -125,7 +124,6 @@ async def test_votes_score_the_version_in_status_and_models(app):
 
 async def test_upvoted_joke_joins_the_corpus_reported_one_never(standin, community_settings):
     async with jokebot_app(standin, community_settings) as running:
-        need_community_source(running.db.path)
         good = await _joke(standin)
         await _press(standin, good, "👍")
         await _press(standin, good, "👍", user_id=BOB)

@@ -16,7 +16,7 @@ from bot.rate_limits import CommandLimits, RateLimiter, parse_rates
 from bot.similarity import NearDuplicateIndex
 from loopback_discord import ADMINISTRATOR, DEFAULT_MEMBER_PERMISSIONS
 from model.contracts.jokes import normalise_key
-from tests.conftest import corpus_lines, jokebot_app
+from tests.helpers import corpus_lines, jokebot_app
 
 ADMIN = DEFAULT_MEMBER_PERMISSIONS | ADMINISTRATOR
 STORED = "I used to hate facial hair, but then it grew on me."

@@ -14,27 +14,9 @@ from bot.moderation import initial_status, should_hide
 from model.contracts.jokes import check_joke
 
 
-def community_source_allowed(path) -> bool:
-    """The lead's migration 0002 lets `jokes.source` be 'community'; 0001 does not."""
-    (sql,) = (
-        sqlite3.connect(path)
-        .execute("SELECT sql FROM sqlite_master WHERE name = 'jokes'")
-        .fetchone()
-    )
-    return "'community'" in sql
-
-
-def need_community_source(path) -> None:
-    if not community_source_allowed(path):
-        pytest.xfail("needs migration 0002 (jokes.source may be 'community'), merged by the lead")
-
-
-async def _store(tmp_path, *, community: bool = False, **kw) -> CommunityStore:
-    """A store on a fresh file; `community=True` for tests that need the 'community' source."""
+async def _store(tmp_path, **kw) -> CommunityStore:
+    """A store on a fresh database file."""
     db = await Database.open(tmp_path / "j.sqlite3")
-    if community and not community_source_allowed(db.path):
-        await db.close()  # before xfail: no connection thread outlives the test's loop
-        need_community_source(db.path)
     return CommunityStore(db, **kw)
 
 
@@ -102,7 +84,7 @@ async def test_one_vote_per_member_changed_or_withdrawn(tmp_path):
 
 
 async def test_upvoted_joke_joins_the_corpus_and_leaves_when_reported(tmp_path):
-    store = await _store(tmp_path, community=True, promote_at=2, moderation="off")
+    store = await _store(tmp_path, promote_at=2, moderation="off")
     gid = await _shown(store)
     await store.vote(gid, 1, 1)
     assert await store.db.joke_count() == 0
@@ -171,7 +153,7 @@ async def test_forget_member_frees_the_text_and_erases_votes(tmp_path):
 
 
 async def test_deleted_joke_leaves_the_corpus_and_is_not_re_promoted(tmp_path):
-    store = await _store(tmp_path, community=True, promote_at=1, moderation="off")
+    store = await _store(tmp_path, promote_at=1, moderation="off")
     gid = await _shown(store)
     await store.vote(gid, 1, 1)
     (joke,) = await store.db.corpus()

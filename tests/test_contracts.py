@@ -19,7 +19,7 @@ from model.contracts.training_events import (
 )
 from model.contracts.training_job import JobError, TrainJob
 from model.progress import EventWriter
-from tests.test_training import ROOT
+from tests.helpers import ROOT
 
 
 def test_the_bot_loads_the_contracts_without_torch():

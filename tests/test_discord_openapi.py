@@ -6,7 +6,7 @@ import pytest
 
 from loopback_discord import BotFailure
 from loopback_discord._openapi import OpenAPISpec
-from tests.conftest import DISCORD_OPENAPI, jokebot_app
+from tests.helpers import DISCORD_OPENAPI, jokebot_app
 
 pytestmark = pytest.mark.skipif(
     not DISCORD_OPENAPI.is_file(), reason="needs ../shared/discord-openapi.json"

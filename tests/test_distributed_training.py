@@ -28,8 +28,7 @@ from bot.trainer_process import (
 from bot.training import TrainingCoordinator
 from model import devices
 from model.distributed import World, backend_for, per_process_batch, rank_device
-from tests.conftest import corpus_lines, make_settings
-from tests.test_training import ROOT, job_dict
+from tests.helpers import ROOT, corpus_lines, job_dict, make_settings
 
 ROOT_CAUSE = """model.train FAILED
 Failures:
@@ -186,7 +185,7 @@ async def test_a_fault_in_any_process_fails_the_run_without_version_or_orphans(
 def test_cli_trains_with_two_processes_and_records_world_size(tmp_path, tiny_model):
     """`TRAIN_PROCESSES=2 jokebot train` on a tiny GPT-2 and 120 imported jokes promotes a
     version whose manifest records world_size 2."""
-    from tests.conftest import process_env
+    from tests.helpers import process_env
 
     data = tmp_path / "data"
     jokes = tmp_path / "jokes.txt"

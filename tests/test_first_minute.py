@@ -30,8 +30,8 @@ from model.textformat import (
     prompt_layout,
 )
 from model.train import TrainJob, run_job
-from tests.conftest import ROOT, jokebot_app, make_settings, process_env
-from tests.test_runner_support import runner_client
+from tests.helpers import ROOT, jokebot_app, make_settings, process_env
+from tests.runner_helpers import runner_client
 
 ADMIN = DEFAULT_MEMBER_PERMISSIONS | ADMINISTRATOR
 EXAMPLES = ["I used to hate facial hair, but then it grew on me.", "I'm on a seafood diet."]

@@ -25,7 +25,7 @@ from loopback_discord import (
     running_bot,
     shard_for_guild,
 )
-from tests.conftest import TOKEN, App, corpus_lines
+from tests.helpers import TOKEN, App, corpus_lines
 
 ADMIN = DEFAULT_MEMBER_PERMISSIONS | ADMINISTRATOR
 

@@ -14,7 +14,7 @@ import openai
 import pytest
 
 from model.runner import STATE
-from tests.test_runner_support import runner_client
+from tests.runner_helpers import runner_client
 
 
 @pytest.fixture(scope="module")

@@ -6,7 +6,7 @@ import asyncio
 
 from bot.importer import import_jokes
 from loopback_discord import ADMINISTRATOR, DEFAULT_MEMBER_PERMISSIONS, LoopbackDiscord
-from tests.conftest import TOKEN, corpus_lines, jokebot_app, make_settings
+from tests.helpers import TOKEN, corpus_lines, jokebot_app, make_settings
 
 ADMIN = DEFAULT_MEMBER_PERMISSIONS | ADMINISTRATOR
 FINAL = "Training run #"

@@ -9,7 +9,7 @@ import pytest
 import pytest_asyncio
 
 from model.runner import STATE
-from tests.test_runner_support import runner_client
+from tests.runner_helpers import runner_client
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 TOKEN = "s3cret-token"

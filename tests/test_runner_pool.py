@@ -22,8 +22,8 @@ from bot.runner_client import RunnerError
 from bot.runner_kinds import settings_problem
 from bot.runner_pool import RunnerPool
 from bot.runner_process import free_port
-from tests.conftest import jokebot_app
-from tests.test_runner_support import runner_client, runner_process
+from tests.helpers import jokebot_app
+from tests.runner_helpers import runner_client, runner_process
 
 TOKEN = "pool-secret"
 SAMPLING = {"max_tokens": 24, "temperature": 0.9, "top_p": 0.95}

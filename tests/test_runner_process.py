@@ -19,7 +19,7 @@ import pytest
 
 from model.embedded import ensure_embedded_model
 from model.runner import RunnerConfig, serve
-from tests.test_runner_support import runner_client
+from tests.runner_helpers import runner_client
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 
 from loopback_discord import LoopbackDiscord
-from tests.conftest import TOKEN, jokebot_app, make_settings
+from tests.helpers import TOKEN, jokebot_app, make_settings
 
 
 async def test_a_killed_runner_is_restarted_and_jokes_resume(tmp_path, tiny_model):

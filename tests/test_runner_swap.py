@@ -10,7 +10,7 @@ import weakref
 
 import model.hot_swap as hot_swap_module
 from model.runner import STATE
-from tests.test_runner_support import broken_copies, runner_client
+from tests.runner_helpers import broken_copies, runner_client
 
 TOKEN = "swap-token"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}

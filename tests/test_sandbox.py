@@ -8,7 +8,7 @@ import sys
 import pytest
 
 from bot.sandbox import SandboxInputError, parse_command
-from tests.conftest import ROOT, process_env
+from tests.helpers import ROOT, process_env
 
 COMMANDS = {
     "joke": {"options": [{"name": "prompt", "type": 3}]},

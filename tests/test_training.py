@@ -11,48 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from model.contracts.jokes import normalise_key
 from model.loading import load_model_and_tokenizer
 from model.progress import EventWriter
 from model.train import JobError, TrainJob, run_job
-
-ROOT = Path(__file__).resolve().parents[1]
-ANIMALS = ["chicken", "duck", "cow", "horse", "goat", "sheep", "pig", "dog"]
-PLACES = ["road", "river", "street", "field", "bridge"]
-VERSION_FILES = {"config.json", "model.safetensors", "generation_config.json", "manifest.json"}
-
-
-def write_snapshot(folder: Path) -> Path:
-    texts = [
-        f"Why did the {a} cross the {p}? To get to the other side." for a in ANIMALS for p in PLACES
-    ]
-    path = folder / "snapshot.jsonl"
-    with path.open("w", encoding="utf-8") as out:
-        for number, text in enumerate(texts, 1):
-            out.write(json.dumps({"id": number, "text": text, "key": normalise_key(text)}) + "\n")
-    return path
-
-
-def job_dict(tmp_path: Path, model: Path, **overrides) -> dict:
-    job = {
-        "snapshot": str(write_snapshot(tmp_path)),
-        "base": str(model),
-        "serving": str(model),
-        "output": str(tmp_path / "models" / "v1"),
-        "device": "cpu",
-        "seed": 1,
-        "max_minutes": 5,
-        "epochs": 4,
-        "learning_rate": 1e-2,
-        "batch_size": 8,
-        "eval_steps": 5,
-        "early_stopping_patience": 50,
-        "eval_samples": 4,
-        "sample_max_tokens": 16,
-        "manifest": {"version": 1, "parent_version": 0, "corpus_hash": "abc"},
-    }
-    job.update(overrides)
-    return job
+from tests.helpers import ROOT, VERSION_FILES, job_dict
 
 
 def start_cli(job: dict, folder: Path) -> subprocess.Popen:

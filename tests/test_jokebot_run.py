@@ -18,7 +18,7 @@ from loopback_discord import (
     LoopbackDiscord,
     shard_for_guild,
 )
-from tests.conftest import ROOT, TOKEN, corpus_lines, process_env
+from tests.helpers import ROOT, TOKEN, corpus_lines, process_env
 
 ADMIN = DEFAULT_MEMBER_PERMISSIONS | ADMINISTRATOR
 

@@ -1,0 +1,42 @@
+"""RetrainScheduler.tick: skips while a run is under way or too few jokes came, else trains
+(a real trainer process on the tiny GPT-2) and hands the outcome to the announcer."""
+
+from __future__ import annotations
+
+from bot.app import open_database
+from bot.importer import import_jokes
+from bot.reports import training_result
+from bot.scheduler import RetrainScheduler
+from bot.training import TrainingCoordinator, TrainingOutcome
+from tests.helpers import corpus_lines, make_settings
+
+
+async def test_tick_skips_then_trains_and_announces_the_outcome(tmp_path, tiny_model):
+    settings = make_settings(
+        tmp_path / "data", tiny_model, retrain_min_new_jokes=20, train_epochs=1, train_min_steps=2
+    )
+    db = await open_database(settings)
+    announced: list[TrainingOutcome] = []
+
+    async def announce(outcome: TrainingOutcome) -> None:
+        announced.append(outcome)
+
+    try:
+        training = TrainingCoordinator(settings, db, runner=None)
+        scheduler = RetrainScheduler(settings, training, announce=announce)
+        await import_jokes(db, corpus_lines(10))
+        assert await scheduler.tick() is None  # 10 new jokes, 20 needed
+        await import_jokes(db, corpus_lines(30))
+        async with training._lock:  # a run (say an admin's /retrain) is under way
+            assert await scheduler.tick() is None
+        assert announced == [] and await db.last_finished_run() is None
+
+        outcome = await scheduler.tick()
+        assert outcome is not None and outcome.status in {"promoted", "rejected"}, outcome
+        assert announced == [outcome]
+        assert training_result(outcome).startswith(f"Training run #{outcome.run_id} ")
+        run = await db.run(outcome.run_id)
+        assert run.trigger == "schedule"
+        assert await scheduler.tick() is None  # nothing new since that run
+    finally:
+        await db.close()
