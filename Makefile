@@ -40,12 +40,12 @@ demo: setup
 	echo "demo took $$(( $$(date +%s) - began )) s"
 
 test: setup
-	$(BIN)/ruff check bot model tests benchmarks
+	$(BIN)/ruff check bot model loopback_discord tests benchmarks
 	$(BIN)/python -m pytest -q
 
 lint: setup
-	$(BIN)/ruff check bot model tests benchmarks
-	$(BIN)/ruff format --check bot model tests benchmarks
+	$(BIN)/ruff check bot model loopback_discord tests benchmarks
+	$(BIN)/ruff format --check bot model loopback_discord tests benchmarks
 
 bench-runner: setup
 	$(BIN)/python benchmarks/bench_runner.py
