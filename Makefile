@@ -37,7 +37,7 @@ demo: setup
 	  '/joke' \
 	| JOKEBOT_DATA_DIR=$(DEMO_DATA) RETRAIN_SCHEDULE=off TRAIN_EVAL_SAMPLES=16 \
 	  $(BIN)/jokebot sandbox --echo; \
-	echo "demo took $$(( $$(date +%s) - began )) s"
+	status=$$?; echo "demo took $$(( $$(date +%s) - began )) s"; exit $$status
 
 test: setup
 	$(BIN)/ruff check bot model loopback_discord tests benchmarks

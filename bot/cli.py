@@ -13,6 +13,7 @@ import logging
 import os
 import sys
 from collections.abc import Callable
+from pathlib import Path
 
 from bot.settings import Settings, SettingsError, load_settings
 
@@ -37,14 +38,14 @@ def cmd_run(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_runner(settings: Settings, args: argparse.Namespace) -> int:
-    from model.embedded import ensure_embedded_model
+    from model.embedded import embedded_model_dir, ensure_embedded_model
     from model.runner import RunnerConfig, run_runner
 
     model_ref, version = args.model, args.version
-    if not settings.model_base and model_ref is None:
-        ensure_embedded_model(settings.data_dir)
     if model_ref is None:
         model_ref, version = asyncio.run(_active_version(settings))
+    if Path(model_ref).resolve() == embedded_model_dir(settings.data_dir).resolve():
+        ensure_embedded_model(settings.data_dir)  # the first start converts it (a minute)
     token = settings.runner_admin_token()
     run_runner(
         RunnerConfig(

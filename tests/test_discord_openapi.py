@@ -59,8 +59,14 @@ async def test_a_malformed_body_sent_by_the_bot_fails_the_run(standin, shared_se
 
 
 async def test_a_whole_session_matches_the_spec(app):
+    """Commands, button presses (answers 4, 7, followups) and ephemeral refusals alike."""
     for name, options in [("addjoke", {"text": "A joke that matches the spec"}), ("joke", None)]:
         await (await app.standin.invoke(name, options)).wait_for_reply(timeout=30)
-    await (await app.standin.invoke("status")).wait_for_reply()
+    joke = await (await app.standin.invoke("joke")).wait_for_reply(timeout=30)
+    for button in ("👍", "🚩", "🔁"):
+        press = await app.standin.press(joke, button, user_id=2002, username="bob")
+        await press.wait_for_reply(timeout=30)
+    for name, options in [("status", None), ("deljoke", {"id": 1}), ("review", None)]:
+        await (await app.standin.invoke(name, options)).wait_for_reply(timeout=30)
     assert app.standin.openapi is not None and app.standin.spec_mismatches == []
     assert any("callback" in request for request in app.standin.requests)

@@ -101,3 +101,31 @@ def test_env_example_documents_every_setting_and_parses(monkeypatch):
     settings = Settings(_env_file=str(ROOT / ".env.example"))
     assert settings.discord_token is None and settings.model_base is None
     assert settings.retrain_schedule == "0 */6 * * *"
+
+
+@pytest.mark.parametrize("given", ["none", "embedded path", "other model"])
+def test_runner_converts_the_embedded_model_when_it_is_what_serves(
+    monkeypatch, tmp_path, tiny_model, given
+):
+    """A fresh install's runner (started by `jokebot run` with `--model <embedded folder>`, or
+    by a host with no `--model`) converts the embedded model first; another model never."""
+    import model.embedded
+    import model.runner
+    from bot import cli
+
+    data_dir = tmp_path / "data"
+    monkeypatch.setenv("JOKEBOT_DATA_DIR", str(data_dir))
+    monkeypatch.delenv("MODEL_BASE", raising=False)
+    converted, served = [], []
+    monkeypatch.setattr(model.embedded, "ensure_embedded_model", converted.append)
+    monkeypatch.setattr(model.runner, "run_runner", lambda config: served.append(config.model_ref))
+    embedded = model.embedded.embedded_model_dir(data_dir)
+    argv = {
+        "none": [],
+        "embedded path": ["--model", str(embedded)],
+        "other model": ["--model", str(tiny_model)],
+    }[given]
+    assert cli.main(["runner", "--port", "0", *argv]) == 0
+    expected = str(tiny_model) if given == "other model" else str(embedded)
+    assert served == [expected]
+    assert converted == ([] if given == "other model" else [data_dir])
