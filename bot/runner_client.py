@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -58,6 +58,23 @@ def _error_message(body: Any, status: int) -> str:
     if isinstance(body, dict) and body.get("message"):  # SGLang's {"success", "message"}
         return str(body["message"])
     return f"HTTP {status}"
+
+
+async def poll_until_ready(
+    health: Callable[[], Awaitable[dict[str, Any]]], timeout: float, is_alive: Any = None
+) -> dict[str, Any]:
+    """Call `health` until it answers (a runner that is starting is RunnerUnavailable); stop
+    early when `is_alive()` says the process we wait for died, or after `timeout` seconds."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        try:
+            return await health()
+        except RunnerUnavailable:
+            if is_alive is not None and not is_alive():
+                raise
+            if asyncio.get_running_loop().time() > deadline:
+                raise
+        await asyncio.sleep(0.25)
 
 
 class RunnerClient:
@@ -184,16 +201,7 @@ class RunnerClient:
 
     async def wait_until_ready(self, timeout: float, is_alive: Any = None) -> dict[str, Any]:
         """Poll /health until ready; `is_alive()` returning False (a dead child) stops early."""
-        deadline = asyncio.get_running_loop().time() + timeout
-        while True:
-            try:
-                return await self.health()
-            except RunnerUnavailable:
-                if is_alive is not None and not is_alive():
-                    raise
-                if asyncio.get_running_loop().time() > deadline:
-                    raise
-            await asyncio.sleep(0.25)
+        return await poll_until_ready(self.health, timeout, is_alive)
 
     async def load(self, path: str, version: str, *, timeout: float = 600) -> dict[str, Any]:
         """Ask the runner to load, smoke-test and swap in a model; the old one serves meanwhile."""

@@ -32,6 +32,7 @@ from bot.runner_client import (
     RunnerTimeout,
     RunnerUnavailable,
     RunnerUnreachable,
+    poll_until_ready,
 )
 from bot.runner_kinds import EngineKind, Target, engine_kind
 
@@ -159,16 +160,7 @@ class RunnerPool:
 
     async def wait_until_ready(self, timeout: float, is_alive: Any = None) -> dict[str, Any]:
         """Poll until one replica is ready; `is_alive()` returning False stops early."""
-        deadline = asyncio.get_running_loop().time() + timeout
-        while True:
-            try:
-                return await self.health()
-            except RunnerUnavailable:
-                if is_alive is not None and not is_alive():
-                    raise
-                if asyncio.get_running_loop().time() > deadline:
-                    raise
-            await asyncio.sleep(0.25)
+        return await poll_until_ready(self.health, timeout, is_alive)
 
     async def load(self, path: str, version: str, *, timeout: float = 600) -> dict[str, Any]:
         """Swap `version` into every live replica, all or nothing; the pool then serves it."""

@@ -10,6 +10,7 @@ from pathlib import Path
 from aiohttp.test_utils import TestClient, TestServer
 
 from model.runner import RunnerConfig, build_app
+from tests.helpers import wait_healthy
 
 
 def broken_copies(good: Path, root: Path) -> dict[str, Path]:
@@ -55,8 +56,6 @@ def runner_process(model: Path | str, *, version: str = "v0", port: int, token: 
     import os
     import subprocess
     import sys
-    import time
-    import urllib.request
 
     environ = {**os.environ, "RUNNER_TOKEN": token, "MODEL_BASE": str(model), **env}
     cmd = [sys.executable, "-m", "bot.cli", "runner", "--port", str(port),
@@ -64,19 +63,7 @@ def runner_process(model: Path | str, *, version: str = "v0", port: int, token: 
     process = subprocess.Popen(cmd, env=environ)
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 120
-        while True:
-            if process.poll() is not None:
-                raise RuntimeError(f"runner exited with code {process.returncode}")
-            with (
-                contextlib.suppress(OSError),
-                urllib.request.urlopen(f"{url}/health", timeout=2) as response,
-            ):
-                if response.status == 200:
-                    break
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"runner at {url} not healthy after 120 s")
-            time.sleep(0.2)
+        wait_healthy(url, process)
         yield process
     finally:
         if process.poll() is None:
