@@ -36,6 +36,7 @@ demo: setup
 	  '/joke' \
 	  '/joke' \
 	| JOKEBOT_DATA_DIR=$(DEMO_DATA) RETRAIN_SCHEDULE=off TRAIN_EVAL_SAMPLES=16 \
+	  TRAIN_MIN_STEPS=40 TRAIN_LEARNING_RATE=3e-4 \
 	  $(BIN)/jokebot sandbox --echo; \
 	status=$$?; echo "demo took $$(( $$(date +%s) - began )) s"; exit $$status
 

@@ -7,6 +7,7 @@ guild's GUILD_CREATE and INTERACTION_CREATE go on the connection of its shard,
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 import uuid
@@ -20,6 +21,7 @@ from loopback_discord._shards import guild_id_on_shard, parse_shard, shard_for_g
 from loopback_discord._state import StandinState, log
 
 IDENTIFY_INTERVAL = 5.0  # seconds between two IDENTIFYs of one rate-limit bucket
+HEARTBEAT_ACK_DELAY = 0.05  # seconds before a heartbeat is acknowledged
 
 
 class GatewayMixin(StandinState):
@@ -123,6 +125,9 @@ class GatewayMixin(StandinState):
     async def _gateway_message(self, conn: Connection, payload: dict[str, Any]) -> None:
         op, d = payload.get("op"), payload.get("d")
         if op == 1:
+            # a network's worth of delay: discord.py notes the send time only after the send
+            # returns, so an instant ACK would read as a heartbeat the age of the connection
+            await asyncio.sleep(HEARTBEAT_ACK_DELAY)
             await conn.send({"op": 11, "d": None, "s": None, "t": None})
         elif op == 2:
             await self._identify(conn, d or {})
