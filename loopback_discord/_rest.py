@@ -365,11 +365,9 @@ class RestMixin(StandinState):
         interaction = self.interactions.get(int(iid))
         if interaction is None or interaction.token != token:
             raise unknown("interaction", 10062)
-        try:
-            return await self._callback_for(request, interaction)
-        except DiscordHTTPError as err:
-            interaction.errors.append({"route": "callback", "status": err.status, **err.body})
-            raise
+        return await _recording_errors(
+            interaction, "callback", self._callback_for(request, interaction)
+        )
 
     async def _callback_for(self, request: web.Request, interaction: Interaction) -> web.Response:
         latency = asyncio.get_running_loop().time() - interaction.created_at
@@ -463,11 +461,9 @@ class RestMixin(StandinState):
 
     async def _execute_webhook(self, request: web.Request, app: str, token: str) -> web.Response:
         interaction = self._webhook_interaction(app, token)
-        try:
-            return await self._followup(request, interaction)
-        except DiscordHTTPError as err:
-            interaction.errors.append({"route": "followup", "status": err.status, **err.body})
-            raise
+        return await _recording_errors(
+            interaction, "followup", self._followup(request, interaction)
+        )
 
     async def _followup(self, request: web.Request, interaction: Interaction) -> web.Response:
         body, files = await self._body(request)
@@ -507,12 +503,9 @@ class RestMixin(StandinState):
         self, request: web.Request, app: str, token: str, mid: str
     ) -> web.Response:
         interaction = self._webhook_interaction(app, token)
-        try:
-            return await self._interaction_message(request, interaction, mid)
-        except DiscordHTTPError as err:
-            route = f"{request.method} messages/{mid}"
-            interaction.errors.append({"route": route, "status": err.status, **err.body})
-            raise
+        route = f"{request.method} messages/{mid}"
+        answer = self._interaction_message(request, interaction, mid)
+        return await _recording_errors(interaction, route, answer)
 
     async def _interaction_message(
         self, request: web.Request, interaction: Interaction, mid: str
@@ -621,3 +614,15 @@ class RestMixin(StandinState):
         self._edit_message(msg, body, files, ())
         self._notify("edit", msg, interaction)
         return json_response(self._message_payload(msg))
+
+
+async def _recording_errors(
+    interaction: Interaction, route: str, answer: Awaitable[web.Response]
+) -> web.Response:
+    """Await the answer; an error Discord would send back is also kept on the interaction
+    (`Interaction.errors`), so a test can see what the bot was refused."""
+    try:
+        return await answer
+    except DiscordHTTPError as err:
+        interaction.errors.append({"route": route, "status": err.status, **err.body})
+        raise

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from loopback_discord import BotFailure
+from loopback_discord import ADMINISTRATOR, DEFAULT_MEMBER_PERMISSIONS, BotFailure
 from loopback_discord._openapi import OpenAPISpec
 from tests.helpers import DISCORD_OPENAPI, jokebot_app
 
@@ -66,7 +66,9 @@ async def test_a_whole_session_matches_the_spec(app):
     for button in ("👍", "🚩", "🔁"):
         press = await app.standin.press(joke, button, user_id=2002, username="bob")
         await press.wait_for_reply(timeout=30)
+    admin = DEFAULT_MEMBER_PERMISSIONS | ADMINISTRATOR
     for name, options in [("status", None), ("deljoke", {"id": 1}), ("review", None)]:
-        await (await app.standin.invoke(name, options)).wait_for_reply(timeout=30)
+        interaction = await app.standin.invoke(name, options, permissions=admin)
+        await interaction.wait_for_reply(timeout=30)
     assert app.standin.openapi is not None and app.standin.spec_mismatches == []
     assert any("callback" in request for request in app.standin.requests)
