@@ -469,30 +469,23 @@ class RestMixin(StandinState):
         body, files = await self._body(request)
         if interaction.ack_type not in (4, 5, 6, 7):
             raise unknown("Webhook", 10015)  # no followups before the interaction is answered
-        if interaction.ack_type == 5 and interaction.original is None:
+        replaces_thinking = interaction.ack_type == 5 and interaction.original is None
+        if replaces_thinking:
             # Discord: the first followup after a defer replaces the "thinking…" message and
             # takes the defer's ephemerality, whatever flags it asks for.
             eph = EPHEMERAL if interaction.deferred_ephemeral else 0
             body = {**body, "flags": (int(body.get("flags") or 0) & ~EPHEMERAL) | eph}
-            msg = self._new_message(
-                body,
-                files,
-                (),
-                kind="followup",
-                flag_mask=_MESSAGE_FLAGS | EPHEMERAL,
-                interaction=interaction,
-                message_id=interaction.original_id,
-            )
+        msg = self._new_message(
+            body,
+            files,
+            (),
+            kind="followup",
+            flag_mask=_MESSAGE_FLAGS | EPHEMERAL,
+            interaction=interaction,
+            message_id=interaction.original_id if replaces_thinking else None,
+        )
+        if replaces_thinking:
             interaction.original = msg
-        else:
-            msg = self._new_message(
-                body,
-                files,
-                (),
-                kind="followup",
-                flag_mask=_MESSAGE_FLAGS | EPHEMERAL,
-                interaction=interaction,
-            )
         interaction.messages.append(msg)
         self._notify("message", msg, interaction)
         if request.query.get("wait", "").lower() not in ("1", "true"):
