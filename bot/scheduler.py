@@ -25,20 +25,14 @@ class RetrainScheduler:
     Each finished scheduled run goes to `announce` (given at `start`: where results are posted
     is known only once the Discord client exists), which words and posts it."""
 
-    def __init__(
-        self,
-        settings: Settings,
-        training: TrainingCoordinator,
-        announce: Announcer | None = None,
-    ) -> None:
+    def __init__(self, settings: Settings, training: TrainingCoordinator) -> None:
         self.settings = settings
         self.training = training
-        self.announce = announce
+        self.announce: Announcer | None = None
         self._scheduler = AsyncIOScheduler(timezone=UTC)
 
     def start(self, announce: Announcer | None = None) -> None:
-        if announce is not None:
-            self.announce = announce
+        self.announce = announce
         if self.settings.retrain_schedule == "off":
             log.info("scheduled retraining is off")
             return

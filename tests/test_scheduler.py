@@ -23,7 +23,8 @@ async def test_tick_skips_then_trains_and_announces_the_outcome(tmp_path, tiny_m
 
     try:
         training = TrainingCoordinator(settings, db, runner=None)
-        scheduler = RetrainScheduler(settings, training, announce=announce)
+        scheduler = RetrainScheduler(settings, training)
+        scheduler.start(announce=announce)  # RETRAIN_SCHEDULE is off: only the announcer is set
         await import_jokes(db, corpus_lines(10))
         assert await scheduler.tick() is None  # 10 new jokes, 20 needed
         await import_jokes(db, corpus_lines(30))
