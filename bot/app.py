@@ -136,7 +136,7 @@ async def backend(settings: Settings) -> AsyncIterator[Backend]:
         finally:
             if supervisor is not None:
                 supervisor.cancel()
-            runner_file.unlink(missing_ok=True)
+            remove_runner_file(runner_file)
             if training.busy:
                 await training.cancel()
                 for _ in range(40):  # up to 4 s for the trainer to clean up
@@ -155,13 +155,25 @@ def runner_file_path(settings: Settings) -> Path:
 
 
 def write_runner_file(settings: Settings, url: str, token: str | None) -> Path:
-    """Tell CLI commands on this host (`jokebot train`, `rollback`) how to reach our runner."""
+    """Tell CLI commands on this host (`jokebot train`, `rollback`) how to reach our runner.
+
+    Several `jokebot run` processes may share a data directory (one per gateway shard), so each
+    writes through its own temporary file: the file is always one process's whole record."""
     path = runner_file_path(settings)
-    tmp = path.with_suffix(".tmp")
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     tmp.write_text(json.dumps({"url": url, "token": token, "pid": os.getpid()}), encoding="utf-8")
     tmp.chmod(0o600)
     os.replace(tmp, path)
     return path
+
+
+def remove_runner_file(path: Path) -> None:
+    """Remove the runner file if it is still ours; another process's record stays."""
+    try:
+        if json.loads(path.read_text(encoding="utf-8")).get("pid") == os.getpid():
+            path.unlink(missing_ok=True)
+    except (OSError, ValueError):
+        pass
 
 
 async def connect_runner(settings: Settings) -> RunnerPool | None:

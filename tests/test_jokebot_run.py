@@ -61,9 +61,10 @@ async def wait_until_serving(standin, processes, shard_count: int | None = None)
 
 async def stop_jokebot(process) -> float:
     started = time.monotonic()
-    process.send_signal(signal.SIGTERM)
+    if process.returncode is None:  # one that already exited has nothing to stop
+        process.send_signal(signal.SIGTERM)
     code = await asyncio.wait_for(process.wait(), timeout=15)
-    assert code == 0
+    assert code == 0, f"jokebot run exited with code {code}"
     return time.monotonic() - started
 
 
