@@ -85,13 +85,7 @@ async def backend(settings: Settings) -> AsyncIterator[Backend]:
             token = settings.runner_admin_token()
         else:
             active = await db.active_version()
-            runner_process = RunnerProcess(
-                model_ref=active.path,
-                version=active.name,
-                host=settings.runner_host,
-                port=settings.runner_port,
-                admin_token=(settings.runner_admin_token()),
-            )
+            runner_process = own_runner(settings, active.path, active.name)
             await runner_process.start()
             url, token = runner_process.url, runner_process.admin_token
         runner = RunnerPool(
@@ -148,6 +142,35 @@ async def backend(settings: Settings) -> AsyncIterator[Backend]:
         if runner_process is not None:
             await runner_process.stop(timeout=5)  # all within the 10 s a host allows
         await db.close()
+
+
+def own_runner(settings: Settings, model_ref: str, version: str) -> RunnerProcess:
+    """The runner child this process starts (not yet started), its port bound.
+
+    A second `jokebot run` on this host (another set of gateway shards) finds the default port
+    taken by the first one's runner; it then takes a free port rather than talking to a runner
+    it does not own. A RUNNER_PORT the host chose is kept, or startup stops and says why."""
+
+    def on_port(port: int) -> RunnerProcess:
+        return RunnerProcess(
+            model_ref=model_ref,
+            version=version,
+            host=settings.runner_host,
+            port=port,
+            admin_token=settings.runner_admin_token(),
+        )
+
+    port, host = settings.runner_port, settings.runner_host
+    try:
+        return on_port(port)
+    except OSError as error:
+        if port == 0 or "runner_port" in settings.model_fields_set:
+            raise StartupError(
+                f"the model runner cannot listen on {host}:{port} ({error.strerror}). Choose"
+                " another RUNNER_PORT (0: any free one), or RUNNER_URL to share one runner"
+            ) from None
+    log.warning("port %d is in use (another jokebot run?); the runner takes a free port", port)
+    return on_port(0)
 
 
 def runner_file_path(settings: Settings) -> Path:

@@ -59,6 +59,7 @@ def cmd_runner(settings: Settings, args: argparse.Namespace) -> int:
             max_batch=settings.runner_max_batch,
             compile=settings.runner_compile,
             default_max_tokens=settings.joke_max_tokens,
+            listen_fd=args.listen_fd,
         )
     )
     return 0
@@ -258,6 +259,9 @@ def build_parser() -> argparse.ArgumentParser:
     runner.add_argument("--port", type=int, help="port (default RUNNER_PORT, 8765)")
     runner.add_argument("--model", help="model folder or hub id (default: the active version)")
     runner.add_argument("--version", help="name to report for --model, e.g. v3")
+    runner.add_argument(
+        "--listen-fd", type=int, help="serve on this inherited listening socket (`jokebot run`)"
+    )
     sandbox = add("sandbox", cmd_sandbox, "try the bot in a terminal, no Discord account needed")
     sandbox.add_argument("--echo", action="store_true", help="print each command as it is read")
     importer = add("import", cmd_import, "add jokes from a CSV (Joke column) or a text file")

@@ -22,8 +22,21 @@ def free_port(host: str = "127.0.0.1") -> int:
         return probe.getsockname()[1]
 
 
+def listening_socket(host: str, port: int) -> socket.socket:
+    """A socket listening on (host, port), port 0 for any free one; OSError if it is taken.
+
+    The parent binds it and hands it to the runner child it starts, so the port is known at
+    once and two processes can never both believe they own one port."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    return socket.create_server((host, port), family=family)
+
+
 class RunnerProcess:
-    """A `jokebot runner` child on loopback, with a fresh admin token unless one is configured."""
+    """A `jokebot runner` child on loopback, with a fresh admin token unless one is configured.
+
+    The port is bound here, in the constructor: OSError (EADDRINUSE) when `port` is taken. The
+    child gets the listening socket and the parent closes its copy, so while no child runs,
+    clients are refused at once rather than left waiting; a restart binds the port again."""
 
     def __init__(
         self,
@@ -36,7 +49,8 @@ class RunnerProcess:
         extra_args: list[str] | None = None,
     ) -> None:
         self.host = host
-        self.port = port or free_port(host)
+        self._listener: socket.socket | None = listening_socket(host, port)
+        self.port = self._listener.getsockname()[1]
         self.admin_token = admin_token or secrets.token_urlsafe(24)
         self.model_ref, self.version = model_ref, version
         self._extra_args = extra_args or []
@@ -52,13 +66,17 @@ class RunnerProcess:
 
     async def start(self) -> None:
         env = {**os.environ, "RUNNER_TOKEN": self.admin_token}
-        args = ["--host", self.host, "--port", str(self.port)]
-        args += ["--model", self.model_ref, "--version", self.version, *self._extra_args]
-        log.info("starting the model runner on %s with %s", self.url, self.version)
-        # The child inherits stdout/stderr, so its log lines reach the host's terminal or journal.
-        self.process = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "bot.cli", "runner", *args, env=env
-        )
+        listener = self._listener or listening_socket(self.host, self.port)  # a restart binds
+        self._listener = None
+        with listener:  # the parent's copy closes once the child has its own
+            fd = listener.fileno()
+            args = ["--host", self.host, "--port", str(self.port), "--listen-fd", str(fd)]
+            args += ["--model", self.model_ref, "--version", self.version, *self._extra_args]
+            log.info("starting the model runner on %s with %s", self.url, self.version)
+            # The child inherits stdout/stderr: its log lines reach the host's terminal or journal.
+            self.process = await asyncio.create_subprocess_exec(
+                sys.executable, "-m", "bot.cli", "runner", *args, env=env, pass_fds=(fd,)
+            )
 
     async def keep_alive(self, current_model: Callable[[], Awaitable[tuple[str, str]]]) -> None:
         """Restart the runner when it dies (a crash, the OOM killer), with the serving version.
@@ -78,14 +96,21 @@ class RunnerProcess:
             log.error("the model runner exited with code %s; restarting in %.0f s", code, delay)
             await asyncio.sleep(delay)
             self.model_ref, self.version = await current_model()
-            await self.start()
+            try:
+                await self.start()
+            except OSError as error:  # the port was taken meanwhile: the next round tries again
+                log.error("the model runner cannot listen on %s again: %s", self.url, error)
             delay = min(delay * 2, 60.0)
 
     async def stop(self, timeout: float = 8.0) -> None:
         """SIGTERM, then SIGKILL if it has not exited within `timeout` seconds."""
         self._stopping = True
-        if not self.is_alive():
-            return
+        if self._listener is not None:  # never started
+            self._listener.close()
+        if self.is_alive():
+            await self._terminate(timeout)
+
+    async def _terminate(self, timeout: float) -> None:
         assert self.process is not None
         self.process.send_signal(signal.SIGTERM)
         try:

@@ -21,6 +21,7 @@ import json
 import logging
 import os
 import signal
+import socket
 import sys
 import time
 from dataclasses import dataclass
@@ -71,6 +72,7 @@ class RunnerConfig:
     max_batch: int = 16
     compile: bool = False
     default_max_tokens: int = 64
+    listen_fd: int | None = None  # serve on this listening socket (from `jokebot run`)
 
 
 class RunnerState:
@@ -544,7 +546,10 @@ async def serve(config: RunnerConfig, stop: asyncio.Event | None = None) -> int:
     state = app[STATE]
     runner = web.AppRunner(app, handler_cancellation=True, shutdown_timeout=3.0, access_log=None)
     await runner.setup()
-    site = web.TCPSite(runner, config.host, config.port)
+    if config.listen_fd is None:
+        site: web.BaseSite = web.TCPSite(runner, config.host, config.port)
+    else:
+        site = web.SockSite(runner, socket.socket(fileno=config.listen_fd))
     await site.start()
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()

@@ -1,4 +1,4 @@
-"""The runner file (`<data>/runner.json`) when several `jokebot run` processes share a data dir.
+"""Several `jokebot run` processes on one host: the runner file (`<data>/runner.json`), ports.
 
 One process per gateway shard may start at the same moment; each writes the file, and each
 removes it on the way out. Neither may fail on the other's temporary file, and a process must
@@ -9,9 +9,19 @@ from __future__ import annotations
 import json
 import multiprocessing
 import os
+import socket
 from pathlib import Path
 
-from bot.app import remove_runner_file, runner_file_path, write_runner_file
+import pytest
+
+from bot.app import (
+    StartupError,
+    own_runner,
+    remove_runner_file,
+    runner_file_path,
+    write_runner_file,
+)
+from bot.runner_process import free_port, listening_socket
 from bot.settings import Settings
 
 
@@ -49,3 +59,38 @@ def test_a_process_removes_only_its_own_record(tmp_path):
     remove_runner_file(path)
     assert not path.exists()
     remove_runner_file(path)  # nothing there: nothing to do
+
+
+@pytest.fixture
+def taken_port():
+    """A port something already listens on, as the first `jokebot run`'s runner would."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        yield listener.getsockname()[1]
+
+
+async def test_a_second_process_takes_a_free_port_when_the_default_one_is_taken(
+    tmp_path, taken_port, caplog
+):
+    settings = Settings(_env_file=None, data_dir=tmp_path, runner_port=taken_port)
+    settings.model_fields_set.discard("runner_port")  # as if it were the default, 8765
+    runner = own_runner(settings, "model", "v0")
+    try:
+        assert runner.port not in (0, taken_port)
+        assert f"port {taken_port} is in use" in caplog.text
+        with pytest.raises(OSError):  # the port is this process's from now on
+            listening_socket("127.0.0.1", runner.port)
+    finally:
+        await runner.stop()
+    listening_socket("127.0.0.1", runner.port).close()  # and free again once it stops
+
+
+async def test_a_port_the_host_chose_is_kept_or_startup_says_why(tmp_path, taken_port):
+    chosen = Settings(_env_file=None, data_dir=tmp_path, runner_port=taken_port)
+    with pytest.raises(StartupError, match=f"cannot listen on 127.0.0.1:{taken_port}"):
+        own_runner(chosen, "model", "v0")
+    free = free_port()
+    runner = own_runner(Settings(_env_file=None, data_dir=tmp_path, runner_port=free), "m", "v0")
+    assert runner.url == f"http://127.0.0.1:{free}"
+    await runner.stop()
