@@ -13,6 +13,8 @@ import os
 import shutil
 from pathlib import Path
 
+from filelock import FileLock, Timeout
+
 EMBEDDED_NAME = "SmolLM2-135M-Instruct"
 EMBEDDED_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 log = logging.getLogger(__name__)
@@ -35,10 +37,29 @@ def embedded_gguf_folder() -> Path:
 
 
 def ensure_embedded_model(data_dir: Path) -> Path:
-    """Convert the embedded GGUF into a safetensors folder once; later calls return at once."""
+    """Convert the embedded GGUF into a safetensors folder once; later calls return at once.
+
+    Processes that start together on a fresh data directory (replicas, shard processes) take
+    turns: one converts, the others wait for it and then find the folder there."""
     target = embedded_model_dir(data_dir)
     if (target / "config.json").is_file():
         return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    lock = FileLock(str(target.parent / f".{target.name}.lock"))
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        log.info("another process is converting the embedded model; waiting for it")
+        lock.acquire()
+    try:
+        if not (target / "config.json").is_file():
+            _convert_embedded_model(target)
+    finally:
+        lock.release()
+    return target
+
+
+def _convert_embedded_model(target: Path) -> None:
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
     source = embedded_gguf_folder()
@@ -53,13 +74,12 @@ def ensure_embedded_model(data_dir: Path) -> Path:
     model.tie_weights()
     model.generation_config = gguf_model.generation_config
 
-    target.parent.mkdir(parents=True, exist_ok=True)
     tmp = target.parent / f".tmp-{target.name}-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
     model.save_pretrained(str(tmp))
     tokenizer.save_pretrained(str(tmp))
+    shutil.rmtree(target, ignore_errors=True)  # an incomplete folder (no config.json) from before
     os.replace(tmp, target)  # visible only complete
-    return target
 
 
 if __name__ == "__main__":

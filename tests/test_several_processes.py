@@ -1,4 +1,5 @@
-"""Several `jokebot run` processes on one host: the runner file (`<data>/runner.json`), ports.
+"""Several jokebot processes on one host: the runner file (`<data>/runner.json`), ports, and
+the first conversion of the embedded model.
 
 One process per gateway shard may start at the same moment; each writes the file, and each
 removes it on the way out. Neither may fail on the other's temporary file, and a process must
@@ -10,6 +11,7 @@ import json
 import multiprocessing
 import os
 import socket
+import time
 from pathlib import Path
 
 import pytest
@@ -23,6 +25,7 @@ from bot.app import (
 )
 from bot.runner_process import free_port, listening_socket
 from bot.settings import Settings
+from model import embedded
 
 
 def _write_many(data_dir: str, times: int, start) -> None:
@@ -94,3 +97,34 @@ async def test_a_port_the_host_chose_is_kept_or_startup_says_why(tmp_path, taken
     runner = own_runner(Settings(_env_file=None, data_dir=tmp_path, runner_port=free), "m", "v0")
     assert runner.url == f"http://127.0.0.1:{free}"
     await runner.stop()
+
+
+def _convert_in_turn(data_dir: str, start) -> None:
+    """`ensure_embedded_model` with a slow stand-in for the conversion that counts its runs."""
+
+    def convert(target: Path) -> None:
+        with open(Path(data_dir) / "conversions", "a", encoding="utf-8") as log:
+            log.write(f"{os.getpid()}\n")
+        time.sleep(0.5)
+        tmp = target.parent / f".tmp-{os.getpid()}"
+        tmp.mkdir()
+        (tmp / "config.json").write_text("{}", encoding="utf-8")
+        os.replace(tmp, target)
+
+    embedded._convert_embedded_model = convert
+    start.wait(timeout=60)
+    assert embedded.ensure_embedded_model(Path(data_dir)) == embedded.embedded_model_dir(data_dir)
+
+
+def test_processes_starting_together_convert_the_embedded_model_once(tmp_path):
+    """Replicas or shard processes started at once on a fresh data dir: one converts."""
+    ctx = multiprocessing.get_context("spawn")
+    start = ctx.Barrier(3)
+    starters = [ctx.Process(target=_convert_in_turn, args=(str(tmp_path), start)) for _ in range(3)]
+    for starter in starters:
+        starter.start()
+    for starter in starters:
+        starter.join(timeout=60)
+    assert [starter.exitcode for starter in starters] == [0, 0, 0]
+    assert len((tmp_path / "conversions").read_text(encoding="utf-8").split()) == 1
+    assert (embedded.embedded_model_dir(tmp_path) / "config.json").is_file()
