@@ -15,13 +15,6 @@ from collections.abc import Awaitable, Callable
 log = logging.getLogger(__name__)
 
 
-def free_port(host: str = "127.0.0.1") -> int:
-    """A port that was free a moment ago (good enough for a loopback child process)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind((host, 0))
-        return probe.getsockname()[1]
-
-
 def listening_socket(host: str, port: int) -> socket.socket:
     """A socket listening on (host, port), port 0 for any free one; OSError if it is taken.
 
@@ -29,6 +22,12 @@ def listening_socket(host: str, port: int) -> socket.socket:
     once and two processes can never both believe they own one port."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     return socket.create_server((host, port), family=family)
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A port that was free a moment ago (for tests and benchmarks that start servers)."""
+    with listening_socket(host, 0) as probe:
+        return probe.getsockname()[1]
 
 
 class RunnerProcess:

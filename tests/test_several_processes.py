@@ -28,6 +28,20 @@ from bot.settings import Settings
 from model import embedded
 
 
+def run_together(target, *args, processes: int = 3) -> list[multiprocessing.Process]:
+    """`target(*args, start)` in `processes` fresh interpreters that wait at `start` to begin
+    at the same moment; returned once all have exited, each having exited 0."""
+    ctx = multiprocessing.get_context("spawn")
+    start = ctx.Barrier(processes)
+    started = [ctx.Process(target=target, args=(*args, start)) for _ in range(processes)]
+    for process in started:
+        process.start()
+    for process in started:
+        process.join(timeout=60)
+    assert [process.exitcode for process in started] == [0] * processes
+    return started
+
+
 def _write_many(data_dir: str, times: int, start) -> None:
     settings = Settings(_env_file=None, data_dir=Path(data_dir))
     start.wait(timeout=60)  # all writers begin together
@@ -36,14 +50,7 @@ def _write_many(data_dir: str, times: int, start) -> None:
 
 
 def test_processes_writing_at_once_each_leave_a_whole_record(tmp_path):
-    ctx = multiprocessing.get_context("spawn")
-    start = ctx.Barrier(3)
-    writers = [ctx.Process(target=_write_many, args=(str(tmp_path), 500, start)) for _ in range(3)]
-    for writer in writers:
-        writer.start()
-    for writer in writers:
-        writer.join(timeout=60)
-    assert [writer.exitcode for writer in writers] == [0, 0, 0]
+    writers = run_together(_write_many, str(tmp_path), 500)
     settings = Settings(_env_file=None, data_dir=tmp_path)
     record = json.loads(runner_file_path(settings).read_text(encoding="utf-8"))
     assert record["pid"] in {writer.pid for writer in writers}
@@ -118,13 +125,6 @@ def _convert_in_turn(data_dir: str, start) -> None:
 
 def test_processes_starting_together_convert_the_embedded_model_once(tmp_path):
     """Replicas or shard processes started at once on a fresh data dir: one converts."""
-    ctx = multiprocessing.get_context("spawn")
-    start = ctx.Barrier(3)
-    starters = [ctx.Process(target=_convert_in_turn, args=(str(tmp_path), start)) for _ in range(3)]
-    for starter in starters:
-        starter.start()
-    for starter in starters:
-        starter.join(timeout=60)
-    assert [starter.exitcode for starter in starters] == [0, 0, 0]
+    run_together(_convert_in_turn, str(tmp_path))
     assert len((tmp_path / "conversions").read_text(encoding="utf-8").split()) == 1
     assert (embedded.embedded_model_dir(tmp_path) / "config.json").is_file()
