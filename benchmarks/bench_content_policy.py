@@ -24,11 +24,11 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from bot.content_policy import ContentPolicy
-from bot.importer import parse_jokes
-from bot.joke_teller import tell_joke
-from bot.runner_client import RunnerClient
-from bot.runner_process import RunnerProcess
+from bot.community.content_policy import ContentPolicy
+from bot.community.importer import parse_jokes
+from bot.runners.client import RunnerClient
+from bot.runners.joke_teller import tell_joke
+from bot.runners.process import RunnerProcess
 from bot.settings import load_settings
 
 ROOT = Path(__file__).resolve().parents[1]

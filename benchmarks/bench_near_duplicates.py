@@ -24,8 +24,8 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from bot.importer import parse_jokes
-from bot.similarity import DEFAULT_THRESHOLD, NearDuplicateIndex
+from bot.community.importer import parse_jokes
+from bot.community.near_duplicates import DEFAULT_THRESHOLD, NearDuplicateIndex
 from model.contracts.jokes import check_joke
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -52,7 +52,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def starter_split():
-    from bot.starter import starter_jokes
+    from bot.community.starter import starter_jokes
     from model.contracts.corpus import CorpusJoke
     from model.contracts.jokes import check_joke
     from model.data import split_jokes

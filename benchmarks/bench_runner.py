@@ -4,7 +4,7 @@ Prints one table: sequential, 4, 16 and 32 concurrent clients (tokens/s, p50, p9
 32-token completions, a hot swap under 16 clients, and a "hardware" row: raw batched forward
 throughput of the same model at batch 16 without the server, with the server/raw ratio.
 A second table: streaming (time to first token), and the bot's runner pool
-(`bot.runner_pool`) at 16 clients in front of one replica and of two replicas on this host
+(`bot.runners.pool`) at 16 clients in front of one replica and of two replicas on this host
 (on a small CPU host two replicas share the same cores: what it shows is the cost of the
 client's routing, not a speed-up), with a swap across both replicas under load.
 
@@ -116,7 +116,7 @@ async def pool_test(
     urls: list[str], clients: int, per_client: int, tokens: int, swap_to: Path | None = None
 ) -> tuple[Outcome, dict]:
     """Clients through the bot's RunnerPool (routing, failover); optionally a swap mid-way."""
-    from bot.runner_pool import RunnerPool
+    from bot.runners.pool import RunnerPool
 
     out = Outcome()
     info: dict = {}

@@ -15,24 +15,29 @@ from pathlib import Path
 
 import discord
 
-from bot import versions
-from bot.content_policy import ContentPolicy
-from bot.database import Database
-from bot.discord_bot import JokeBot, make_bot
-from bot.discord_replies import NO_MENTIONS
-from bot.rate_limits import RateLimiter
-from bot.reports import training_result
-from bot.runner_client import RunnerUnavailable
-from bot.runner_kinds import settings_problem
-from bot.runner_pool import RunnerPool
-from bot.runner_process import RunnerProcess
-from bot.scheduler import RetrainScheduler
+from bot.community.content_policy import ContentPolicy
+from bot.community.rate_limits import RateLimiter
+from bot.community.starter import seed_starter_corpus
+from bot.community.submissions import load_near_duplicates
+from bot.discord_app.client import JokeBot, make_bot
+from bot.discord_app.replies import NO_MENTIONS
+from bot.discord_app.text_limits import fit_message
+from bot.runners.client import RunnerUnavailable
+from bot.runners.kinds import settings_problem
+from bot.runners.pool import RunnerPool
+from bot.runners.process import RunnerProcess
 from bot.services import Services
 from bot.settings import Settings
-from bot.starter import seed_starter_corpus
-from bot.submissions import load_near_duplicates
-from bot.text_limits import fit_message
-from bot.training import TrainingBusy, TrainingCoordinator, TrainingOutcome, _host_training_lock
+from bot.store.database import Database
+from bot.training import versions
+from bot.training.coordinator import (
+    TrainingBusy,
+    TrainingCoordinator,
+    TrainingOutcome,
+    _host_training_lock,
+)
+from bot.training.schedule import RetrainScheduler
+from bot.training.wording import training_result
 from loopback_discord.hosts import point_discord_at  # the one place that moves discord.py's hosts
 
 log = logging.getLogger(__name__)

@@ -94,9 +94,9 @@ def cmd_import(settings: Settings, args: argparse.Namespace) -> int:
     from rich.progress import Progress
 
     from bot.app import open_database
-    from bot.content_policy import ContentPolicy
-    from bot.importer import import_jokes, parse_jokes, read_source
-    from bot.submissions import load_near_duplicates
+    from bot.community.content_policy import ContentPolicy
+    from bot.community.importer import import_jokes, parse_jokes, read_source
+    from bot.community.submissions import load_near_duplicates
 
     try:
         jokes = parse_jokes(read_source(args.file), args.file)
@@ -129,10 +129,10 @@ def cmd_train(settings: Settings, args: argparse.Namespace) -> int:
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
     from bot.app import connect_runner, open_database
-    from bot.progress import TrainingProgress, format_duration
-    from bot.reports import training_result
-    from bot.starter import seed_starter_corpus
-    from bot.training import TrainingCoordinator
+    from bot.community.starter import seed_starter_corpus
+    from bot.training.coordinator import TrainingCoordinator
+    from bot.training.progress import TrainingProgress, format_duration
+    from bot.training.wording import training_result
 
     async def run() -> int:
         db = await open_database(settings)
@@ -187,9 +187,9 @@ def cmd_train(settings: Settings, args: argparse.Namespace) -> int:
 
 def cmd_models(settings: Settings, args: argparse.Namespace) -> int:
     from bot.app import open_database
-    from bot.community import CommunityScore
-    from bot.community_store import CommunityStore
-    from bot.reports import corpus_summary, versions_table
+    from bot.store.community import CommunityStore
+    from bot.training.wording import corpus_summary, versions_table
+    from model.contracts.votes import CommunityScore
 
     async def run() -> int:
         db = await open_database(settings)
@@ -214,9 +214,9 @@ def cmd_models(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_rollback(settings: Settings, args: argparse.Namespace) -> int:
-    from bot import versions
     from bot.app import connect_runner, open_database
-    from bot.runner_client import RunnerError
+    from bot.runners.client import RunnerError
+    from bot.training import versions
 
     async def run() -> int:
         db = await open_database(settings)

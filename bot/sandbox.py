@@ -29,9 +29,9 @@ from loopback_discord import (
     LoopbackDiscord,
     LoopbackError,
     Message,
+    find_spec,
     shard_for_guild,
 )
-from loopback_discord._openapi import find_spec
 
 SANDBOX_TOKEN = "sandbox-token"
 log = logging.getLogger(__name__)

@@ -5,16 +5,17 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from functools import cached_property
 
-from bot.community_store import CommunityStore
-from bot.content_policy import ContentPolicy
-from bot.database import Database
-from bot.joke_teller import ExamplePool
-from bot.rate_limits import RateLimiter
-from bot.runner_pool import RunnerPool
-from bot.scheduler import RetrainScheduler
+from bot.community.content_policy import ContentPolicy
+from bot.community.moderation import initial_status
+from bot.community.near_duplicates import NearDuplicateIndex
+from bot.community.rate_limits import RateLimiter
+from bot.runners.joke_teller import ExamplePool
+from bot.runners.pool import RunnerPool
 from bot.settings import Settings
-from bot.similarity import NearDuplicateIndex
-from bot.training import TrainingCoordinator
+from bot.store.community import CommunityStore
+from bot.store.database import Database
+from bot.training.coordinator import TrainingCoordinator
+from bot.training.schedule import RetrainScheduler
 
 
 @dataclass
@@ -35,7 +36,7 @@ class Services:
             self.db,
             promote_at=self.settings.community_min_score,
             reports_to_hide=self.settings.reports_to_hide,
-            moderation=self.settings.moderation,
+            community_status=initial_status(mode=self.settings.moderation, source="community"),
         )
 
     @cached_property

@@ -64,6 +64,7 @@ from loopback_discord._models import (
     UnknownCommand,
     UnknownComponent,
 )
+from loopback_discord._openapi import find_spec
 from loopback_discord._server import LoopbackDiscord
 from loopback_discord._shards import guild_id_on_shard, shard_for_guild
 from loopback_discord.harness import BotRun, running_bot
@@ -90,6 +91,7 @@ __all__ = [
     "NotConnected",
     "UnknownCommand",
     "UnknownComponent",
+    "find_spec",
     "guild_id_on_shard",
     "running_bot",
     "shard_for_guild",

@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 from pydantic import SecretStr
 
-from bot.runner_process import free_port
+from bot.runners.process import free_port
 from bot.settings import Settings
 from loopback_discord import LoopbackDiscord
 from tests.helpers import (

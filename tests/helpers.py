@@ -17,8 +17,8 @@ from pathlib import Path
 from pydantic import SecretStr
 
 from bot.app import backend
-from bot.discord_bot import JokeBot
-from bot.runner_process import RunnerProcess
+from bot.discord_app.client import JokeBot
+from bot.runners.process import RunnerProcess
 from bot.services import Services
 from bot.settings import Settings
 from loopback_discord import LoopbackDiscord, running_bot
@@ -104,7 +104,7 @@ async def jokebot_app(
 
 def corpus_lines(n: int) -> list[str]:
     """The first `n` jokes of the tutorial's data set, as /addjoke would receive them."""
-    from bot.importer import parse_jokes
+    from bot.community.importer import parse_jokes
 
     return parse_jokes(SHARED_CSV.read_text(encoding="utf-8"), "onelinefun.csv")[:n]
 

@@ -8,8 +8,8 @@ import pytest
 from aiohttp import web
 from pydantic import SecretStr
 
-from bot.joke_teller import MAX_PROMPT_CHARS
-from bot.runner_process import free_port
+from bot.runners.joke_teller import MAX_PROMPT_CHARS
+from bot.runners.process import free_port
 from loopback_discord import ADMINISTRATOR, DEFAULT_MEMBER_PERMISSIONS, CommandHidden
 from model.contracts.jokes import MAX_JOKE_CHARS
 from tests.helpers import jokebot_app
@@ -207,7 +207,7 @@ async def test_rollback_with_nothing_earlier_is_refused(app):
 
 async def test_remote_runner_token_is_used_for_admin_load(shared_settings):
     # A wrong token is refused by the runner; the bot reports it rather than crashing.
-    from bot.runner_client import RunnerClient, RunnerError
+    from bot.runners.client import RunnerClient, RunnerError
 
     client = RunnerClient(shared_settings.runner_url, admin_token="wrong")
     with pytest.raises(RunnerError):

@@ -8,12 +8,12 @@ import sqlite3
 
 import pytest
 
-from bot.commands.votes import NO_CLEAN_JOKE
-from bot.content_policy import ContentPolicy
-from bot.importer import import_jokes
-from bot.joke_teller import NoCleanJoke, tell_joke
-from bot.rate_limits import CommandLimits, RateLimiter, parse_rates
-from bot.similarity import NearDuplicateIndex
+from bot.community.content_policy import ContentPolicy
+from bot.community.importer import import_jokes
+from bot.community.near_duplicates import NearDuplicateIndex
+from bot.community.rate_limits import CommandLimits, RateLimiter, parse_rates
+from bot.discord_app.commands.jokes import NO_CLEAN_JOKE
+from bot.runners.joke_teller import NoCleanJoke, tell_joke
 from loopback_discord import ADMINISTRATOR, DEFAULT_MEMBER_PERMISSIONS
 from model.contracts.jokes import normalise_key
 from tests.helpers import corpus_lines, jokebot_app
@@ -140,7 +140,7 @@ async def test_flagged_submission_is_held_for_review(standin, shared_settings):
 
 
 async def test_tell_joke_regenerates_until_the_policy_accepts(shared_settings, shared_runner):
-    from bot.runner_client import RunnerClient
+    from bot.runners.client import RunnerClient
 
     runner = RunnerClient(shared_runner)
     try:
@@ -190,7 +190,7 @@ async def test_concurrent_addjokes_of_one_member_are_counted_exactly(app):
 
 
 async def test_jokes_imported_by_another_process_are_caught_up(app):
-    from bot.database import Database
+    from bot.store.database import Database
 
     other = await Database.open(app.db.path)  # as `jokebot import` would, beside the bot
     try:

@@ -7,11 +7,11 @@ from importlib import resources
 
 import pytest
 
-from bot.community import CommunityScore, wilson_lower_bound
-from bot.community_store import CommunityStore
-from bot.database import Database
-from bot.moderation import initial_status, should_hide
+from bot.community.moderation import initial_status
+from bot.store.community import CommunityStore
+from bot.store.database import Database
 from model.contracts.jokes import check_joke
+from model.contracts.votes import CommunityScore, wilson_lower_bound
 
 
 async def _store(tmp_path, **kw) -> CommunityStore:
@@ -84,7 +84,7 @@ async def test_one_vote_per_member_changed_or_withdrawn(tmp_path):
 
 
 async def test_upvoted_joke_joins_the_corpus_and_leaves_when_reported(tmp_path):
-    store = await _store(tmp_path, promote_at=2, moderation="off")
+    store = await _store(tmp_path, promote_at=2, community_status="approved")
     gid = await _shown(store)
     await store.vote(gid, 1, 1)
     assert await store.db.joke_count() == 0
@@ -153,7 +153,7 @@ async def test_forget_member_frees_the_text_and_erases_votes(tmp_path):
 
 
 async def test_deleted_joke_leaves_the_corpus_and_is_not_re_promoted(tmp_path):
-    store = await _store(tmp_path, promote_at=1, moderation="off")
+    store = await _store(tmp_path, promote_at=1, community_status="approved")
     gid = await _shown(store)
     await store.vote(gid, 1, 1)
     (joke,) = await store.db.corpus()
@@ -180,10 +180,6 @@ async def test_deleted_joke_leaves_the_corpus_and_is_not_re_promoted(tmp_path):
 )
 def test_moderation_decision(kw, expected):
     assert initial_status(new_member_jokes=3, **kw) == expected
-
-
-def test_should_hide():
-    assert not should_hide(2, 3) and should_hide(3, 3)
 
 
 def test_jokebot_models_shows_the_community_score(tmp_path, monkeypatch, capsys):

@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from bot.progress import TrainingProgress
+from bot.training.progress import TrainingProgress
 from model.contracts.training_events import (
     DoneEvent,
     ErrorEvent,
@@ -25,7 +25,8 @@ from tests.helpers import ROOT
 def test_the_bot_loads_the_contracts_without_torch():
     code = (
         "import sys, model.contracts.training_job, model.contracts.training_events, "
-        "model.contracts.jokes, model.contracts.corpus, bot.training, bot.progress, bot.app\n"
+        "model.contracts.jokes, model.contracts.corpus, bot.training.coordinator, "
+        "bot.training.progress, bot.app\n"
         "print(sorted(m for m in ('torch', 'transformers') if m in sys.modules))"
     )
     result = subprocess.run(

@@ -5,7 +5,7 @@ import sqlite3
 
 import pytest
 
-from bot.database import Database
+from bot.store.database import Database
 from model.contracts.jokes import check_joke
 
 

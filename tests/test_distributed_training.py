@@ -18,14 +18,14 @@ import pytest
 import torch
 
 from bot.app import open_database
-from bot.importer import import_jokes
-from bot.trainer_process import (
+from bot.community.importer import import_jokes
+from bot.training.coordinator import TrainingCoordinator
+from bot.training.trainer import (
     launcher_failure,
     resolve_train_processes,
     trainer_command,
     visible_gpu_count,
 )
-from bot.training import TrainingCoordinator
 from model import devices
 from model.distributed import World, backend_for, per_process_batch, rank_device
 from tests.helpers import ROOT, corpus_lines, job_dict, make_settings

@@ -12,10 +12,10 @@ import pytest
 from transformers import AutoTokenizer
 
 import model.engine as engine_module
-from bot.database import Database
-from bot.importer import import_jokes
-from bot.joke_teller import ExamplePool
-from bot.starter import seed_starter_corpus, starter_jokes
+from bot.community.importer import import_jokes
+from bot.community.starter import seed_starter_corpus, starter_jokes
+from bot.runners.joke_teller import ExamplePool
+from bot.store.database import Database
 from loopback_discord import ADMINISTRATOR, DEFAULT_MEMBER_PERMISSIONS
 from model.contracts.jokes import check_joke, reads_as_joke
 from model.engine import Engine, SamplingParams

@@ -1,6 +1,6 @@
 """The promotion gate refuses a candidate that is not measurably better."""
 
-from bot.gate import GatePolicy, decide
+from bot.training.gate import GatePolicy, decide
 
 POLICY = GatePolicy(min_nll_gain=0.02, max_one_joke_drop=0.05, max_copy_rate=0.2)
 SERVING = {"nll": 4.0, "one_joke_rate": 0.8, "copy_rate": 0.0}

@@ -13,8 +13,8 @@ import aiohttp
 import pytest
 
 from bot.app import backend
-from bot.discord_bot import JokeBot, ShardedJokeBot, make_bot
-from bot.gateway_shards import IdentifyLimiter, format_shards
+from bot.discord_app.client import JokeBot, ShardedJokeBot, make_bot
+from bot.discord_app.shards import IdentifyLimiter, format_shards
 from bot.settings import Settings, SettingsError, load_settings
 from loopback_discord import (
     ADMINISTRATOR,

@@ -123,7 +123,7 @@ def make_bot(standin: LoopbackDiscord, *, guild_commands: bool = False) -> comma
         file = discord.File(io.BytesIO(b"hello file"), filename="joke.txt", description="a joke")
         await interaction.response.send_message("here", file=file)
 
-    @bot.tree.command(description="Fail after a public defer, as bot.discord_replies does")
+    @bot.tree.command(description="Fail after a public defer, as bot.discord_app.replies does")
     async def oops(interaction: discord.Interaction) -> None:
         await interaction.response.defer(thinking=True)
         await interaction.delete_original_response()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
-from bot.importer import import_jokes
+from bot.community.importer import import_jokes
 from loopback_discord import ADMINISTRATOR, DEFAULT_MEMBER_PERMISSIONS, LoopbackDiscord
 from tests.helpers import TOKEN, corpus_lines, jokebot_app, make_settings
 

@@ -1,4 +1,4 @@
-"""Several runner replicas behind one bot (`bot.runner_pool`), against real runner processes.
+"""Several runner replicas behind one bot (`bot.runners.pool`), against real runner processes.
 
 Routing by requests in flight, failover when a replica is SIGKILLed under load, the
 all-or-nothing swap, the reconciler that brings a returning replica to the serving version,
@@ -18,10 +18,10 @@ import pytest
 from pydantic import SecretStr
 
 from bot.app import StartupError, backend
-from bot.runner_client import RunnerError
-from bot.runner_kinds import settings_problem
-from bot.runner_pool import RunnerPool
-from bot.runner_process import free_port
+from bot.runners.client import RunnerError
+from bot.runners.kinds import settings_problem
+from bot.runners.pool import RunnerPool
+from bot.runners.process import free_port
 from tests.helpers import jokebot_app
 from tests.runner_helpers import runner_client, runner_process
 

@@ -4,10 +4,10 @@
 from __future__ import annotations
 
 from bot.app import open_database
-from bot.importer import import_jokes
-from bot.reports import training_result
-from bot.scheduler import RetrainScheduler
-from bot.training import TrainingCoordinator, TrainingOutcome
+from bot.community.importer import import_jokes
+from bot.training.coordinator import TrainingCoordinator, TrainingOutcome
+from bot.training.schedule import RetrainScheduler
+from bot.training.wording import training_result
 from tests.helpers import corpus_lines, make_settings
 
 

@@ -23,7 +23,7 @@ from bot.app import (
     runner_file_path,
     write_runner_file,
 )
-from bot.runner_process import free_port, listening_socket
+from bot.runners.process import free_port, listening_socket
 from bot.settings import Settings
 from model import embedded
 

@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import logging
 
-from bot.database import Database
-from bot.importer import ImportSummary, import_jokes
+from bot.community.importer import ImportSummary, import_jokes
 from bot.settings import Settings
+from bot.store.database import Database
 
 log = logging.getLogger(__name__)
 SOURCE = "starter"

@@ -6,8 +6,8 @@ import logging
 import shutil
 from pathlib import Path
 
-from bot.database import Database, ModelVersion
-from bot.runner_pool import RunnerPool
+from bot.runners.pool import RunnerPool
+from bot.store.database import Database, ModelVersion
 
 log = logging.getLogger(__name__)
 

@@ -14,11 +14,11 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
-from bot.checks import admin_only, is_admin
-from bot.community_store import CommunityStore, StoredJoke
-from bot.discord_replies import NO_MENTIONS, reply_error
-from bot.permissions import ADMIN_REFUSAL
+from bot.discord_app.checks import admin_only, is_admin
+from bot.discord_app.permissions import ADMIN_REFUSAL
+from bot.discord_app.replies import NO_MENTIONS, reply_error
 from bot.services import Services
+from bot.store.community import CommunityStore, StoredJoke
 
 log = logging.getLogger(__name__)
 KEEP_UNTIL_NEXT_TRAINING = (

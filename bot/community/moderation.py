@@ -38,8 +38,3 @@ def initial_status(
     if source != "user" or author_is_admin:
         return "approved"
     return "pending" if approved_by_author < new_member_jokes else "approved"
-
-
-def should_hide(reports_since_review: int, reports_to_hide: int) -> bool:
-    """A stored joke with this many reports (since a moderator last looked) leaves the corpus."""
-    return reports_since_review >= reports_to_hide

@@ -1,4 +1,7 @@
-"""`/joke` and `/addjoke`: what every member of a server can do."""
+"""`/joke` and `/addjoke`: what every member of a server can do.
+
+A /joke answer is stored (committed) before it is posted, with the buttons of `votes`.
+"""
 
 from __future__ import annotations
 
@@ -8,17 +11,23 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
-from bot.checks import is_admin
-from bot.commands.throttle import refuse_when_rate_limited
-from bot.commands.votes import send_generated_joke
-from bot.discord_replies import NO_MENTIONS, reply_error
-from bot.joke_teller import MAX_PROMPT_CHARS
-from bot.moderation import initial_status
+from bot.community.moderation import initial_status
+from bot.community.submissions import duplicate_message, find_near_copy
+from bot.discord_app.checks import is_admin
+from bot.discord_app.commands.throttle import refuse_when_rate_limited
+from bot.discord_app.commands.votes import vote_view
+from bot.discord_app.replies import NO_MENTIONS, reply_error
+from bot.discord_app.text_limits import fit_message
+from bot.runners.client import RunnerBusy, RunnerError, RunnerUnavailable
+from bot.runners.joke_teller import MAX_PROMPT_CHARS, EmptyJoke, NoCleanJoke, tell_joke
 from bot.services import Services
-from bot.submissions import duplicate_message, find_near_copy
-from model.contracts.jokes import check_joke
+from model.contracts.jokes import check_joke, normalise_key
 
 log = logging.getLogger(__name__)
+UNAVAILABLE = "The joke machine is unavailable, try again shortly."
+NO_CLEAN_JOKE = (
+    "Sorry, the model did not come up with a joke fit for this server this time; try again."
+)
 
 
 class JokeCommands(commands.Cog):
@@ -44,7 +53,7 @@ class JokeCommands(commands.Cog):
         if self.services.content_policy.flags(prompt):
             await reply_error(interaction, "That prompt is against this server's content policy.")
             return
-        await send_generated_joke(self.services, interaction, prompt)
+        await self.send_generated_joke(interaction, prompt)
 
     @app_commands.command(name="addjoke", description="Teach the bot a joke")
     @app_commands.describe(text="The joke, as you would tell it (up to 280 characters)")
@@ -89,3 +98,49 @@ class JokeCommands(commands.Cog):
         await interaction.response.send_message(
             message, ephemeral=True, allowed_mentions=NO_MENTIONS
         )
+
+    async def send_generated_joke(self, interaction: discord.Interaction, prompt: str) -> None:
+        """Defer, ask the model, store the joke (committed), then post it with its buttons."""
+        services = self.services
+        await interaction.response.defer(thinking=True)  # answers Discord within its 3 s
+        try:
+            told = await tell_joke(
+                services.runner,
+                services.settings,
+                prompt,
+                examples=await services.examples.pick(),
+                accept=lambda joke: services.content_policy.flags(joke) is None,
+            )
+        except RunnerBusy as busy:
+            await reply_error(
+                interaction, f"The joke machine is busy, try again in {busy.retry_after} s."
+            )
+            return
+        except RunnerUnavailable:
+            log.warning("/joke: runner unavailable", exc_info=True)
+            await reply_error(interaction, UNAVAILABLE)
+            return
+        except NoCleanJoke as error:
+            log.info("/joke: %s", error)
+            await reply_error(interaction, NO_CLEAN_JOKE)
+            return
+        except (RunnerError, EmptyJoke) as error:
+            log.warning("/joke: %s", error)
+            await reply_error(interaction, "The model could not come up with a joke; try again.")
+            return
+        text = fit_message(told.text)  # within Discord's message size
+        version = told.version_number
+        if version is None:
+            version = (await services.db.active_version()).version
+        generated_id = await services.community.record_shown(
+            text,
+            normalise_key(text),
+            prompt=prompt,
+            model_version=version,
+            guild_id=interaction.guild_id,
+            channel_id=interaction.channel_id,
+        )
+        message = await interaction.followup.send(
+            text, view=vote_view(generated_id), allowed_mentions=NO_MENTIONS, wait=True
+        )
+        await services.community.set_message(generated_id, message.id)

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import discord
 
-from bot.checks import is_admin
-from bot.discord_replies import reply_error
+from bot.discord_app.checks import is_admin
+from bot.discord_app.replies import reply_error
 from bot.services import Services
 
 

@@ -10,7 +10,12 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.triggers.cron import CronTrigger
 
 from bot.settings import Settings
-from bot.training import CorpusTooSmall, TrainingBusy, TrainingCoordinator, TrainingOutcome
+from bot.training.coordinator import (
+    CorpusTooSmall,
+    TrainingBusy,
+    TrainingCoordinator,
+    TrainingOutcome,
+)
 
 log = logging.getLogger(__name__)
 JOB_ID = "retrain"

@@ -1,4 +1,7 @@
-"""Turn a runner completion into one joke fit for a Discord message. No discord, no torch."""
+"""Turn runner completions into one joke to show: retries, the few-shot examples, the policy.
+
+No discord, no torch: the Discord face fits the text into a message.
+"""
 
 from __future__ import annotations
 
@@ -8,10 +11,9 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from bot.database import Database
-from bot.runner_pool import RunnerPool
+from bot.runners.pool import RunnerPool
 from bot.settings import Settings
-from bot.text_limits import fit_message
+from bot.store.database import Database
 from model.contracts.jokes import fold_whitespace, reads_as_joke
 
 MAX_PROMPT_CHARS = 200
@@ -105,7 +107,7 @@ async def tell_joke(
         text = compose(prompt, completion.text)
         if not completion.text.strip():
             continue
-        told = ToldJoke(fit_message(text), completion.model)
+        told = ToldJoke(text, completion.model)
         if accept is not None and not accept(told.text):
             refused += 1
             continue

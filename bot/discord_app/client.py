@@ -9,9 +9,9 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
-from bot.checks import NotBotAdmin
-from bot.discord_replies import NO_MENTIONS, reply_error
-from bot.gateway_shards import IdentifyLimiter
+from bot.discord_app.checks import NotBotAdmin
+from bot.discord_app.replies import NO_MENTIONS, reply_error
+from bot.discord_app.shards import IdentifyLimiter
 from bot.services import Services
 
 log = logging.getLogger(__name__)
@@ -39,11 +39,15 @@ class JokeBot(commands.Bot):
         self.services = services
 
     async def setup_hook(self) -> None:
-        from bot.commands.admin import AdminCommands
-        from bot.commands.community import CommunityCommands, ForgetMeButton, ReviewButton
-        from bot.commands.jokes import JokeCommands
-        from bot.commands.status import StatusCommands
-        from bot.commands.votes import JokeButton
+        from bot.discord_app.commands.admin import AdminCommands
+        from bot.discord_app.commands.jokes import JokeCommands
+        from bot.discord_app.commands.moderation import (
+            CommunityCommands,
+            ForgetMeButton,
+            ReviewButton,
+        )
+        from bot.discord_app.commands.status import StatusCommands
+        from bot.discord_app.commands.votes import JokeButton
 
         await self.add_cog(JokeCommands(self.services))
         await self.add_cog(StatusCommands(self.services))

@@ -12,9 +12,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from bot.community import CommunityScore, VoteCounts
-from bot.database import Database
-from bot.moderation import ModerationMode, initial_status, should_hide
+from bot.store.database import Database
+from model.contracts.votes import CommunityScore, VoteCounts
 
 VoteChange = Literal["added", "changed", "withdrawn"]
 
@@ -69,12 +68,14 @@ class CommunityStore:
         *,
         promote_at: int = 3,
         reports_to_hide: int = 3,
-        moderation: ModerationMode = "new",
+        community_status: str = "approved",
     ) -> None:
         self.db = db
         self.promote_at = promote_at
         self.reports_to_hide = reports_to_hide
-        self.moderation = moderation
+        # the status a voted-up joke enters the corpus with: `moderation.initial_status`'s
+        # verdict for source 'community' under the host's MODERATION (the store knows no rules)
+        self.community_status = community_status
 
     @property
     def _sql(self):
@@ -174,9 +175,8 @@ class CommunityStore:
         )
         eligible = not blocked and reports == 0 and counts.net >= self.promote_at
         if eligible and corpus_id is None:
-            status = initial_status(mode=self.moderation, source="community")
             result = await self.db.add_joke(
-                text, key, source="community", guild_id=guild_id, status=status
+                text, key, source="community", guild_id=guild_id, status=self.community_status
             )
             if result.created:  # a joke already in the corpus stays as it is
                 await self._sql.execute(
@@ -226,7 +226,7 @@ class CommunityStore:
                 "SELECT count(*) FROM reports WHERE joke_id = ? AND id > ?", (joke_id, seen)
             )
             hidden = False
-            if should_hide(since, self.reports_to_hide):
+            if since >= self.reports_to_hide:  # a moderator looks again
                 update = await self._sql.execute(
                     "UPDATE jokes SET status = 'pending' WHERE id = ? AND status = 'approved'",
                     (joke_id,),

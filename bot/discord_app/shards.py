@@ -1,6 +1,6 @@
 """Gateway shards: Discord's IDENTIFY pacing and the shard lines of an admin's `/status`.
 
-Pure Python (no discord import): the sharded client in `bot.discord_bot` uses the limiter, and
+Pure Python (no discord import): the sharded client in `client` uses the limiter, and
 `shard_status` reads a connected client by duck typing, so both are testable on their own.
 """
 

@@ -4,7 +4,7 @@ One aiohttp session for the bot's lifetime, timeouts on every call, and retries 
 when the connection fails (a local runner that is restarting), never when the runner answered.
 The swap calls are those of each engine: `/admin/load` (jokebot), `/v1/load_lora_adapter`
 (vLLM, and jokebot too) and `/update_weights_from_disk` (SGLang). Several replicas, routing
-and fan-out live in `bot.runner_pool`.
+and fan-out live in `bot.runners.pool`.
 """
 
 from __future__ import annotations

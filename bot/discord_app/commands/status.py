@@ -1,6 +1,6 @@
 """`/status` for everyone: what serves, the corpus, training, and the community's score.
 
-The cog gathers the facts (database, runner, training, scheduler); `bot.reports` words them.
+The cog gathers the facts (database, runner, training, scheduler); `status_text` words them.
 """
 
 from __future__ import annotations
@@ -9,12 +9,12 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
-from bot.checks import is_admin
-from bot.community import CommunityScore
-from bot.discord_replies import NO_MENTIONS
-from bot.gateway_shards import shard_status
-from bot.reports import StatusFacts, status_report
+from bot.discord_app.checks import is_admin
+from bot.discord_app.replies import NO_MENTIONS
+from bot.discord_app.shards import shard_status
+from bot.discord_app.status_text import StatusFacts, status_report
 from bot.services import Services
+from model.contracts.votes import CommunityScore
 
 
 async def gather_status(services: Services) -> StatusFacts:

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bot.runner_client import RunnerClient, RunnerError
+from bot.runners.client import RunnerClient, RunnerError
 
 ADAPTER_FOLDER = "adapter"  # as model.lora.ADAPTER_FOLDER writes it (the bot never imports torch)
 KINDS = ("jokebot", "vllm", "sglang")

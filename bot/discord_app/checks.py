@@ -14,7 +14,7 @@ from typing import TypeVar
 import discord
 from discord import app_commands
 
-from bot.permissions import ADMIN_REFUSAL, is_bot_admin
+from bot.discord_app.permissions import ADMIN_REFUSAL, is_bot_admin
 
 T = TypeVar("T")
 

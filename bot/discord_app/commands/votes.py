@@ -1,4 +1,4 @@
-"""Every /joke answer: the joke is stored, then posted with 👍 👎 🚩 and "Another one" buttons.
+"""The buttons under every /joke answer: 👍 👎 🚩 and "Another one".
 
 The buttons are `DynamicItem`s whose custom id carries the generated joke's id
 (`jokebot:joke:up:42`), registered at start-up, so a press on a message sent before a restart
@@ -13,19 +13,12 @@ from typing import Any
 
 import discord
 
-from bot.commands.throttle import refuse_when_rate_limited
-from bot.community import VoteCounts
-from bot.discord_replies import NO_MENTIONS, reply_error
-from bot.joke_teller import EmptyJoke, NoCleanJoke, tell_joke
-from bot.runner_client import RunnerBusy, RunnerError, RunnerUnavailable
+from bot.discord_app.commands.throttle import refuse_when_rate_limited
+from bot.discord_app.replies import NO_MENTIONS, reply_error
 from bot.services import Services
-from model.contracts.jokes import normalise_key
+from model.contracts.votes import VoteCounts
 
 log = logging.getLogger(__name__)
-UNAVAILABLE = "The joke machine is unavailable, try again shortly."
-NO_CLEAN_JOKE = (
-    "Sorry, the model did not come up with a joke fit for this server this time; try again."
-)
 BUTTONS = {  # action: (emoji, label, style)
     "up": ("👍", "Upvote", discord.ButtonStyle.secondary),
     "down": ("👎", "Downvote", discord.ButtonStyle.secondary),
@@ -77,7 +70,9 @@ class JokeButton(
                 if await refuse_when_rate_limited(interaction, services, "joke"):
                     return
                 joke = await services.community.generated(self.generated_id)
-                await send_generated_joke(services, interaction, joke.prompt if joke else "")
+                # /joke's own path (its cog), with the same prompt: no import runs back to it
+                tell = interaction.client.get_cog("JokeCommands").send_generated_joke
+                await tell(interaction, joke.prompt if joke else "")
         except Exception:
             log.exception("the %s button on joke %d failed", self.action, self.generated_id)
             await reply_error(
@@ -123,50 +118,3 @@ async def _report(services: Services, interaction: discord.Interaction, generate
     else:
         message = "You already reported this joke; thanks."
     await interaction.response.send_message(message, ephemeral=True, allowed_mentions=NO_MENTIONS)
-
-
-async def send_generated_joke(
-    services: Services, interaction: discord.Interaction, prompt: str
-) -> None:
-    """Defer, ask the model, store the joke (committed), then post it with its buttons."""
-    await interaction.response.defer(thinking=True)  # answers Discord within its 3 s
-    try:
-        told = await tell_joke(
-            services.runner,
-            services.settings,
-            prompt,
-            examples=await services.examples.pick(),
-            accept=lambda joke: services.content_policy.flags(joke) is None,
-        )
-    except RunnerBusy as busy:
-        await reply_error(
-            interaction, f"The joke machine is busy, try again in {busy.retry_after} s."
-        )
-        return
-    except RunnerUnavailable:
-        log.warning("/joke: runner unavailable", exc_info=True)
-        await reply_error(interaction, UNAVAILABLE)
-        return
-    except NoCleanJoke as error:
-        log.info("/joke: %s", error)
-        await reply_error(interaction, NO_CLEAN_JOKE)
-        return
-    except (RunnerError, EmptyJoke) as error:
-        log.warning("/joke: %s", error)
-        await reply_error(interaction, "The model could not come up with a joke; try again.")
-        return
-    version = told.version_number
-    if version is None:
-        version = (await services.db.active_version()).version
-    generated_id = await services.community.record_shown(
-        told.text,
-        normalise_key(told.text),
-        prompt=prompt,
-        model_version=version,
-        guild_id=interaction.guild_id,
-        channel_id=interaction.channel_id,
-    )
-    message = await interaction.followup.send(
-        told.text, view=vote_view(generated_id), allowed_mentions=NO_MENTIONS, wait=True
-    )
-    await services.community.set_message(generated_id, message.id)

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from bot.database import Database
+from bot.community.near_duplicates import NearDuplicateIndex
 from bot.settings import Settings
-from bot.similarity import NearDuplicateIndex
+from bot.store.database import Database
 
 QUOTE_CHARS = 300
 

@@ -25,7 +25,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from bot.runner_client import (
+from bot.runners.client import (
     Completion,
     RunnerClient,
     RunnerError,
@@ -34,7 +34,7 @@ from bot.runner_client import (
     RunnerUnreachable,
     poll_until_ready,
 )
-from bot.runner_kinds import EngineKind, Target, engine_kind
+from bot.runners.kinds import EngineKind, Target, engine_kind
 
 log = logging.getLogger(__name__)
 

@@ -10,15 +10,15 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
-from bot import versions
-from bot.checks import admin_only
-from bot.discord_replies import NO_MENTIONS, reply_error
-from bot.progress import TrainingProgress, describe
-from bot.reports import corpus_summary, training_result, versions_table
-from bot.runner_client import RunnerError
+from bot.discord_app.checks import admin_only
+from bot.discord_app.replies import NO_MENTIONS, reply_error
+from bot.discord_app.text_limits import MESSAGE_LIMIT, fit_message
+from bot.runners.client import RunnerError
 from bot.services import Services
-from bot.text_limits import MESSAGE_LIMIT, fit_message
-from bot.training import CorpusTooSmall, TrainingBusy
+from bot.training import versions
+from bot.training.coordinator import CorpusTooSmall, TrainingBusy
+from bot.training.progress import TrainingProgress, describe
+from bot.training.wording import corpus_summary, training_result, versions_table
 
 log = logging.getLogger(__name__)
 EDIT_INTERVAL_SECONDS = 3.0

@@ -91,7 +91,7 @@ async def _exclusive_file_lock(lock_path: Path) -> AsyncIterator[None]:
 
 
 def _migrations() -> list[tuple[int, str]]:
-    folder = resources.files("bot") / "migrations"
+    folder = resources.files("bot.store") / "migrations"
     found = []
     for entry in folder.iterdir():
         match = _MIGRATION_NAME.match(entry.name)
@@ -149,7 +149,7 @@ class Database:
 
     @property
     def connection(self) -> aiosqlite.Connection:
-        """The connection, for stores of other concerns (e.g. `bot.community_store`)."""
+        """The connection, for stores of other concerns (e.g. `bot.store.community`)."""
         return self._db
 
     def transaction(self) -> contextlib.AbstractAsyncContextManager[None]:

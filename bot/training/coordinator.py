@@ -1,7 +1,7 @@
 """One training run, the same for `jokebot train`, `/retrain` and the scheduler.
 
 Snapshot the corpus to a file, run `python -m model.train` in its own process group (one
-process, or TRAIN_PROCESSES data-parallel ones through torchrun: `bot.trainer_process`; a
+process, or TRAIN_PROCESSES data-parallel ones through torchrun: `bot.training.trainer`; a
 crash or an out-of-memory there never touches serving), follow its events, pass its metrics
 through the promotion gate, and make the runner serve the new version only if it is better.
 """
@@ -23,14 +23,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bot import versions
-from bot.database import Database
-from bot.gate import GatePolicy, decide
-from bot.progress import TrainingProgress
-from bot.runner_client import RunnerError
-from bot.runner_pool import RunnerPool
+from bot.runners.client import RunnerError
+from bot.runners.pool import RunnerPool
 from bot.settings import Settings
-from bot.trainer_process import (
+from bot.store.database import Database
+from bot.training import versions
+from bot.training.gate import GatePolicy, decide
+from bot.training.progress import TrainingProgress
+from bot.training.trainer import (
     TrainerProcess,
     launcher_failure,
     resolve_train_processes,

@@ -12,10 +12,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from bot.content_policy import ContentPolicy
-from bot.database import Database
-from bot.similarity import NearDuplicateIndex
-from bot.submissions import held_status
+from bot.community.content_policy import ContentPolicy
+from bot.community.near_duplicates import NearDuplicateIndex
+from bot.community.submissions import held_status
+from bot.store.database import Database
 from model.contracts.jokes import MAX_JOKE_CHARS, check_joke
 
 BATCH = 500

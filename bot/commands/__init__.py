@@ -1,1 +1,0 @@
-"""Slash command groups: one module per audience (everyone, admins)."""

@@ -1,0 +1,77 @@
+"""How training and versions are worded for people: a run's result, the versions table, the
+corpus line. Pure text, shared by Discord, the scheduler's announcements and the CLI."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from bot.store.database import ModelVersion
+from bot.training.coordinator import TrainingOutcome
+from bot.training.progress import format_duration
+from model.contracts.votes import CommunityScore
+
+_HEADLINES = {
+    "promoted": "promoted: **v{version}** now serves",
+    "rejected": "finished: v{version} was not better, **{serving}** keeps serving",
+    "failed": "failed, **{serving}** keeps serving",
+    "cancelled": "cancelled, **{serving}** keeps serving",
+}
+
+
+def _metrics_line(label: str, metrics: dict[str, Any]) -> str:
+    return (
+        f"{label}: NLL {metrics['nll']:.3f}/token, one-joke rate {metrics['one_joke_rate']:.0%}, "
+        f"copies {metrics.get('copy_rate', 0):.0%}"
+    )
+
+
+def training_result(outcome: TrainingOutcome) -> str:
+    """The final message of a training run: verdict, metrics before and after, one sample each."""
+    headline = _HEADLINES[outcome.status].format(version=outcome.version, serving=outcome.serving)
+    lines = [f"Training run #{outcome.run_id} {headline} ({format_duration(outcome.seconds)})."]
+    lines.append(outcome.message)
+    if outcome.metrics:
+        lines.append(_metrics_line("Before", outcome.metrics["serving"]))
+        lines.append(_metrics_line("After", outcome.metrics["candidate"]))
+    for label, key in (("Sample before", "serving"), ("Sample after", "candidate")):
+        sample = (outcome.samples or {}).get(key)
+        if sample:
+            lines.append(f"{label}: “{sample.strip()[:300]}”")
+    return "\n".join(lines)
+
+
+def when(timestamp: str | datetime | None) -> str:
+    if timestamp is None:
+        return "never"
+    if isinstance(timestamp, str):
+        timestamp = datetime.fromisoformat(timestamp.replace("Z", "+00:00"))
+    return timestamp.astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC")
+
+
+def corpus_summary(total: int, by_source: dict[str, int]) -> str:
+    """`283 jokes (283 starter)`: how much of the corpus is the starter set that ships."""
+    starter = by_source.get("starter", 0)
+    return f"{total} jokes" + (f" ({starter} starter)" if starter else "")
+
+
+def versions_table(
+    versions: list[ModelVersion], scores: dict[int, CommunityScore] | None = None
+) -> str:
+    """`/models` and `jokebot models`: one line per version with its metrics (and, given
+    `scores`, the community's votes on its jokes)."""
+    lines = []
+    for version in versions:
+        marker = "▶" if version.active else " "
+        metrics = version.metrics.get("candidate") if version.metrics else None
+        figures = (
+            f"NLL {metrics['nll']:.3f}, one-joke {metrics['one_joke_rate']:.0%}" if metrics else "—"
+        )
+        line = (
+            f"{marker} {version.name:<4} {version.status:<9} {when(version.created_at)}  {figures}"
+        )
+        if scores is not None:
+            score = scores.get(version.version, CommunityScore())
+            line += f"  community: {score.describe()}"
+        lines.append(line)
+    return "\n".join(lines)
