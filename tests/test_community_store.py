@@ -35,7 +35,7 @@ async def _shown(store, text="Why did the cat sit on the computer? To keep an ey
 def test_a_database_of_todays_schema_upgrades_in_place(tmp_path):
     path = tmp_path / "old.sqlite3"
     raw = sqlite3.connect(path)
-    first = (resources.files("bot") / "migrations" / "0001_initial.sql").read_text()
+    first = (resources.files("bot.store") / "migrations" / "0001_initial.sql").read_text()
     raw.executescript(first + "\nPRAGMA user_version = 1;")
     raw.execute(
         "INSERT INTO jokes (text, norm_key, author_id, source) VALUES ('Old joke.', 'old joke', 7,"
