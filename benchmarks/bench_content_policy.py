@@ -1,4 +1,4 @@
-"""How often the content policy fires on a model's jokes (bot/content_policy.py).
+"""How often the content policy fires on a model's jokes (bot/community/content_policy.py).
 
     # a promoted version, sampled as /joke samples it (a runner is started for the folder)
     .venv/bin/python benchmarks/bench_content_policy.py --model data/models/v3 -n 200

@@ -1,7 +1,7 @@
 """Storage of the community loop: shown jokes, votes, reports, reviews, deletion (SQLite).
 
 Shares the bot's one `Database` connection; every method commits before it returns, so a
-vote or a deletion acknowledged in Discord is on disk. Tables: `bot/migrations/0003_*.sql`.
+vote or a deletion acknowledged in Discord is on disk. Tables: `migrations/0003_*.sql`.
 
 A generated joke joins the corpus (a `jokes` row with source 'community') while its net score
 is at least `promote_at` and nobody reported it; it leaves again when that stops being true.

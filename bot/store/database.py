@@ -2,7 +2,7 @@
 
 Only the bot side writes it. Every write is committed when its coroutine returns, so a joke
 acknowledged to its author is already on disk. Schema changes are numbered SQL files in
-`bot/migrations/`, applied at start and tracked with `PRAGMA user_version`.
+`bot/store/migrations/`, applied at start and tracked with `PRAGMA user_version`.
 """
 
 from __future__ import annotations
