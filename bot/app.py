@@ -19,6 +19,7 @@ from bot.community.content_policy import ContentPolicy
 from bot.community.rate_limits import RateLimiter
 from bot.community.starter import seed_starter_corpus
 from bot.community.submissions import load_near_duplicates
+from bot.discord_app.charts import versions_chart_file
 from bot.discord_app.client import JokeBot, make_bot
 from bot.discord_app.replies import NO_MENTIONS
 from bot.discord_app.text_limits import fit_message
@@ -271,7 +272,8 @@ def _announcer(bot: JokeBot, settings: Settings):
         text = training_result(outcome)
         try:
             channel = bot.get_partial_messageable(settings.announce_channel_id)
-            await channel.send(fit_message(text), allowed_mentions=NO_MENTIONS)
+            chart = await versions_chart_file(bot.services) if outcome.version else None
+            await channel.send(fit_message(text), file=chart, allowed_mentions=NO_MENTIONS)
         except discord.HTTPException as error:
             log.warning("could not announce in channel %s: %s", settings.announce_channel_id, error)
 
