@@ -5,6 +5,7 @@ lock, and `jokebot db status`."""
 from __future__ import annotations
 
 import asyncio
+import errno
 import os
 import sqlite3
 import threading
@@ -18,6 +19,7 @@ from bot.app import BACKUP_JOB_ID, StartupError, backend, run_scheduled_backup, 
 from bot.cli import main
 from bot.settings import SettingsError, load_settings
 from bot.store import backup as backups
+from bot.store.database import Database
 from loopback_discord import LoopbackDiscord
 from tests.helpers import TOKEN, corpus_lines, jokebot_app
 
@@ -72,7 +74,11 @@ async def add_jokes(standin, texts: list[str], first_member: int) -> list[int]:
         assert reply.ephemeral and reply.content.startswith("Stored as #"), reply.content
         return int(reply.content.removeprefix("Stored as #").split(".")[0].split(",")[0])
 
-    return list(await asyncio.gather(*(add(n, text) for n, text in enumerate(texts))))
+    ids = list(await asyncio.gather(*(add(n, text) for n, text in enumerate(texts))))
+    # discord.py dispatches `app_command_completion` just after a reply went out: let that run
+    # before a caller closes the bot, or the loop closes on it ("never awaited")
+    await asyncio.sleep(0.2)
+    return ids
 
 
 async def upvote(standin, message, members: list[int]) -> None:
@@ -328,3 +334,21 @@ async def test_db_status(shared_settings, tmp_path, monkeypatch, capsys):
         "training_runs": "0",
         "votes": "0",
     }
+
+
+async def test_a_backup_onto_a_file_system_without_hard_links(tmp_path, monkeypatch):
+    database = tmp_path / "data" / "jokebot.sqlite3"
+    db = await Database.open(database)
+    await db.add_joke("A joke to keep.", "a joke to keep", source="user")
+    await db.close()
+
+    def no_links(source, target):
+        raise PermissionError(errno.EPERM, "Operation not permitted", str(target))
+
+    monkeypatch.setattr(backups.os, "link", no_links)
+    stick = tmp_path / "usb"
+    made = backups.backup_database(database, stick / "jokebot.sqlite3")
+    assert made.row_counts["jokes"] == 1
+    assert [p.name for p in stick.iterdir()] == ["jokebot.sqlite3"]  # no temporary copy left
+    with pytest.raises(backups.BackupError, match="already exists; choose another name"):
+        backups.backup_database(database, stick / "jokebot.sqlite3")

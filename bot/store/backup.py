@@ -228,6 +228,10 @@ def _publish(partial: Path, target: Path) -> None:
         os.link(partial, target)
     except FileExistsError:
         raise BackupError(f"{target} already exists; choose another name") from None
+    except OSError:  # a file system without hard links (a FAT-formatted USB stick)
+        if target.exists():
+            raise BackupError(f"{target} already exists; choose another name") from None
+        os.rename(partial, target)
     _fsync_folder(target.parent)
 
 
