@@ -142,7 +142,7 @@ def job_dict(tmp_path: Path, model: Path, **overrides) -> dict:
         "early_stopping_patience": 50,
         "eval_samples": 4,
         "sample_max_tokens": 16,
-        "manifest": {"version": 1, "parent_version": 0, "corpus_hash": "abc"},
+        "origin": {"version": 1, "parent_version": 0, "base_model": "the-base"},
     }
     job.update(overrides)
     return job

@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from model.contracts.corpus import corpus_hash, read_snapshot
+from model.contracts.manifest import VersionManifest
 from model.loading import load_model_and_tokenizer
 from model.progress import EventWriter
 from model.train import JobError, TrainJob, run_job
@@ -67,7 +69,11 @@ def test_cli_trains_a_loadable_version_and_reports_in_order(tmp_path, tiny_model
     assert candidate["n_samples"] == 4
 
     manifest = json.loads((output / "manifest.json").read_text(encoding="utf-8"))
-    assert manifest["version"] == 1 and manifest["corpus_hash"] == "abc"  # the bot's fields
+    assert VersionManifest.read(output).model_dump(mode="json") == manifest  # what the bot reads
+    assert (manifest["version"], manifest["parent_version"]) == (1, 0)  # the bot's origin
+    assert manifest["base_model"] == "the-base" and manifest["trained_from"] == str(tiny_model)
+    assert manifest["corpus_hash"] == corpus_hash(read_snapshot(job["snapshot"]))
+    assert manifest["corpus_size"] == 40
     assert manifest["metrics"] == done["metrics"]
     assert manifest["token_layout"] == "start+joke+eos"
     assert manifest["start_token"] == manifest["eos_token"] == "<|endoftext|>"  # GPT-2

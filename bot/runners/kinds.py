@@ -21,17 +21,21 @@ from pathlib import Path
 from typing import Any
 
 from bot.runners.client import RunnerClient, RunnerError
-
-ADAPTER_FOLDER = "adapter"  # as model.lora.ADAPTER_FOLDER writes it (the bot never imports torch)
-KINDS = ("jokebot", "vllm", "sglang")
+from model.contracts.manifest import ADAPTER_FOLDER, version_name
 
 
 @dataclass(frozen=True)
 class Target:
-    """A version to serve: its folder (or hub id) and its name (`v3`)."""
+    """A version to serve: its folder (or hub id), its name (`v3`) and its number (3; None for
+    what a replica was found serving when the pool had not been told which version it is)."""
 
     path: str
     name: str
+    number: int | None = None
+
+    @classmethod
+    def of(cls, path: str, number: int) -> Target:
+        return cls(str(path), version_name(number), number)
 
 
 def settings_problem(kind: str, *, train_lora: bool, retrain_from: str) -> str | None:
