@@ -1,14 +1,25 @@
-"""/retrain end to end: real trainer process, gate, hot swap in the real runner, restart."""
+"""/retrain end to end: real trainer process, gate, hot swap in the real runner, restart; and
+a corpus too small to learn from, refused plainly."""
 
 from __future__ import annotations
 
 import asyncio
 
 from bot.community.importer import import_jokes
-from loopback_discord import ADMINISTRATOR, DEFAULT_MEMBER_PERMISSIONS, LoopbackDiscord
-from tests.helpers import TOKEN, corpus_lines, jokebot_app, make_settings
+from loopback_discord import LoopbackDiscord
+from tests.helpers import (
+    ADMIN,
+    ROOT,
+    SHORT_JOKES,
+    TOKEN,
+    corpus_lines,
+    jokebot_app,
+    jokebot_cli,
+    make_settings,
+    process_env,
+    wait_until,
+)
 
-ADMIN = DEFAULT_MEMBER_PERMISSIONS | ADMINISTRATOR
 FINAL = "Training run #"
 
 
@@ -94,10 +105,9 @@ async def test_killed_trainer_leaves_no_version_and_is_recorded(tmp_path, tiny_m
         await import_jokes(app.db, corpus_lines(60))
         training = app.services.training
         task = asyncio.create_task(training.train("cli"))
-        for _ in range(600):
-            if training.progress and training.progress.step > 0:
-                break
-            await asyncio.sleep(0.1)
+        await wait_until(
+            lambda: training.progress and training.progress.step > 0, 60, what="a training step"
+        )
         training._process.kill()  # SIGKILL, as the kernel's OOM killer would
         outcome = await task
         assert outcome.status == "failed"
@@ -109,3 +119,18 @@ async def test_killed_trainer_leaves_no_version_and_is_recorded(tmp_path, tiny_m
         assert (await app.services.runner.health())["version"] == "v0"
         status = await (await standin.invoke("status")).wait_for_reply()
         assert f"run #{outcome.run_id} failed" in status.content
+
+
+async def test_retrain_refuses_a_corpus_too_small_to_learn_from(standin, tmp_path, tiny_model):
+    settings = make_settings(tmp_path / "data", tiny_model, train_min_jokes=30)
+    async with jokebot_app(standin, settings) as app:
+        await import_jokes(app.db, SHORT_JOKES)
+        reply = await (await standin.invoke("retrain", permissions=ADMIN)).wait_for_reply()
+        assert reply.ephemeral
+        assert "Not enough jokes to learn from: the corpus has 2 approved jokes" in reply.content
+        assert "at least 30" in reply.content
+        assert await app.db.last_finished_run() is None  # no run was started
+    env = process_env(tmp_path / "data", tiny_model, TRAIN_MIN_JOKES="30")
+    done = jokebot_cli("train", env=env, cwd=ROOT)
+    assert done.returncode == 1
+    assert "Not enough jokes to learn from: the corpus has 2 approved jokes" in done.stdout
