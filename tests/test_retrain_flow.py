@@ -4,9 +4,11 @@ a corpus too small to learn from, refused plainly."""
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 
 from bot.community.importer import import_jokes
 from loopback_discord import LoopbackDiscord
+from model.contracts.manifest import VersionManifest
 from tests.helpers import (
     ADMIN,
     ROOT,
@@ -47,8 +49,13 @@ async def test_retrain_promotes_swaps_rolls_back_and_survives_restart(tmp_path, 
         assert "**v1**" in status.content and "run #1 v1 promoted" in status.content
         joke = await (await standin.invoke("joke")).wait_for_reply(timeout=30)
         assert joke.content.strip()
-        manifest = (tmp_path / "data" / "models" / "v1" / "manifest.json").read_text()
-        assert '"corpus_hash"' in manifest
+        shown = sqlite3.connect(app.db.path).execute("SELECT model_version FROM generated_jokes")
+        assert shown.fetchall() == [(1,)]  # the number of the version that wrote it
+        manifest = VersionManifest.read(tmp_path / "data" / "models" / "v1")
+        run = await app.db.run(1)
+        assert manifest.corpus_hash == run.corpus_hash and manifest.corpus_size == 60
+        (v1,) = [v for v in await app.db.versions() if v.version == 1]
+        assert v1.manifest == manifest.model_dump(mode="json")  # read back as it was written
 
         models = await (await standin.invoke("models", permissions=ADMIN)).wait_for_reply()
         assert "v1" in models.content and "promoted" in models.content
