@@ -23,6 +23,8 @@ from typing import Any
 from bot.runners.client import RunnerClient, RunnerError
 from model.contracts.manifest import ADAPTER_FOLDER, version_name
 
+BASE = version_name(0)  # the version that is the base model (vLLM serves it without adapter)
+
 
 @dataclass(frozen=True)
 class Target:
@@ -95,7 +97,7 @@ class VllmKind(EngineKind):
         adapter = self.adapter(target)
         models = await self._models(client)
         loaded = {m["id"] for m in models if m.get("parent")}
-        if adapter is None and target.name != self.base_name and target.name != "v0":
+        if adapter is None and target.name not in (self.base_name, BASE):
             raise RunnerError(
                 f"{target.name} has no LoRA adapter folder ({target.path}/{ADAPTER_FOLDER}): "
                 "vLLM can only swap in versions trained with TRAIN_LORA=true"
@@ -110,7 +112,7 @@ class VllmKind(EngineKind):
         adapters = [m["id"] for m in models if m.get("parent")]
         if len(adapters) == 1:
             return adapters[0]
-        return "v0" if not adapters else None  # several adapters: mid-swap, say unknown
+        return BASE if not adapters else None  # several adapters: mid-swap, say unknown
 
     def request_model(self, target: Target | None) -> str | None:
         if target is None or self.adapter(target) is None:
