@@ -115,7 +115,7 @@ TEST_SETTINGS = {
     "TRAIN_BATCH_SIZE": "8",
     "TRAIN_EVAL_SAMPLES": "8",
     "RETRAIN_MAX_MINUTES": "5",
-    "STARTER_CORPUS": "false",  # tests choose their corpus; test_first_minute covers the starter
+    "STARTER_CORPUS": "false",  # tests choose their corpus; test_starter_corpus covers it
     "TRAIN_MIN_JOKES": "2",
     "MODERATION": "off",  # members' jokes train at once; moderation tests set it themselves
 }

@@ -9,33 +9,32 @@ import pytest
 from bot.store.community import CommunityStore
 from bot.store.database import Database
 from model.contracts.jokes import check_joke
-from tests.helpers import SHARED_CSV
-from tests.helpers import jokebot_cli as jokebot
+from tests.helpers import SHARED_CSV, jokebot_cli
 
 
 def test_cli_exits_2_with_one_line(tmp_path):
-    result = jokebot("models", env={"DEVICE": "gpu", "JOKEBOT_DATA_DIR": str(tmp_path)})
+    result = jokebot_cli("models", env={"DEVICE": "gpu", "JOKEBOT_DATA_DIR": str(tmp_path)})
     assert result.returncode == 2
     assert result.stderr.strip().count("\n") == 0
     assert "DEVICE" in result.stderr and "Traceback" not in result.stderr
 
 
 def test_run_without_token_exits_2(tmp_path):
-    result = jokebot("run", env={"JOKEBOT_DATA_DIR": str(tmp_path)}, cwd=tmp_path)
+    result = jokebot_cli("run", env={"JOKEBOT_DATA_DIR": str(tmp_path)}, cwd=tmp_path)
     assert result.returncode == 2
     assert "DISCORD_TOKEN" in result.stderr and "Traceback" not in result.stderr
 
 
 def test_import_tutorial_csv_then_models_json(tmp_path):
     env = {"JOKEBOT_DATA_DIR": str(tmp_path)}
-    first = jokebot("import", str(SHARED_CSV), env=env, cwd=tmp_path)
+    first = jokebot_cli("import", str(SHARED_CSV), env=env, cwd=tmp_path)
     assert first.returncode == 0, first.stderr
     # 3 exact and 6 near-copies (a word or two changed) of earlier lines are duplicates
     assert "added 2936, duplicates 9, rejected 5" in first.stdout
     assert "duplicates 6: near-copies of a stored joke" in first.stdout
-    second = jokebot("import", str(SHARED_CSV), env=env, cwd=tmp_path)
+    second = jokebot_cli("import", str(SHARED_CSV), env=env, cwd=tmp_path)
     assert "added 0, duplicates 2945" in second.stdout
-    listing = jokebot("models", "--json", env=env, cwd=tmp_path)
+    listing = jokebot_cli("models", "--json", env=env, cwd=tmp_path)
     versions = json.loads(listing.stdout)
     assert versions[0]["version"] == 0 and versions[0]["active"] is True
     assert set(versions[0]) >= {"version", "path", "created_at", "active", "metrics"}
@@ -44,13 +43,17 @@ def test_import_tutorial_csv_then_models_json(tmp_path):
 def test_import_text_file_one_joke_per_line(tmp_path):
     jokes = tmp_path / "mine.txt"
     jokes.write_text("First joke is here\n\nSecond joke is here\nfirst JOKE is here!\nok\n")
-    result = jokebot("import", str(jokes), env={"JOKEBOT_DATA_DIR": str(tmp_path)}, cwd=tmp_path)
+    result = jokebot_cli(
+        "import", str(jokes), env={"JOKEBOT_DATA_DIR": str(tmp_path)}, cwd=tmp_path
+    )
     assert "read 4, added 2, duplicates 1, rejected 1" in result.stdout
     assert "too short" in result.stdout
 
 
 def test_import_missing_file_is_a_clear_error(tmp_path):
-    result = jokebot("import", "nope.csv", env={"JOKEBOT_DATA_DIR": str(tmp_path)}, cwd=tmp_path)
+    result = jokebot_cli(
+        "import", "nope.csv", env={"JOKEBOT_DATA_DIR": str(tmp_path)}, cwd=tmp_path
+    )
     assert result.returncode == 2 and "cannot read nope.csv" in result.stderr
 
 
