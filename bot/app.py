@@ -39,7 +39,7 @@ from bot.training.coordinator import (
     TrainingBusy,
     TrainingCoordinator,
     TrainingOutcome,
-    _host_training_lock,
+    host_training_lock,
 )
 from bot.training.schedule import RetrainScheduler
 from bot.training.wording import training_result
@@ -66,7 +66,7 @@ async def open_database(settings: Settings) -> Database:
     """Open (and migrate) the database, and tidy what an earlier crash left behind."""
     db = await Database.open(settings.database_path)
     try:  # processes that split the gateway shards share the data: leave a live training alone
-        with _host_training_lock(settings.data_dir):
+        with host_training_lock(settings.data_dir):
             interrupted = await db.fail_interrupted_runs()
             if interrupted:
                 log.warning("%d training run(s) were interrupted by the last stop", interrupted)
@@ -124,7 +124,7 @@ async def _started_backend(settings: Settings) -> AsyncIterator[Backend]:
             raise StartupError(f"the model runner at {url} did not become ready: {error}") from None
         log.info("model runner ready at %s, serving %s", url, health.get("version"))
         active = await db.active_version()
-        runner.serve(active.path, active.name)
+        runner.serve(active.path, active.version)
         await runner.reconcile()  # replicas that serve another version catch up now
         runner.start()
         training = TrainingCoordinator(settings, db, runner)

@@ -9,6 +9,7 @@ import sys
 import pytest
 
 from bot.training.progress import TrainingProgress
+from model.contracts.manifest import VersionOrigin
 from model.contracts.training_events import (
     DoneEvent,
     ErrorEvent,
@@ -37,7 +38,8 @@ def test_the_bot_loads_the_contracts_without_torch():
 
 
 def test_job_file_holds_what_the_bot_set_and_reads_back_the_same():
-    job = TrainJob(snapshot="s.jsonl", base="b", output="o", epochs=2, lora=True, manifest={"v": 1})
+    origin = VersionOrigin(version=3, parent_version=2, base_model="m")
+    job = TrainJob(snapshot="s.jsonl", base="b", output="o", epochs=2, lora=True, origin=origin)
     written = json.loads(job.file_text())
     assert written == {
         "snapshot": "s.jsonl",
@@ -45,7 +47,7 @@ def test_job_file_holds_what_the_bot_set_and_reads_back_the_same():
         "output": "o",
         "epochs": 2.0,
         "lora": True,
-        "manifest": {"v": 1},
+        "origin": {"version": 3, "parent_version": 2, "base_model": "m"},
     }
     assert TrainJob.from_dict(written) == job
     assert "snapshot" not in job.hyperparameters() and job.hyperparameters()["epochs"] == 2.0

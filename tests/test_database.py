@@ -6,12 +6,7 @@ import sqlite3
 import pytest
 
 from bot.store.database import Database
-from model.contracts.jokes import check_joke
-
-
-async def _add(db, text, **kw):
-    check = check_joke(text)
-    return await db.add_joke(check.text, check.key, source="user", **kw)
+from tests.helpers import add_joke
 
 
 async def test_migrations_wal_and_foreign_keys(tmp_path):
@@ -30,7 +25,7 @@ async def test_migrations_wal_and_foreign_keys(tmp_path):
 
 async def test_an_acknowledged_joke_is_on_disk(tmp_path):
     db = await Database.open(tmp_path / "j.sqlite3")
-    result = await _add(db, "I used to hate facial hair, but then it grew on me.", author_id=7)
+    result = await add_joke(db, "I used to hate facial hair, but then it grew on me.", author_id=7)
     # another connection (another process) sees it at once: it was committed
     raw = sqlite3.connect(tmp_path / "j.sqlite3")
     row = raw.execute("SELECT text, author_id, source FROM jokes WHERE id=?", (result.id,))
@@ -40,8 +35,8 @@ async def test_an_acknowledged_joke_is_on_disk(tmp_path):
 
 async def test_duplicates_point_at_the_original(tmp_path):
     db = await Database.open(tmp_path / "j.sqlite3")
-    first = await _add(db, "Why did the chicken cross the road?")
-    again = await _add(db, "why did the CHICKEN cross the road!!")
+    first = await add_joke(db, "Why did the chicken cross the road?")
+    again = await add_joke(db, "why did the CHICKEN cross the road!!")
     assert first.created and not again.created
     assert again.id == first.id
     assert await db.joke_count() == 1
@@ -77,7 +72,7 @@ async def test_versions_have_exactly_one_active(tmp_path):
 async def test_runs_and_new_joke_counting(tmp_path):
     db = await Database.open(tmp_path / "j.sqlite3")
     for n in range(3):
-        await _add(db, f"joke number {n} is funny")
+        await add_joke(db, f"joke number {n} is funny")
     run = await db.start_run("cli")
     assert await db.jokes_added_since(await db.last_trained_joke_id()) == 3
     await db.update_run(run, status="promoted", finished=True, last_joke_id=2)

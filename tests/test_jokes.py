@@ -1,8 +1,9 @@
-"""Validation and duplicate keys: what /addjoke and `jokebot import` accept."""
+"""Validation and duplicate keys (what /addjoke and `jokebot import` accept), and whether
+generated text reads as one joke."""
 
 import pytest
 
-from model.contracts.jokes import MAX_JOKE_CHARS, check_joke, normalise_key
+from model.contracts.jokes import MAX_JOKE_CHARS, check_joke, normalise_key, reads_as_joke
 
 
 @pytest.mark.parametrize(
@@ -60,3 +61,18 @@ def test_valid_joke_keeps_its_text():
 
 def test_a_joke_that_mentions_someone_is_still_a_joke():
     assert check_joke("<@123> walks into a bar and orders a pun").ok
+
+
+def test_reads_as_joke():
+    assert reads_as_joke("I used to hate facial hair, but then it grew on me.")
+    assert reads_as_joke('"Knock knock." "Who is there?" "Nobody."')
+    for text in (
+        "-_mean(a, b, c).",
+        "USB talking point:",
+        "def f(x): return x",
+        "Too short.",
+        "lowercase start is not a sentence.",
+        "A\nB\nC three lines of text here.",
+        "$$x^2 + y^2 = z^2$$ is a proof.",
+    ):
+        assert not reads_as_joke(text), text

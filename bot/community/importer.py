@@ -13,10 +13,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from bot.community.content_policy import ContentPolicy
+from bot.community.moderation import initial_status
 from bot.community.near_duplicates import NearDuplicateIndex
-from bot.community.submissions import held_status
 from bot.store.database import Database
-from model.contracts.jokes import MAX_JOKE_CHARS, check_joke
+from model.contracts.jokes import MAX_JOKE_CHARS, JokeStatus, check_joke
 
 BATCH = 500
 REFUSALS = {
@@ -110,7 +110,10 @@ async def import_jokes(
                 placeholders.append(-(start + offset + 1))
                 near_duplicates.add(placeholders[-1], key)
             fresh.append((text, key))
-        statuses = [held_status(policy.flags(text) if policy else None) for text, _ in fresh]
+        statuses = [  # what the host adds waits only when flagged, whatever MODERATION says
+            initial_status(mode="off", source=source, flagged=bool(policy and policy.flags(text)))
+            for text, _ in fresh
+        ]
         results = await db.add_jokes(fresh, source=source, statuses=statuses)
         for i, ((_, key), status, result) in enumerate(zip(fresh, statuses, results, strict=True)):
             if near_duplicates is not None:
@@ -119,7 +122,7 @@ async def import_jokes(
                     near_duplicates.add(result.id, key)
             if result.created:
                 summary.added += 1
-                summary.held += status == "pending"
+                summary.held += status == JokeStatus.PENDING
             else:
                 summary.duplicates += 1
         if on_progress:

@@ -54,8 +54,3 @@ def duplicate_message(joke_id: int, text: str | None) -> str:
     if len(text) > QUOTE_CHARS:
         text = text[: QUOTE_CHARS - 1] + "…"
     return f"{message}:\n> {text}"
-
-
-def held_status(flag: str | None) -> str:
-    """The status a new joke is stored with: held for review when the policy flagged it."""
-    return "pending" if flag else "approved"

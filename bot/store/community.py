@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from bot.store.database import Database
+from model.contracts.jokes import JokeStatus
 from model.contracts.votes import CommunityScore, VoteCounts
 
 VoteChange = Literal["added", "changed", "withdrawn"]
@@ -68,7 +69,7 @@ class CommunityStore:
         *,
         promote_at: int = 3,
         reports_to_hide: int = 3,
-        community_status: str = "approved",
+        community_status: JokeStatus = JokeStatus.APPROVED,
     ) -> None:
         self.db = db
         self.promote_at = promote_at
@@ -228,8 +229,8 @@ class CommunityStore:
             hidden = False
             if since >= self.reports_to_hide:  # a moderator looks again
                 update = await self._sql.execute(
-                    "UPDATE jokes SET status = 'pending' WHERE id = ? AND status = 'approved'",
-                    (joke_id,),
+                    "UPDATE jokes SET status = ? WHERE id = ? AND status = ?",
+                    (JokeStatus.PENDING, joke_id, JokeStatus.APPROVED),
                 )
                 hidden = update.rowcount == 1
         return ReportOutcome(new=cursor.rowcount == 1, hidden=hidden)
@@ -244,26 +245,30 @@ class CommunityStore:
 
     async def approved_count_by(self, author_id: int) -> int:
         return await self._scalar(
-            "SELECT count(*) FROM jokes WHERE author_id = ? AND status = 'approved'", (author_id,)
+            "SELECT count(*) FROM jokes WHERE author_id = ? AND status = ?",
+            (author_id, JokeStatus.APPROVED),
         )
 
     async def oldest_pending(self) -> tuple[StoredJoke | None, int]:
         """The joke /review shows next, and how many are pending in all."""
         row = await self._one(
-            "SELECT id, text, author_id, source, status FROM jokes WHERE status = 'pending'"
-            " ORDER BY id LIMIT 1"
+            "SELECT id, text, author_id, source, status FROM jokes WHERE status = ?"
+            " ORDER BY id LIMIT 1",
+            (JokeStatus.PENDING,),
         )
-        total = await self._scalar("SELECT count(*) FROM jokes WHERE status = 'pending'")
+        total = await self._scalar(
+            "SELECT count(*) FROM jokes WHERE status = ?", (JokeStatus.PENDING,)
+        )
         return (None if row is None else StoredJoke(*row)), total
 
-    async def review(self, joke_id: int, reviewer_id: int, decision: str) -> bool:
+    async def review(self, joke_id: int, reviewer_id: int, decision: JokeStatus) -> bool:
         """Approve or reject a pending joke; False when it is no longer pending (or gone)."""
-        if decision not in ("approved", "rejected"):
+        if decision not in (JokeStatus.APPROVED, JokeStatus.REJECTED):
             raise ValueError("decision is 'approved' or 'rejected'")
         async with self.db.transaction():
             update = await self._sql.execute(
-                "UPDATE jokes SET status = ? WHERE id = ? AND status = 'pending'",
-                (decision, joke_id),
+                "UPDATE jokes SET status = ? WHERE id = ? AND status = ?",
+                (decision, joke_id, JokeStatus.PENDING),
             )
             if update.rowcount != 1:
                 return False

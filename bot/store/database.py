@@ -22,6 +22,8 @@ from typing import Any
 import aiosqlite
 
 from model.contracts.corpus import CorpusJoke
+from model.contracts.jokes import JokeStatus
+from model.contracts.manifest import version_name
 
 log = logging.getLogger(__name__)
 _MIGRATION_NAME = re.compile(r"^(\d{4})_[\w-]+\.sql$")
@@ -48,7 +50,7 @@ class ModelVersion:
 
     @property
     def name(self) -> str:
-        return f"v{self.version}"
+        return version_name(self.version)
 
     def as_json(self) -> dict[str, Any]:
         """The `jokebot models --json` shape."""
@@ -193,11 +195,11 @@ class Database:
         source: str,
         author_id: int | None = None,
         guild_id: int | None = None,
-        status: str = "approved",
+        status: JokeStatus = JokeStatus.APPROVED,
     ) -> AddResult:
         """Store a validated joke (committed on return), or report the joke it duplicates.
 
-        `status='pending'` keeps it out of the corpus until a moderator approves it (a member's
+        `JokeStatus.PENDING` keeps it out of the corpus until a moderator approves it (a member's
         first jokes under MODERATION=new, or a joke the content policy flagged).
         """
         cursor = await self._db.execute(
@@ -216,12 +218,12 @@ class Database:
         jokes: Iterable[tuple[str, str]],
         *,
         source: str = "import",
-        statuses: Iterable[str] | None = None,
+        statuses: Iterable[JokeStatus] | None = None,
     ) -> list[AddResult]:
         """Store many (text, key) pairs in one transaction; all or nothing. `statuses`, when
         given, has one status per joke (default: all approved)."""
         jokes = list(jokes)
-        statuses = list(statuses) if statuses is not None else ["approved"] * len(jokes)
+        statuses = list(statuses) if statuses is not None else [JokeStatus.APPROVED] * len(jokes)
         results = []
         async with self._transaction():
             for (text, key), status in zip(jokes, statuses, strict=True):
@@ -243,14 +245,17 @@ class Database:
         return row[0] if row else None
 
     async def joke_count(self) -> int:
-        async with self._db.execute("SELECT count(*) FROM jokes WHERE status='approved'") as c:
+        async with self._db.execute(
+            "SELECT count(*) FROM jokes WHERE status = ?", (JokeStatus.APPROVED,)
+        ) as c:
             (count,) = await c.fetchone()
         return count
 
     async def corpus_by_source(self) -> dict[str, int]:
         """Approved jokes per source (`user`, `import`, `starter`, `community`)."""
         async with self._db.execute(
-            "SELECT source, count(*) FROM jokes WHERE status='approved' GROUP BY source"
+            "SELECT source, count(*) FROM jokes WHERE status = ? GROUP BY source",
+            (JokeStatus.APPROVED,),
         ) as cursor:
             return {row[0]: row[1] async for row in cursor}
 
@@ -262,24 +267,25 @@ class Database:
     async def random_jokes(self, limit: int, max_chars: int = 140) -> list[str]:
         """Up to `limit` approved jokes of at most `max_chars`, at random (in-context examples)."""
         async with self._db.execute(
-            "SELECT text FROM jokes WHERE status='approved' AND length(text) <= ?"
+            "SELECT text FROM jokes WHERE status = ? AND length(text) <= ?"
             " ORDER BY random() LIMIT ?",
-            (max_chars, limit),
+            (JokeStatus.APPROVED, max_chars, limit),
         ) as cursor:
             return [row[0] async for row in cursor]
 
     async def corpus(self) -> list[CorpusJoke]:
         """Approved jokes in id order: what a training run learns from."""
         async with self._db.execute(
-            "SELECT id, text, norm_key FROM jokes WHERE status='approved' ORDER BY id"
+            "SELECT id, text, norm_key FROM jokes WHERE status = ? ORDER BY id",
+            (JokeStatus.APPROVED,),
         ) as cursor:
             return [CorpusJoke(row[0], row[1], row[2]) async for row in cursor]
 
     async def jokes_added_since(self, last_joke_id: int) -> int:
         """New approved jokes after `last_joke_id`; starter jokes are not news to the scheduler."""
         async with self._db.execute(
-            "SELECT count(*) FROM jokes WHERE status='approved' AND source != 'starter' AND id > ?",
-            (last_joke_id,),
+            "SELECT count(*) FROM jokes WHERE status = ? AND source != 'starter' AND id > ?",
+            (JokeStatus.APPROVED, last_joke_id),
         ) as cursor:
             (count,) = await cursor.fetchone()
         return count

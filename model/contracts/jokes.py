@@ -1,4 +1,4 @@
-"""What counts as a valid joke, and when two jokes are the same joke.
+"""What counts as a valid joke, when two jokes are the same joke, and a stored joke's status.
 
 Pure standard library: the bot uses it for `/addjoke` and `jokebot import`, and the trainer
 uses `normalise_key` to recognise a generated joke that copies a training joke verbatim.
@@ -9,10 +9,21 @@ from __future__ import annotations
 import re
 import unicodedata
 from dataclasses import dataclass
+from enum import StrEnum
 
 MAX_JOKE_CHARS = 280
 MIN_JOKE_CHARS = 3
 MIN_GENERATED_CHARS = 10
+
+
+class JokeStatus(StrEnum):
+    """A stored joke's review status (the `jokes.status` column): only approved jokes are the
+    corpus; `bot.community.moderation` decides which new jokes wait for /review."""
+
+    APPROVED = "approved"
+    PENDING = "pending"  # waits for a moderator's /review
+    REJECTED = "rejected"  # a moderator refused it
+
 
 _WHITESPACE = re.compile(r"\s+")
 _MENTION_OR_LINK = re.compile(

@@ -21,7 +21,7 @@ from bot.discord_app.text_limits import fit_message
 from bot.runners.client import RunnerBusy, RunnerError, RunnerUnavailable
 from bot.runners.joke_teller import MAX_PROMPT_CHARS, EmptyJoke, NoCleanJoke, tell_joke
 from bot.services import Services
-from model.contracts.jokes import check_joke, normalise_key
+from model.contracts.jokes import JokeStatus, check_joke, normalise_key
 
 log = logging.getLogger(__name__)
 UNAVAILABLE = "The joke machine is unavailable, try again shortly."
@@ -88,7 +88,7 @@ class JokeCommands(commands.Cog):
         )  # committed before we answer
         if result.created:
             index.add(result.id, check.key)
-        if result.created and status == "pending":
+        if result.created and status == JokeStatus.PENDING:
             log.info("/addjoke: #%d held for review (%s)", result.id, flag or settings.moderation)
             message = f"Stored as #{result.id}, waiting for review."
         elif result.created:
@@ -108,7 +108,7 @@ class JokeCommands(commands.Cog):
                 services.runner,
                 services.settings,
                 prompt,
-                examples=await services.examples.pick(),
+                examples=services.examples,
                 accept=lambda joke: services.content_policy.flags(joke) is None,
             )
         except RunnerBusy as busy:
@@ -129,8 +129,8 @@ class JokeCommands(commands.Cog):
             await reply_error(interaction, "The model could not come up with a joke; try again.")
             return
         text = fit_message(told.text)  # within Discord's message size
-        version = told.version_number
-        if version is None:
+        version = told.version
+        if version is None:  # the runner pool could not tell: the version the database serves
             version = (await services.db.active_version()).version
         generated_id = await services.community.record_shown(
             text,
