@@ -123,7 +123,7 @@ async def pool_test(
     pool = RunnerPool(urls, admin_token=TOKEN, timeout=300)
     try:
         await pool.wait_until_ready(30)
-        pool.serve("v0", "v0")
+        pool.serve("v0", 0)
 
         swapped = asyncio.Event()
 
@@ -153,7 +153,7 @@ async def pool_test(
             await asyncio.sleep(3.0)
             began = time.perf_counter()
             try:
-                info = await pool.load(str(swap_to), "v1")
+                info = await pool.load(str(swap_to), 1)
                 info["status"] = 200
             except Exception as exc:
                 info = {"status": f"{type(exc).__name__}: {exc}"}
