@@ -46,7 +46,8 @@ def start_token_id(tokenizer) -> int:
 
 
 def stop_token_ids(tokenizer) -> frozenset[int]:
-    """Tokens that end a joke: eos, and the start token (a second start would be a second joke)."""
+    """Tokens that end a joke: eos, and the start token (a second start would be a second joke).
+    The engine stops a row at them, in serving and in the gate's samples alike."""
     return frozenset({tokenizer.eos_token_id, start_token_id(tokenizer)})
 
 

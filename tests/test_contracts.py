@@ -18,7 +18,7 @@ from model.contracts.training_events import (
     parse_event,
 )
 from model.contracts.training_job import JobError, TrainJob
-from model.progress import EventWriter
+from model.event_writer import EventWriter
 from tests.helpers import ROOT
 
 

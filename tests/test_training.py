@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from model.event_writer import EventWriter
 from model.loading import load_model_and_tokenizer
-from model.progress import EventWriter
 from model.train import JobError, TrainJob, run_job
 from tests.helpers import ROOT, VERSION_FILES, job_dict
 

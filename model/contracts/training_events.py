@@ -1,7 +1,7 @@
 """The trainer's progress protocol: one JSON object a line on its stdout, nothing else there.
 
-`model/progress.py` writes these records, `bot/training.py` reads them with `parse_event`
-and `bot/progress.py` folds them into what people see. In order:
+`model/event_writer.py` writes these records, `bot/training/trainer.py` reads them with
+`parse_event` and `bot/training/progress.py` folds them into what people see. In order:
 
     start       once, when the first optimizer step is about to run
     progress    at every log and evaluation during training
