@@ -18,7 +18,7 @@ Two prompt layouts:
   joke; generation stops at the newline (as well as at eos and the start token). The separator
   is a newline, not the start token: after `<|endoftext|>` a pre-trained model starts an
   unrelated document (measured on SmolLM2-135M: 8% one-joke rate with `<|endoftext|>` between
-  examples, 88-96% with newlines).
+  examples, 88-96% with newlines, by the looser one-line rule the gate used then).
 
 A version folder's `manifest.json` names its layout (`prompt_layout`); a folder without one
 (a base model, a hub id) wants `few-shot`. This module is torch-free: the bot may import it.
