@@ -2,8 +2,9 @@
 and the errors it can end in.
 
 Torch-free (as nano-vllm's `Sequence`): a row holds token ids and text, and asks the model it
-runs on (`model.registry.ServedModel`) only for its tokenizer, stop tokens and context length.
-The engine (`model.engine`) creates the rows and feeds them the tokens the sampler chose.
+runs on (a `ServingModel`: `model.registry.ServedModel`) only for its tokenizer, stop tokens
+and context length. The engine (`model.engine`) creates the rows and feeds them the tokens the
+sampler chose.
 """
 
 from __future__ import annotations
@@ -12,12 +13,9 @@ import time
 from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from model.sampling_params import SamplingParams
-
-if TYPE_CHECKING:
-    from model.registry import ServedModel
 
 
 class QueueFull(Exception):
@@ -51,6 +49,15 @@ class UnknownModel(LookupError):
 
 # Called from the worker thread with (choice index, new text, finish_reason or None).
 StreamListener = Callable[[int, str, str | None], None]
+
+
+class ServingModel(Protocol):
+    """What a request and its rows ask of the model they run on (`model.registry.ServedModel`)."""
+
+    version: str
+    tokenizer: Any
+    stop_token_ids: frozenset[int]  # where a joke ends (`model.textformat.stop_token_ids`)
+    max_positions: int
 
 
 @dataclass
@@ -92,7 +99,7 @@ class EngineRequest:
 
     prompt: str
     params: SamplingParams
-    served: ServedModel
+    served: ServingModel
     future: Future = field(default_factory=Future)
     submitted_at: float = field(default_factory=time.monotonic)
     first_token_at: float | None = None
@@ -105,7 +112,7 @@ class EngineRequest:
     def active(self) -> bool:
         return not self.cancelled and not self.future.done()
 
-    def complete(self, served: ServedModel) -> CompletionResult:
+    def complete(self, served: ServingModel) -> CompletionResult:
         """Resolve the future with every row's result (all rows are finished)."""
         choices = [r.result(served) for r in self.rows]
         result = CompletionResult(
@@ -144,7 +151,7 @@ class Row:
     def finished(self) -> bool:
         return self.finish_reason is not None
 
-    def accept(self, token: int, served: ServedModel) -> None:
+    def accept(self, token: int, served: ServingModel) -> None:
         """Take the next chosen token and decide whether this row is done."""
         p = self.request.params
         if token in served.stop_token_ids and not p.ignore_eos:
@@ -163,7 +170,7 @@ class Row:
         if len(self.tokens) >= p.max_tokens or self.length >= served.max_positions:
             self.finish_reason = "length"
 
-    def stream_delta(self, served: ServedModel) -> str:
+    def stream_delta(self, served: ServingModel) -> str:
         """The text a streaming client may see now and has not seen yet.
 
         Holds back an incomplete UTF-8 character and, while running, the last characters
@@ -180,14 +187,14 @@ class Row:
         delta, self.streamed = text[self.streamed :], len(text)
         return delta
 
-    def result(self, served: ServedModel) -> ChoiceResult:
+    def result(self, served: ServingModel) -> ChoiceResult:
         return ChoiceResult(
             self.index, self._text(served), self.finish_reason or "length", list(self.tokens)
         )
 
-    def _text(self, served: ServedModel) -> str:
+    def _text(self, served: ServingModel) -> str:
         """The text so far: cut at a stop string once one was found."""
         return self.text if self.text is not None else self._decode(served)
 
-    def _decode(self, served: ServedModel) -> str:
+    def _decode(self, served: ServingModel) -> str:
         return served.tokenizer.decode(self.tokens, skip_special_tokens=True)
