@@ -107,7 +107,7 @@ def validation_nll(
         else:
             examples.append((0, ids))
     examples.sort(key=lambda e: len(e[1]))
-    collate = JokeCollator(pad_token_id=tokenizer.pad_token_id or tokenizer.eos_token_id)
+    collate = JokeCollator(pad_token_id=tokenizer.pad_token_id)  # `load_tokenizer` set one
     device = next(model.parameters()).device
     total, count = 0.0, 0
     start = 0
