@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import re
-import subprocess
-import sys
 
 import pytest
 import pytest_asyncio
@@ -13,7 +11,7 @@ import pytest_asyncio
 from model.runner import STATE
 from model.textformat import prompt_ids
 from tests.greedy_reference import agrees_in_text, decided_greedy
-from tests.helpers import ROOT
+from tests.helpers import heavy_modules_after_import
 from tests.runner_helpers import runner_client
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
@@ -126,15 +124,10 @@ async def test_concurrent_requests_share_batches(client):
 
 async def test_the_openai_schema_loads_without_torch():
     """`model.openai_api` and the request types it builds are torch-free, as they claim."""
-    code = (
-        "import sys, model.openai_api, model.sampling_params, model.request\n"
-        "print(sorted(m for m in ('torch', 'transformers') if m in sys.modules))"
+    loaded = heavy_modules_after_import(
+        "model.openai_api", "model.sampling_params", "model.request"
     )
-    result = subprocess.run(
-        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60
-    )
-    assert result.returncode == 0, result.stderr
-    assert result.stdout.strip() == "[]"
+    assert loaded == []
 
 
 BAD_BODIES = [

@@ -10,8 +10,10 @@ the tests.
 from __future__ import annotations
 
 import asyncio
+import functools
 import hmac
 import json
+from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
@@ -40,23 +42,35 @@ def check_admin(request: web.Request) -> web.Response | None:
     return None
 
 
-async def admin_body(request: web.Request, fields: tuple[str, ...]) -> dict | web.Response:
-    """The admin check, then a JSON object whose `fields` are non-empty strings."""
-    denied = check_admin(request)
-    if denied is not None:
-        return denied
-    try:
-        body = await json_body(request)
-    except InvalidRequest as exc:
-        return api_error(exc)
-    wanted = ", ".join(f'"{f}": "..."' for f in fields)
-    if not isinstance(body, dict) or any(
-        not isinstance(body.get(f), str) or not body[f].strip() for f in fields
-    ):
-        return error(400, f"the body must be {{{wanted}}}", "invalid_request_error")
-    if request.app[STATE].stopping:
-        return not_ready(request.app[STATE])
-    return body
+Handler = Callable[[web.Request, dict], Awaitable[web.Response]]
+
+
+def admin_route(*fields: str) -> Callable[[Handler], Callable]:
+    """A handler behind the admin token, called with a JSON body whose `fields` are non-empty
+    strings (a 401, 400 or 503 answers the request otherwise)."""
+
+    def wrap(handler: Handler):
+        @functools.wraps(handler)
+        async def route(request: web.Request) -> web.Response:
+            denied = check_admin(request)
+            if denied is not None:
+                return denied
+            try:
+                body = await json_body(request)
+            except InvalidRequest as exc:
+                return api_error(exc)
+            wanted = ", ".join(f'"{f}": "..."' for f in fields)
+            if not isinstance(body, dict) or any(
+                not isinstance(body.get(f), str) or not body[f].strip() for f in fields
+            ):
+                return error(400, f"the body must be {{{wanted}}}", "invalid_request_error")
+            if request.app[STATE].stopping:
+                return not_ready(request.app[STATE])
+            return await handler(request, body)
+
+        return route
+
+    return wrap
 
 
 async def run_load(start) -> web.Response:
@@ -73,23 +87,19 @@ async def run_load(start) -> web.Response:
     return web.json_response(info)
 
 
-async def admin_load(request: web.Request) -> web.Response:
+@admin_route("path")
+async def admin_load(request: web.Request, body: dict) -> web.Response:
     state = request.app[STATE]
-    body = await admin_body(request, ("path",))
-    if isinstance(body, web.Response):
-        return body
     version = body.get("version")
     if version is not None and (not isinstance(version, str) or not version.strip()):
         return error(400, "version must be a non-empty string", "invalid_request_error")
     return await run_load(lambda: state.swap.start_load(body["path"], version))
 
 
-async def load_lora_adapter(request: web.Request) -> web.Response:
+@admin_route("lora_name", "lora_path")
+async def load_lora_adapter(request: web.Request, body: dict) -> web.Response:
     """vLLM's runtime adapter loading: the merged adapter then serves as `model: lora_name`."""
     state = request.app[STATE]
-    body = await admin_body(request, ("lora_name", "lora_path"))
-    if isinstance(body, web.Response):
-        return body
     name = body["lora_name"]
     if any(m.pinned and m.version == name for m in state.engine.resident()):
         return error(400, f"The lora adapter '{name}' has already been loaded.",
@@ -100,11 +110,9 @@ async def load_lora_adapter(request: web.Request) -> web.Response:
     return web.Response(text=f"Success: LoRA adapter '{name}' added successfully.")
 
 
-async def unload_lora_adapter(request: web.Request) -> web.Response:
+@admin_route("lora_name")
+async def unload_lora_adapter(request: web.Request, body: dict) -> web.Response:
     state = request.app[STATE]
-    body = await admin_body(request, ("lora_name",))
-    if isinstance(body, web.Response):
-        return body
     name = body["lora_name"]
     if not state.swap.unload_adapter(name):
         return error(404, f"The lora adapter '{name}' cannot be found.", "not_found_error",
@@ -112,12 +120,10 @@ async def unload_lora_adapter(request: web.Request) -> web.Response:
     return web.Response(text=f"Success: LoRA adapter '{name}' removed successfully.")
 
 
-async def update_weights_from_disk(request: web.Request) -> web.Response:
+@admin_route("model_path")
+async def update_weights_from_disk(request: web.Request, body: dict) -> web.Response:
     """SGLang's weight update: a full swap to `model_path`, answered in SGLang's shape."""
     state = request.app[STATE]
-    body = await admin_body(request, ("model_path",))
-    if isinstance(body, web.Response):
-        return body
     answer = await run_load(lambda: state.swap.start_load(body["model_path"], None))
     if answer.status != 200:
         reason = json.loads(answer.body)["error"]["message"]
