@@ -11,6 +11,6 @@
   `lora`.
 - Shared: `loading`, `textformat` (the joke's token layout), `devices`, `embedded`.
 
-Nothing here imports `bot` (a test checks it); the bot imports only `contracts/`, the torch-free
-path helpers of `embedded`, and `runner` lazily to start `jokebot runner`.
+Nothing here imports `bot` (a test checks it). The bot imports `contracts/`, and inside
+functions `embedded` (its paths; the conversion before `jokebot runner`) and `runner`.
 """
