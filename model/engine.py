@@ -130,8 +130,8 @@ class Engine(ModelRegistry):
     ) -> list[EngineRequest]:
         """Queue one request per (prompt, params) for the model named `model`, all or none.
 
-        They are queued together, so an idle engine admits them into one batch. NotReady,
-        UnknownModel or QueueFull (when they do not all fit) leave the queue as it was.
+        Queued together, they enter an idle engine's batch together (up to `max_batch` rows).
+        NotReady, UnknownModel or QueueFull (they do not all fit) leave the queue as it was.
         """
         listeners = list(listeners) or [None] * len(jobs)
         with self._cv:
