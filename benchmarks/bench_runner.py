@@ -351,9 +351,10 @@ def compare_continuous_batching(folder: Path, requests: int, tokens: int) -> lis
     from transformers.generation.configuration_utils import ContinuousBatchingConfig
 
     from model.devices import configure_cpu_threads
-    from model.engine import Engine, SamplingParams
+    from model.engine import Engine
     from model.hot_swap import load_candidate
     from model.loading import load_model_and_tokenizer
+    from model.sampling_params import SamplingParams
     from model.textformat import prompt_ids
 
     logging.getLogger("transformers").setLevel(logging.ERROR)

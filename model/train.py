@@ -45,7 +45,7 @@ from model.contracts.training_job import JobError, TrainJob
 if TYPE_CHECKING:
     from model.distributed import World
     from model.evaluate import Evaluation
-    from model.progress import EventWriter
+    from model.event_writer import EventWriter
 
 # Set before torch loads OpenMP: waiting threads sleep instead of spinning. On a 2-core host
 # shared with the runner (or anything else busy), spinning made a training step 4-8x slower
@@ -185,7 +185,8 @@ def train(
     run: RunState,
 ) -> TrainingResult:
     """Fine-tune with the Trainer (every rank); the best checkpoint is restored at the end."""
-    from model.progress import TimeBudget, TrainingEvents
+    from model.event_writer import TrainingEvents
+    from model.time_budget import TimeBudget
 
     budget = TimeBudget(job.max_minutes * 60)
     progress = TrainingEvents(
@@ -535,7 +536,7 @@ def main(argv: list[str] | None = None) -> int:
     options = parser.parse_args(argv)
 
     from model.distributed import World, die_with_launcher
-    from model.progress import EventWriter, claim_stdout
+    from model.event_writer import EventWriter, claim_stdout
 
     world = World.from_env()
     if world.distributed:

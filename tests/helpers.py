@@ -82,6 +82,20 @@ def wait_until_blocking(
         time.sleep(every)
 
 
+def heavy_modules_after_import(*modules: str) -> list[str]:
+    """Which of torch and transformers a fresh interpreter has loaded after importing
+    `modules` (for the modules that promise to be torch-free)."""
+    code = (
+        f"import sys, {', '.join(modules)}\n"
+        "print(','.join(sorted(m for m in ('torch', 'transformers') if m in sys.modules)))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0, result.stderr
+    return [m for m in result.stdout.strip().split(",") if m]
+
+
 def wait_healthy(url: str, process: subprocess.Popen, timeout: float = 120) -> None:
     """Until the runner process at `url` answers /health (RuntimeError if it exits first)."""
 

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 
 import pytest
 
@@ -19,22 +17,17 @@ from model.contracts.training_events import (
     parse_event,
 )
 from model.contracts.training_job import JobError, TrainJob
-from model.progress import EventWriter
-from tests.helpers import ROOT
+from model.event_writer import EventWriter
+from tests.helpers import heavy_modules_after_import
 
 
 def test_the_bot_loads_the_contracts_without_torch():
-    code = (
-        "import sys, model.contracts.training_job, model.contracts.training_events, "
-        "model.contracts.jokes, model.contracts.corpus, bot.training.coordinator, "
-        "bot.training.progress, bot.app\n"
-        "print(sorted(m for m in ('torch', 'transformers') if m in sys.modules))"
-    )
-    result = subprocess.run(
-        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60
-    )
-    assert result.returncode == 0, result.stderr
-    assert result.stdout.strip() == "[]"
+    loaded = heavy_modules_after_import(
+        "model.contracts.training_job", "model.contracts.training_events",
+        "model.contracts.jokes", "model.contracts.corpus", "bot.training.coordinator",
+        "bot.training.progress", "bot.app",
+    )  # fmt: skip
+    assert loaded == []
 
 
 def test_job_file_holds_what_the_bot_set_and_reads_back_the_same():

@@ -76,3 +76,13 @@ def test_reads_as_joke():
         "$$x^2 + y^2 = z^2$$ is a proof.",
     ):
         assert not reads_as_joke(text), text
+
+
+def test_generated_text_reads_as_one_joke_on_one_line():
+    """The one rule /joke and the gate share; a second line is a second joke."""
+    assert reads_as_joke("I used to hate facial hair, but then it grew on me.")
+    assert reads_as_joke("  Why did the duck cross the road? To prove he was no chicken!\n")
+    assert not reads_as_joke("Why did the duck cross the road?\nTo prove he was no chicken!")
+    assert not reads_as_joke("Why did the duck cross the road?\r To prove it.")
+    assert not reads_as_joke("x" * 10 + ".")  # one word
+    assert not reads_as_joke("A duck walks into a bar " * 12 + ".")  # over 280 characters

@@ -15,8 +15,8 @@ import pytest
 from model.contracts.corpus import corpus_hash, read_snapshot
 from model.contracts.jokes import check_joke
 from model.contracts.manifest import VersionManifest
+from model.event_writer import EventWriter
 from model.loading import load_model_and_tokenizer
-from model.progress import EventWriter
 from model.textformat import FEW_SHOT, PLAIN
 from model.train import JobError, TrainJob, run_job
 from tests.helpers import ROOT, SHORT_JOKES, VERSION_FILES, job_dict
