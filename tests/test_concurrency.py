@@ -16,6 +16,7 @@ import pytest
 
 from bot.community.importer import import_jokes
 from bot.community.near_duplicates import NearDuplicateIndex
+from bot.community.submissions import NearCopy, indexed, store_unless_near_copy
 from bot.store.community import CommunityStore
 from bot.store.database import Database
 from model.contracts.jokes import check_joke
@@ -240,6 +241,37 @@ async def test_near_copies_imported_by_two_processes_at_once_store_one(tmp_path)
     finally:
         await first.close()
         await second.close()
+
+
+async def test_the_index_follows_rolled_back_deleted_and_reused_ids(tmp_path):
+    db = await Database.open(tmp_path / "j.sqlite3")
+    store, index = CommunityStore(db), NearDuplicateIndex()
+    a, b = (check_joke(text) for text in _distinct_jokes(2))
+
+    async def submit(text: str):
+        check = check_joke(text)
+        return await store_unless_near_copy(
+            db, index, check.text, check.key, source="user", status="approved"
+        )
+
+    try:
+        with pytest.raises(RuntimeError), indexed(index) as add_to_index:
+            async with db.transaction():
+                result = await db.add_joke(a.text, a.key, source="user")
+                add_to_index(result.id, a.key)
+                raise RuntimeError("rolled back")
+        assert (len(index), index.highest_id) == (0, 0)  # no trace of the rolled-back joke
+        stored = await submit(a.text)
+        assert stored.created
+        # the newest joke is deleted behind the index's back; SQLite gives its id again
+        assert await store.delete_joke(stored.id)
+        other = await db.add_joke(b.text, b.key, source="import")  # e.g. by another process
+        assert other.id == stored.id
+        refused = await submit(b.text[:-1] + "s" + b.text[-1])  # a near-copy of b
+        assert isinstance(refused, NearCopy) and (refused.id, refused.text) == (other.id, b.text)
+        assert (await submit(a.text)).created  # a was deleted: it may be stored again
+    finally:
+        await db.close()
 
 
 # ---- through Discord --------------------------------------------------------------------

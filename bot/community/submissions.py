@@ -40,10 +40,9 @@ async def find_near_copy(db: Database, index: NearDuplicateIndex, key: str) -> N
     `store_unless_near_copy`), so the index is caught up with every row committed so far,
     by this process or another (gateway shards, `jokebot import`), and no other can commit
     one until the caller's transaction ends. An index entry that no longer matches its row
-    (deleted, or its id reused after a rollback) is corrected and the search goes on."""
+    (deleted, or its id given to another joke since) is corrected and the search goes on."""
     async with db.transaction():
-        for joke_id, stored_key in await db.joke_keys(after_id=index.highest_id):
-            index.add(joke_id, stored_key)
+        await _catch_up(db, index)
         while (found := index.find(key)) is not None:
             joke_id, score = found
             stored = await db.joke_text_and_key(joke_id)
@@ -53,6 +52,18 @@ async def find_near_copy(db: Database, index: NearDuplicateIndex, key: str) -> N
             if stored is not None:
                 index.add(joke_id, stored[1])
     return None
+
+
+async def _catch_up(db: Database, index: NearDuplicateIndex) -> None:
+    """Index the jokes stored since the index's newest one. If that one was deleted, SQLite
+    may have given its id to a later joke: step back to an indexed joke that still stands."""
+    while index.highest_id:
+        stored = await db.joke_text_and_key(index.highest_id)
+        if stored is not None and stored[1] == index.key_of(index.highest_id):
+            break
+        index.remove(index.highest_id)  # lowers highest_id to the next indexed joke
+    for joke_id, stored_key in await db.joke_keys(after_id=index.highest_id):
+        index.add(joke_id, stored_key)
 
 
 async def store_unless_near_copy(

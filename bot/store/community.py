@@ -210,10 +210,13 @@ class CommunityStore:
         return ReportOutcome(new=written.rowcount == 1, hidden=had_corpus is not None)
 
     async def report_joke(self, joke_id: int, user_id: int) -> ReportOutcome:
-        """/report id: with `reports_to_hide` reports since the last review it goes pending."""
+        """/report id: with `reports_to_hide` reports since the last review it goes pending.
+
+        A joke deleted meanwhile gets no report (`new` is False): no report outlives its joke."""
         async with self.db.transaction():
             written = await self.db.execute(
-                "INSERT INTO reports (user_id, joke_id) VALUES (?, ?) ON CONFLICT DO NOTHING",
+                "INSERT INTO reports (user_id, joke_id) SELECT ?, id FROM jokes WHERE id = ?"
+                " ON CONFLICT DO NOTHING",
                 (user_id, joke_id),
             )
             seen = await self._scalar(
