@@ -14,7 +14,7 @@ from pathlib import Path
 
 from bot.community.content_policy import ContentPolicy
 from bot.community.near_duplicates import NearDuplicateIndex
-from bot.community.submissions import find_near_copy, held_status, indexed
+from bot.community.submissions import catch_up, held_status, indexed, near_copy
 from bot.store.database import Database
 from model.contracts.jokes import MAX_JOKE_CHARS, check_joke
 
@@ -102,9 +102,11 @@ async def import_jokes(
         batch = ImportSummary()  # counted into the summary once committed
         with indexed(near_duplicates) as add_to_index:
             async with db.transaction():  # checks and inserts of the batch are one step
+                if near_duplicates is not None:
+                    await catch_up(db, near_duplicates)
                 for text, key in valid[start : start + BATCH]:
                     if near_duplicates is not None and (
-                        copy := await find_near_copy(db, near_duplicates, key)
+                        copy := await near_copy(db, near_duplicates, key)
                     ):  # a stored joke, or an earlier line
                         batch.duplicates += 1
                         batch.near_copies += copy.score < 100

@@ -33,37 +33,36 @@ async def load_near_duplicates(settings: Settings, db: Database) -> NearDuplicat
     return NearDuplicateIndex.from_keys(rows, settings.near_duplicate_threshold)
 
 
-async def find_near_copy(db: Database, index: NearDuplicateIndex, key: str) -> NearCopy | None:
-    """The stored joke that `key` nearly copies, read back from the database for the quote.
+async def catch_up(db: Database, index: NearDuplicateIndex) -> None:
+    """Index the jokes stored since the index's newest one, by this process or another (gateway
+    shards, `jokebot import`). If that one was deleted, SQLite may have given its id to a later
+    joke: step back to an indexed joke that still stands.
 
-    Runs in a transaction (the caller's, when it stores on this verdict: see
-    `store_unless_near_copy`), so the index is caught up with every row committed so far,
-    by this process or another (gateway shards, `jokebot import`), and no other can commit
-    one until the caller's transaction ends. An index entry that no longer matches its row
-    (deleted, or its id given to another joke since) is corrected and the search goes on."""
-    async with db.transaction():
-        await _catch_up(db, index)
-        while (found := index.find(key)) is not None:
-            joke_id, score = found
-            stored = await db.joke_text_and_key(joke_id)
-            if stored is not None and index.key_of(joke_id) == stored[1]:
-                return NearCopy(joke_id, stored[0], score)
-            index.remove(joke_id)
-            if stored is not None:
-                index.add(joke_id, stored[1])
-    return None
-
-
-async def _catch_up(db: Database, index: NearDuplicateIndex) -> None:
-    """Index the jokes stored since the index's newest one. If that one was deleted, SQLite
-    may have given its id to a later joke: step back to an indexed joke that still stands."""
-    while index.highest_id:
-        stored = await db.joke_text_and_key(index.highest_id)
-        if stored is not None and stored[1] == index.key_of(index.highest_id):
+    Call it inside the write transaction that stores on the index's verdict: then no other
+    joke can be committed until that transaction ends, so the verdict stays true."""
+    while True:  # one query, unless the newest indexed joke is gone
+        newest = index.highest_id
+        rows = await db.joke_keys(after_id=newest - 1) if newest else await db.joke_keys()
+        if not newest or (rows and rows[0] == (newest, index.key_of(newest))):
             break
-        index.remove(index.highest_id)  # lowers highest_id to the next indexed joke
-    for joke_id, stored_key in await db.joke_keys(after_id=index.highest_id):
+        index.remove(newest)  # lowers highest_id to the next indexed joke
+    for joke_id, stored_key in rows:
         index.add(joke_id, stored_key)
+
+
+async def near_copy(db: Database, index: NearDuplicateIndex, key: str) -> NearCopy | None:
+    """The stored joke that `key` nearly copies, read back from the database for the quote
+    (after `catch_up`, in the same transaction). An index entry that no longer matches its row
+    (deleted, or its id given to another joke since) is corrected and the search goes on."""
+    while (found := index.find(key)) is not None:
+        joke_id, score = found
+        stored = await db.joke_text_and_key(joke_id)
+        if stored is not None and index.key_of(joke_id) == stored[1]:
+            return NearCopy(joke_id, stored[0], score)
+        index.remove(joke_id)
+        if stored is not None:
+            index.add(joke_id, stored[1])
+    return None
 
 
 async def store_unless_near_copy(
@@ -83,7 +82,8 @@ async def store_unless_near_copy(
     an `AddResult` with `created=False`."""
     with indexed(index) as add_to_index:
         async with db.transaction():
-            if copy := await find_near_copy(db, index, key):
+            await catch_up(db, index)
+            if copy := await near_copy(db, index, key):
                 return copy
             result = await db.add_joke(
                 text, key, source=source, author_id=author_id, guild_id=guild_id, status=status

@@ -153,24 +153,25 @@ class CommunityStore:
                 )
                 change = "added" if row is None else "changed"
                 now = value
-            await self._sync_corpus(generated_id)
-            counts = await self.counts(generated_id)  # exactly the state this vote left
+            counts = await self._sync_corpus(generated_id)  # exactly the state this vote left
         return VoteOutcome(counts=counts, vote=now, change=change)
 
-    async def _sync_corpus(self, generated_id: int) -> None:
-        """Put a generated joke into the corpus, or take it out, after its votes changed."""
+    async def _sync_corpus(self, generated_id: int) -> VoteCounts:
+        """Put a generated joke into the corpus, or take it out, after its votes changed; its
+        counts now. One query reads what decides it (every query in a transaction waits a turn
+        of the event loop, and transactions take turns)."""
         row = await self._one(
-            "SELECT text, norm_key, guild_id, corpus_joke_id, blocked FROM generated_jokes"
-            " WHERE id = ?",
+            "SELECT text, norm_key, guild_id, corpus_joke_id, blocked,"
+            " (SELECT coalesce(sum(value = 1), 0) FROM votes WHERE generated_id = g.id),"
+            " (SELECT coalesce(sum(value = -1), 0) FROM votes WHERE generated_id = g.id),"
+            " (SELECT count(*) FROM reports WHERE generated_id = g.id)"
+            " FROM generated_jokes g WHERE id = ?",
             (generated_id,),
         )
         if row is None:
-            return
-        text, key, guild_id, corpus_id, blocked = row
-        counts = await self.counts(generated_id)
-        reports = await self._scalar(
-            "SELECT count(*) FROM reports WHERE generated_id = ?", (generated_id,)
-        )
+            return VoteCounts()
+        text, key, guild_id, corpus_id, blocked, up, down, reports = row
+        counts = VoteCounts(up=up, down=down)
         eligible = not blocked and reports == 0 and counts.net >= self.promote_at
         if eligible and corpus_id is None:
             result = await self.db.add_joke(
@@ -186,6 +187,7 @@ class CommunityStore:
             await self.db.execute(
                 "UPDATE generated_jokes SET corpus_joke_id = NULL WHERE id = ?", (generated_id,)
             )
+        return counts
 
     async def version_scores(self) -> dict[int, CommunityScore]:
         """Community score per model version (only versions whose jokes got votes)."""

@@ -227,15 +227,13 @@ class Database:
     async def execute(self, query: str, params: Sequence[Any] = ()) -> Written:
         """One statement in the caller's turn; outside a transaction it commits on its own."""
         async with self._turn():
-            cursor = await self._db.execute(query, params)
-            try:
-                return Written(rowcount=cursor.rowcount, lastrowid=cursor.lastrowid)
-            finally:
-                await cursor.close()
+            cursor = await self._db.execute(query, params)  # a write has run to its end here
+            return Written(rowcount=cursor.rowcount, lastrowid=cursor.lastrowid)
 
     async def fetchone(self, query: str, params: Sequence[Any] = ()) -> aiosqlite.Row | None:
-        async with self._turn(), self._db.execute(query, params) as cursor:
-            return await cursor.fetchone()
+        """The first row of a query meant to return at most one (it is run to its end)."""
+        rows = await self.fetchall(query, params)
+        return rows[0] if rows else None
 
     async def fetchall(self, query: str, params: Sequence[Any] = ()) -> list[aiosqlite.Row]:
         async with self._turn():
@@ -273,16 +271,19 @@ class Database:
         `status='pending'` keeps it out of the corpus until a moderator approves it (a member's
         first jokes under MODERATION=new, or a joke the content policy flagged).
         """
-        async with self.transaction():  # the duplicate read back is the one that refused it
-            written = await self.execute(
-                "INSERT INTO jokes (text, norm_key, author_id, guild_id, source, status)"
-                " VALUES (?,?,?,?,?,?) ON CONFLICT (norm_key) DO NOTHING",
-                (text, key, author_id, guild_id, source, status),
-            )
-            if written.rowcount == 1:
-                return AddResult(id=written.lastrowid, created=True)
-            (existing,) = await self.fetchone("SELECT id FROM jokes WHERE norm_key = ?", (key,))
-        return AddResult(id=existing, created=False)
+        async with self._turn():
+            while True:
+                written = await self.execute(
+                    "INSERT INTO jokes (text, norm_key, author_id, guild_id, source, status)"
+                    " VALUES (?,?,?,?,?,?) ON CONFLICT (norm_key) DO NOTHING",
+                    (text, key, author_id, guild_id, source, status),
+                )
+                if written.rowcount == 1:
+                    return AddResult(id=written.lastrowid, created=True)
+                found = await self.fetchone("SELECT id FROM jokes WHERE norm_key = ?", (key,))
+                if found is not None:
+                    return AddResult(id=found[0], created=False)
+                # the copy was deleted in between (by another process): try again
 
     async def add_jokes(
         self,

@@ -64,6 +64,8 @@ class JokeCommands(commands.Cog):
         if not check.ok:
             await reply_error(interaction, f"Not stored: {check.reason}")
             return
+        # storing waits its turn behind other writes (a burst of /addjoke, votes): answer first
+        await interaction.response.defer(ephemeral=True, thinking=True)
         flag = self.services.content_policy.flags(check.text)
         settings = self.services.settings
         status = initial_status(
@@ -86,18 +88,15 @@ class JokeCommands(commands.Cog):
             status=status,
         )  # committed before we answer
         if isinstance(result, NearCopy):
-            await reply_error(interaction, duplicate_message(result.id, result.text))
-            return
-        if result.created and status == "pending":
+            message = duplicate_message(result.id, result.text)
+        elif result.created and status == "pending":
             log.info("/addjoke: #%d held for review (%s)", result.id, flag or settings.moderation)
             message = f"Stored as #{result.id}, waiting for review."
         elif result.created:
             message = f"Stored as #{result.id}. Thanks! It will be part of the next training."
         else:
             message = duplicate_message(result.id, await self.services.db.joke_text(result.id))
-        await interaction.response.send_message(
-            message, ephemeral=True, allowed_mentions=NO_MENTIONS
-        )
+        await interaction.followup.send(message, ephemeral=True, allowed_mentions=NO_MENTIONS)
 
     async def send_generated_joke(self, interaction: discord.Interaction, prompt: str) -> None:
         """Defer, ask the model, store the joke (committed), then post it with its buttons."""
