@@ -141,11 +141,14 @@ class Database:
     transaction may be called inside another's block (it becomes a savepoint).
 
     Why one lock rather than a connection per transaction: aiosqlite runs a connection's
-    statements one after another on its one thread anyway, so taking turns costs no throughput,
-    while dozens of connections of one process would make SQLite's file lock arbitrate between
-    them (busy_timeout polling, "database is locked" under a burst) and open a connection and
-    a thread per press. Other processes on the same file (gateway shards, `jokebot import`)
-    are kept apart by SQLite itself: BEGIN IMMEDIATE takes the write lock, busy_timeout waits.
+    statements one after another on its one thread anyway, and SQLite lets one writer in at a
+    time, so transactions would queue either way; dozens of connections of one process would
+    instead make SQLite's file lock arbitrate between them (busy_timeout polling, "database is
+    locked" under a burst) and open a connection and a thread per press. The price: the
+    statements of a transaction no longer overlap with other coroutines' statements, each
+    waiting a turn of the event loop, so keep transactions to few statements. Other processes
+    on the same file (gateway shards, `jokebot import`) are kept apart by SQLite itself: BEGIN
+    IMMEDIATE takes the write lock, busy_timeout waits for it.
     A task must not wait, inside a transaction, for another task that uses the database.
     """
 
