@@ -133,6 +133,18 @@ async def test_reports_hide_a_stored_joke_until_reviewed(tmp_path):
     await store.db.close()
 
 
+async def test_a_report_on_a_deleted_joke_leaves_no_report(tmp_path):
+    store = await _store(tmp_path, reports_to_hide=1)
+    try:
+        joke = await add_joke(store.db, "A joke deleted before the report arrives.")
+        assert await store.delete_joke(joke.id)
+        outcome = await store.report_joke(joke.id, 1)
+        assert (outcome.new, outcome.hidden) == (False, False)
+        assert (await store.member_data(1)).reports == 0
+    finally:
+        await store.db.close()
+
+
 async def test_forget_member_frees_the_text_and_erases_votes(tmp_path):
     store = await _store(tmp_path, promote_at=100)
     mine = await add_joke(store.db, "My own joke about the moon.", author_id=5)

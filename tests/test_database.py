@@ -95,3 +95,75 @@ async def test_databases_opened_together_migrate_once(tmp_path):
         finally:
             for db in opened:
                 await db.close()
+
+
+# ---- one connection, many coroutines ------------------------------------------------------
+
+
+async def test_concurrent_transactions_and_writes_do_not_collide(tmp_path):
+    """Bulk adds, version switches and single writes at once on the one shared connection."""
+    db = await Database.open(tmp_path / "j.sqlite3")
+    try:
+        await db.ensure_base_version("/models/base")
+        await db.add_version(1, "/v1", parent_version=0, status="promoted", metrics={}, manifest={})
+        batches = [
+            [(f"batch {b} joke {n} is funny", f"batch {b} joke {n} is funny") for n in range(5)]
+            for b in range(20)
+        ]
+        results = await asyncio.gather(
+            *(db.add_jokes(batch) for batch in batches),
+            *(db.set_active(n % 2) for n in range(20)),
+            *(db.ensure_base_version("/models/base") for _ in range(5)),
+            *(db.start_run("cli") for _ in range(20)),
+            return_exceptions=True,
+        )
+        assert [r for r in results if isinstance(r, BaseException)] == []
+        assert await db.joke_count() == 100
+        assert len({r for r in results[-20:]}) == 20  # twenty distinct runs
+        assert sum(v.active for v in await db.versions()) == 1
+    finally:
+        await db.close()
+
+
+async def test_a_write_beside_a_transaction_never_joins_it(tmp_path):
+    """A write of one coroutine never lands inside another's open transaction (to be rolled
+    back with it), and a read never sees another's uncommitted rows."""
+    db = await Database.open(tmp_path / "j.sqlite3")
+    opened = asyncio.Event()
+
+    async def abandoned() -> None:
+        async with db.transaction():
+            await add_joke(db, "A joke that is never committed.")
+            opened.set()
+            await asyncio.sleep(0.05)
+            raise RuntimeError("changed my mind")
+
+    async def beside() -> tuple[int, int]:
+        await opened.wait()
+        return await db.start_run("cli"), await db.joke_count()
+
+    try:
+        first, second = await asyncio.gather(abandoned(), beside(), return_exceptions=True)
+        assert isinstance(first, RuntimeError)
+        run_id, seen = second
+        assert seen == 0  # the uncommitted joke was not visible
+        assert (await db.run(run_id)).status == "running"  # kept: not rolled back with it
+        assert await db.joke_count() == 0
+    finally:
+        await db.close()
+
+
+async def test_nested_transactions_roll_back_only_the_inner_part(tmp_path):
+    db = await Database.open(tmp_path / "j.sqlite3")
+    try:
+        async with db.transaction():
+            await add_joke(db, "The outer joke is kept.")
+            with pytest.raises(RuntimeError):
+                async with db.transaction():
+                    await add_joke(db, "The inner joke is rolled back.")
+                    raise RuntimeError("inner")
+            await db.add_jokes([("a bulk joke inside", "a bulk joke inside")])  # joins it
+        texts = [j.text for j in await db.corpus()]
+        assert texts == ["The outer joke is kept.", "a bulk joke inside"]
+    finally:
+        await db.close()

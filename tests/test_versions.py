@@ -51,22 +51,20 @@ async def db(tmp_path):
     """A database whose every write of a version's status is recorded in `status_writes`."""
     opened = await Database.open(tmp_path / "jokebot.sqlite3")
     await opened.ensure_base_version(str(tmp_path / "base"))
-    await opened.connection.executescript(
-        """
-        CREATE TEMP TABLE status_writes (version INTEGER, status TEXT);
-        CREATE TEMP TRIGGER status_inserted AFTER INSERT ON main.model_versions
-        BEGIN INSERT INTO status_writes VALUES (NEW.version, NEW.status); END;
-        CREATE TEMP TRIGGER status_updated AFTER UPDATE OF status ON main.model_versions
-        BEGIN INSERT INTO status_writes VALUES (NEW.version, NEW.status); END;
-        """
-    )
+    for statement in (
+        "CREATE TEMP TABLE status_writes (version INTEGER, status TEXT)",
+        "CREATE TEMP TRIGGER status_inserted AFTER INSERT ON main.model_versions"
+        " BEGIN INSERT INTO status_writes VALUES (NEW.version, NEW.status); END",
+        "CREATE TEMP TRIGGER status_updated AFTER UPDATE OF status ON main.model_versions"
+        " BEGIN INSERT INTO status_writes VALUES (NEW.version, NEW.status); END",
+    ):
+        await opened.execute(statement)
     yield opened
     await opened.close()
 
 
 async def status_writes(db: Database) -> list[tuple[int, str]]:
-    async with db.connection.execute("SELECT version, status FROM status_writes") as cursor:
-        return [tuple(row) async for row in cursor]
+    return [tuple(row) for row in await db.fetchall("SELECT version, status FROM status_writes")]
 
 
 async def test_a_better_candidate_is_recorded_once_promoted_and_serves(db, tmp_path):

@@ -1,8 +1,10 @@
 """The bot's SQLite database: jokes, model versions and training runs (aiosqlite, WAL).
 
 Only the bot side writes it. Every write is committed when its coroutine returns, so a joke
-acknowledged to its author is already on disk. Schema changes are numbered SQL files in
-`bot/store/migrations/`, applied at start and tracked with `PRAGMA user_version`.
+acknowledged to its author is already on disk. The process's coroutines take turns on its one
+connection (see `Database`), so concurrent transactions neither collide nor mix. Schema changes
+are numbered SQL files in `bot/store/migrations/`, applied at start and tracked with
+`PRAGMA user_version`.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ import fcntl
 import json
 import logging
 import re
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Iterable, Sequence
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -35,6 +37,14 @@ class AddResult:
 
     id: int
     created: bool
+
+
+@dataclass(frozen=True)
+class Written:
+    """What a write statement did: rows changed, and the id of the row it inserted."""
+
+    rowcount: int
+    lastrowid: int | None
 
 
 @dataclass(frozen=True)
@@ -122,11 +132,34 @@ def _run_from_row(row: aiosqlite.Row) -> TrainingRun:
 
 
 class Database:
-    """One connection to the jokebot database; use `await Database.open(path)`."""
+    """One connection to the jokebot database, shared by every coroutine of the process; use
+    `await Database.open(path)`.
+
+    All work on the connection takes turns: `transaction()` holds the connection for its whole
+    block, and every other statement (`execute`, `fetchone`, `fetchall`, and the methods built
+    on them) waits for the turn too. So a write outside a transaction never lands inside
+    another coroutine's open transaction (to be rolled back with it), and a read never sees
+    another's uncommitted rows. The turn is re-entrant within one task: a method that opens a
+    transaction may be called inside another's block (it becomes a savepoint).
+
+    Why one lock rather than a connection per transaction: aiosqlite runs a connection's
+    statements one after another on its one thread anyway, and SQLite lets one writer in at a
+    time, so transactions would queue either way; dozens of connections of one process would
+    instead make SQLite's file lock arbitrate between them (busy_timeout polling, "database is
+    locked" under a burst) and open a connection and a thread per press. The price: the
+    statements of a transaction no longer overlap with other coroutines' statements, each
+    waiting a turn of the event loop, so keep transactions to few statements. Other processes
+    on the same file (gateway shards, `jokebot import`) are kept apart by SQLite itself: BEGIN
+    IMMEDIATE takes the write lock, busy_timeout waits for it.
+    A task must not wait, inside a transaction, for another task that uses the database.
+    """
 
     def __init__(self, connection: aiosqlite.Connection, path: Path) -> None:
         self._db = connection
         self.path = path
+        self._turns = asyncio.Lock()
+        self._holder: asyncio.Task | None = None  # the task whose turn it is
+        self._savepoints = 0
 
     @classmethod
     async def open(cls, path: Path) -> Database:
@@ -147,42 +180,83 @@ class Database:
         return database
 
     async def close(self) -> None:
-        await self._db.close()
-
-    @property
-    def connection(self) -> aiosqlite.Connection:
-        """The connection, for stores of other concerns (e.g. `bot.store.community`)."""
-        return self._db
-
-    def transaction(self) -> contextlib.AbstractAsyncContextManager[None]:
-        """BEGIN IMMEDIATE ... COMMIT, rolled back on any error: all or nothing."""
-        return self._transaction()
+        async with self._turn():  # after the transaction in progress, if any
+            await self._db.close()
 
     @contextlib.asynccontextmanager
-    async def _transaction(self) -> AsyncIterator[None]:
-        """BEGIN IMMEDIATE ... COMMIT, rolled back on any error: all or nothing."""
-        await self._db.execute("BEGIN IMMEDIATE")
+    async def _turn(self) -> AsyncIterator[None]:
+        """The connection to the current task alone until the block ends (re-entrant)."""
+        task = asyncio.current_task()
+        if task is not None and self._holder is task:
+            yield
+            return
+        async with self._turns:
+            self._holder = task
+            try:
+                yield
+            finally:
+                self._holder = None
+
+    @contextlib.asynccontextmanager
+    async def transaction(self) -> AsyncIterator[None]:
+        """BEGIN IMMEDIATE ... COMMIT, rolled back on any error: all or nothing. Inside another
+        transaction of the same task it is a savepoint: an error rolls back only this block."""
+        async with self._turn():
+            if self._db.in_transaction:
+                async with self._savepoint():
+                    yield
+                return
+            await self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield
+                await self._db.execute("COMMIT")
+            except BaseException:
+                if self._db.in_transaction:  # a failed COMMIT leaves it open too
+                    await self._db.execute("ROLLBACK")
+                raise
+
+    @contextlib.asynccontextmanager
+    async def _savepoint(self) -> AsyncIterator[None]:
+        self._savepoints += 1
+        name = f"nested_{self._savepoints}"
+        await self._db.execute(f"SAVEPOINT {name}")
         try:
             yield
         except BaseException:
-            await self._db.execute("ROLLBACK")
+            await self._db.execute(f"ROLLBACK TO {name}")
             raise
-        await self._db.execute("COMMIT")
+        finally:
+            await self._db.execute(f"RELEASE {name}")
+            self._savepoints -= 1
+
+    async def execute(self, query: str, params: Sequence[Any] = ()) -> Written:
+        """One statement in the caller's turn; outside a transaction it commits on its own."""
+        async with self._turn():
+            cursor = await self._db.execute(query, params)  # a write has run to its end here
+            return Written(rowcount=cursor.rowcount, lastrowid=cursor.lastrowid)
+
+    async def fetchone(self, query: str, params: Sequence[Any] = ()) -> aiosqlite.Row | None:
+        """The first row of a query meant to return at most one (it is run to its end)."""
+        rows = await self.fetchall(query, params)
+        return rows[0] if rows else None
+
+    async def fetchall(self, query: str, params: Sequence[Any] = ()) -> list[aiosqlite.Row]:
+        async with self._turn():
+            return list(await self._db.execute_fetchall(query, params))
 
     async def _migrate(self) -> None:
-        async with self._db.execute("PRAGMA user_version") as cursor:
-            (current,) = await cursor.fetchone()
+        current = await self.schema_version()
         for number, script in _migrations():
             if number <= current:
                 continue
             log.info("applying database migration %04d", number)
-            await self._db.executescript(
-                f"BEGIN IMMEDIATE;\n{script}\nPRAGMA user_version = {number};\nCOMMIT;"
-            )
+            async with self._turn():
+                await self._db.executescript(
+                    f"BEGIN IMMEDIATE;\n{script}\nPRAGMA user_version = {number};\nCOMMIT;"
+                )
 
     async def schema_version(self) -> int:
-        async with self._db.execute("PRAGMA user_version") as cursor:
-            (version,) = await cursor.fetchone()
+        (version,) = await self.fetchone("PRAGMA user_version")
         return version
 
     # ---- jokes -------------------------------------------------------------------------
@@ -202,16 +276,19 @@ class Database:
         `JokeStatus.PENDING` keeps it out of the corpus until a moderator approves it (a member's
         first jokes under MODERATION=new, or a joke the content policy flagged).
         """
-        cursor = await self._db.execute(
-            "INSERT INTO jokes (text, norm_key, author_id, guild_id, source, status)"
-            " VALUES (?,?,?,?,?,?) ON CONFLICT (norm_key) DO NOTHING",
-            (text, key, author_id, guild_id, source, status),
-        )
-        if cursor.rowcount == 1:
-            return AddResult(id=cursor.lastrowid, created=True)
-        async with self._db.execute("SELECT id FROM jokes WHERE norm_key = ?", (key,)) as found:
-            (existing,) = await found.fetchone()
-        return AddResult(id=existing, created=False)
+        async with self._turn():
+            while True:
+                written = await self.execute(
+                    "INSERT INTO jokes (text, norm_key, author_id, guild_id, source, status)"
+                    " VALUES (?,?,?,?,?,?) ON CONFLICT (norm_key) DO NOTHING",
+                    (text, key, author_id, guild_id, source, status),
+                )
+                if written.rowcount == 1:
+                    return AddResult(id=written.lastrowid, created=True)
+                found = await self.fetchone("SELECT id FROM jokes WHERE norm_key = ?", (key,))
+                if found is not None:
+                    return AddResult(id=found[0], created=False)
+                # the copy was deleted in between (by another process): try again
 
     async def add_jokes(
         self,
@@ -225,82 +302,80 @@ class Database:
         jokes = list(jokes)
         statuses = list(statuses) if statuses is not None else [JokeStatus.APPROVED] * len(jokes)
         results = []
-        async with self._transaction():
+        async with self.transaction():
             for (text, key), status in zip(jokes, statuses, strict=True):
                 results.append(await self.add_joke(text, key, source=source, status=status))
         return results
 
     async def joke_keys(self, after_id: int = 0) -> list[tuple[int, str]]:
         """(id, norm_key) of the stored jokes with a higher id: what the near-duplicate index is
-        built from, and caught up with (jokes imported by another process)."""
-        async with self._db.execute(
+        built from, and caught up with (jokes stored by another process or another path)."""
+        rows = await self.fetchall(
             "SELECT id, norm_key FROM jokes WHERE id > ? ORDER BY id", (after_id,)
-        ) as cursor:
-            return [(row[0], row[1]) async for row in cursor]
+        )
+        return [(row[0], row[1]) for row in rows]
 
     async def joke_text(self, joke_id: int) -> str | None:
         """The text of a stored joke, or None when there is no such joke (any more)."""
-        async with self._db.execute("SELECT text FROM jokes WHERE id = ?", (joke_id,)) as c:
-            row = await c.fetchone()
+        row = await self.fetchone("SELECT text FROM jokes WHERE id = ?", (joke_id,))
         return row[0] if row else None
 
+    async def joke_text_and_key(self, joke_id: int) -> tuple[str, str] | None:
+        """The text and key of a stored joke, or None when there is no such joke (any more)."""
+        row = await self.fetchone("SELECT text, norm_key FROM jokes WHERE id = ?", (joke_id,))
+        return (row[0], row[1]) if row else None
+
     async def joke_count(self) -> int:
-        async with self._db.execute(
+        (count,) = await self.fetchone(
             "SELECT count(*) FROM jokes WHERE status = ?", (JokeStatus.APPROVED,)
-        ) as c:
-            (count,) = await c.fetchone()
+        )
         return count
 
     async def corpus_by_source(self) -> dict[str, int]:
         """Approved jokes per source (`user`, `import`, `starter`, `community`)."""
-        async with self._db.execute(
+        rows = await self.fetchall(
             "SELECT source, count(*) FROM jokes WHERE status = ? GROUP BY source",
             (JokeStatus.APPROVED,),
-        ) as cursor:
-            return {row[0]: row[1] async for row in cursor}
+        )
+        return {row[0]: row[1] for row in rows}
 
     async def has_jokes(self) -> bool:
         """Whether any joke was ever stored and kept (any status)."""
-        async with self._db.execute("SELECT 1 FROM jokes LIMIT 1") as cursor:
-            return await cursor.fetchone() is not None
+        return await self.fetchone("SELECT 1 FROM jokes LIMIT 1") is not None
 
     async def random_jokes(self, limit: int, max_chars: int = 140) -> list[str]:
         """Up to `limit` approved jokes of at most `max_chars`, at random (in-context examples)."""
-        async with self._db.execute(
+        rows = await self.fetchall(
             "SELECT text FROM jokes WHERE status = ? AND length(text) <= ?"
             " ORDER BY random() LIMIT ?",
             (JokeStatus.APPROVED, max_chars, limit),
-        ) as cursor:
-            return [row[0] async for row in cursor]
+        )
+        return [row[0] for row in rows]
 
     async def corpus(self) -> list[CorpusJoke]:
         """Approved jokes in id order: what a training run learns from."""
-        async with self._db.execute(
+        rows = await self.fetchall(
             "SELECT id, text, norm_key FROM jokes WHERE status = ? ORDER BY id",
             (JokeStatus.APPROVED,),
-        ) as cursor:
-            return [CorpusJoke(row[0], row[1], row[2]) async for row in cursor]
+        )
+        return [CorpusJoke(row[0], row[1], row[2]) for row in rows]
 
     async def jokes_added_since(self, last_joke_id: int) -> int:
         """New approved jokes after `last_joke_id`; starter jokes are not news to the scheduler."""
-        async with self._db.execute(
+        (count,) = await self.fetchone(
             "SELECT count(*) FROM jokes WHERE status = ? AND source != 'starter' AND id > ?",
             (JokeStatus.APPROVED, last_joke_id),
-        ) as cursor:
-            (count,) = await cursor.fetchone()
+        )
         return count
 
     # ---- model versions ----------------------------------------------------------------
 
     async def ensure_base_version(self, path: str) -> None:
         """Record version 0 (the base model) and make it serve if nothing else does."""
-        async with self._transaction():
-            async with self._db.execute(
-                "SELECT path FROM model_versions WHERE version = 0"
-            ) as cursor:
-                row = await cursor.fetchone()
+        async with self.transaction():
+            row = await self.fetchone("SELECT path FROM model_versions WHERE version = 0")
             if row is None:
-                await self._db.execute(
+                await self.execute(
                     "INSERT INTO model_versions (version, path, status) VALUES (0, ?, 'base')",
                     (path,),
                 )
@@ -308,37 +383,27 @@ class Database:
                 log.warning(
                     "MODEL_BASE changed from %s to %s; v0 now means the new base", row[0], path
                 )
-                await self._db.execute(
-                    "UPDATE model_versions SET path = ? WHERE version = 0", (path,)
-                )
-            async with self._db.execute(
-                "SELECT count(*) FROM model_versions WHERE active = 1"
-            ) as cursor:
-                (active,) = await cursor.fetchone()
+                await self.execute("UPDATE model_versions SET path = ? WHERE version = 0", (path,))
+            (active,) = await self.fetchone("SELECT count(*) FROM model_versions WHERE active = 1")
             if not active:
-                await self._db.execute("UPDATE model_versions SET active = 1 WHERE version = 0")
+                await self.execute("UPDATE model_versions SET active = 1 WHERE version = 0")
 
     async def versions(self) -> list[ModelVersion]:
-        async with self._db.execute("SELECT * FROM model_versions ORDER BY version") as cursor:
-            return [_version_from_row(row) async for row in cursor]
+        rows = await self.fetchall("SELECT * FROM model_versions ORDER BY version")
+        return [_version_from_row(row) for row in rows]
 
     async def version(self, number: int) -> ModelVersion | None:
-        async with self._db.execute(
-            "SELECT * FROM model_versions WHERE version = ?", (number,)
-        ) as cursor:
-            row = await cursor.fetchone()
+        row = await self.fetchone("SELECT * FROM model_versions WHERE version = ?", (number,))
         return _version_from_row(row) if row else None
 
     async def active_version(self) -> ModelVersion:
-        async with self._db.execute("SELECT * FROM model_versions WHERE active = 1") as cursor:
-            row = await cursor.fetchone()
+        row = await self.fetchone("SELECT * FROM model_versions WHERE active = 1")
         if row is None:
             raise LookupError("no active model version; call ensure_base_version first")
         return _version_from_row(row)
 
     async def next_version_number(self) -> int:
-        async with self._db.execute("SELECT coalesce(max(version), 0) FROM model_versions") as c:
-            (highest,) = await c.fetchone()
+        (highest,) = await self.fetchone("SELECT coalesce(max(version), 0) FROM model_versions")
         return highest + 1
 
     async def add_version(
@@ -351,35 +416,35 @@ class Database:
         metrics: dict[str, Any],
         manifest: dict[str, Any],
     ) -> None:
-        await self._db.execute(
+        await self.execute(
             "INSERT INTO model_versions (version, path, parent_version, status, metrics, manifest)"
             " VALUES (?,?,?,?,?,?)",
             (version, path, parent_version, status, json.dumps(metrics), json.dumps(manifest)),
         )
 
     async def set_version_status(self, version: int, status: str) -> None:
-        await self._db.execute(
+        await self.execute(
             "UPDATE model_versions SET status = ? WHERE version = ?", (status, version)
         )
 
     async def set_active(self, version: int) -> None:
         """Make `version` the serving one, in one transaction (exactly one row is active)."""
-        async with self._transaction():
-            await self._db.execute("UPDATE model_versions SET active = 0 WHERE active = 1")
-            cursor = await self._db.execute(
+        async with self.transaction():
+            await self.execute("UPDATE model_versions SET active = 0 WHERE active = 1")
+            written = await self.execute(
                 "UPDATE model_versions SET active = 1 WHERE version = ?", (version,)
             )
-            if cursor.rowcount != 1:
+            if written.rowcount != 1:
                 raise LookupError(f"there is no model version v{version}")
 
     # ---- training runs -----------------------------------------------------------------
 
     async def start_run(self, trigger: str, requested_by: int | None = None) -> int:
-        cursor = await self._db.execute(
+        written = await self.execute(
             "INSERT INTO training_runs (trigger, requested_by) VALUES (?, ?)",
             (trigger, requested_by),
         )
-        return cursor.lastrowid
+        return written.lastrowid
 
     async def update_run(self, run_id: int, **values: Any) -> None:
         """Set columns of a run; `metrics` is stored as JSON."""
@@ -388,39 +453,36 @@ class Database:
         if values.pop("finished", False):
             values["finished_at"] = _now_sql()
         assignments = ", ".join(f"{column} = ?" for column in values)
-        await self._db.execute(
+        await self.execute(
             f"UPDATE training_runs SET {assignments} WHERE id = ?", (*values.values(), run_id)
         )
 
     async def run(self, run_id: int) -> TrainingRun | None:
-        async with self._db.execute("SELECT * FROM training_runs WHERE id = ?", (run_id,)) as c:
-            row = await c.fetchone()
+        row = await self.fetchone("SELECT * FROM training_runs WHERE id = ?", (run_id,))
         return _run_from_row(row) if row else None
 
     async def last_finished_run(self) -> TrainingRun | None:
-        async with self._db.execute(
+        row = await self.fetchone(
             "SELECT * FROM training_runs WHERE status != 'running' ORDER BY id DESC LIMIT 1"
-        ) as cursor:
-            row = await cursor.fetchone()
+        )
         return _run_from_row(row) if row else None
 
     async def last_trained_joke_id(self) -> int:
         """Highest joke id that a completed (promoted or rejected) training run has seen."""
-        async with self._db.execute(
+        (last,) = await self.fetchone(
             "SELECT coalesce(max(last_joke_id), 0) FROM training_runs"
             " WHERE status IN ('promoted', 'rejected')"
-        ) as cursor:
-            (last,) = await cursor.fetchone()
+        )
         return last
 
     async def fail_interrupted_runs(self) -> int:
         """Runs still 'running' at start-up were interrupted by a stop: record them as failed."""
-        cursor = await self._db.execute(
+        written = await self.execute(
             "UPDATE training_runs SET status = 'failed', finished_at = ?,"
             " message = 'interrupted: jokebot stopped during the run' WHERE status = 'running'",
             (_now_sql(),),
         )
-        return cursor.rowcount
+        return written.rowcount
 
 
 def _now_sql() -> str:
