@@ -58,6 +58,7 @@ class ToldJoke:
 
     text: str
     model: str = ""
+    completion: str = ""  # what the model wrote after the prompt (votes train on it)
 
     @property
     def version_number(self) -> int | None:
@@ -107,7 +108,7 @@ async def tell_joke(
         text = compose(prompt, completion.text)
         if not completion.text.strip():
             continue
-        told = ToldJoke(text, completion.model)
+        told = ToldJoke(text, completion.model, completion.text)
         if accept is not None and not accept(told.text):
             refused += 1
             continue

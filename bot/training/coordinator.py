@@ -26,9 +26,10 @@ from typing import Any
 from bot.runners.client import RunnerError
 from bot.runners.pool import RunnerPool
 from bot.settings import Settings
+from bot.store.community import CommunityStore
 from bot.store.database import Database
 from bot.training import versions
-from bot.training.gate import GatePolicy, decide
+from bot.training.gate import GatePolicy, decide, learned_from_votes
 from bot.training.progress import TrainingProgress
 from bot.training.trainer import (
     TrainerProcess,
@@ -37,6 +38,7 @@ from bot.training.trainer import (
     trainer_command,
 )
 from model.contracts.corpus import write_snapshot
+from model.contracts.preferences import write_preferences
 from model.contracts.training_events import DoneEvent, ErrorEvent, TrainerEvent
 from model.contracts.training_job import TrainJob
 
@@ -180,7 +182,10 @@ class TrainingCoordinator:
             corpus_hash=fingerprint,
             last_joke_id=corpus[-1].id,
         )
-        job = self._job(snapshot, base_ref, serving.path, output, number, parent, fingerprint)
+        votes = await self._export_votes(run_id, work)
+        job = self._job(
+            snapshot, base_ref, serving.path, output, number, parent, fingerprint, votes
+        )
         job_file = work / "job.json"
         job_file.write_text(job.file_text(), encoding="utf-8")
 
@@ -218,6 +223,8 @@ class TrainingCoordinator:
                 await self.db.set_version_status(number, "promoted")
                 await versions.activate(self.db, self.runner, await self.db.version(number))
                 outcome.status = "promoted"
+                if learned_from_votes(metrics["candidate"]):
+                    await CommunityStore(self.db).mark_votes_learned(run_id)
             except (RunnerError, versions.VersionError) as error:
                 await self.db.set_version_status(number, "rejected")
                 outcome.message = f"the runner refused v{number}: {error}"
@@ -235,11 +242,50 @@ class TrainingCoordinator:
         shutil.rmtree(work, ignore_errors=True)
         return outcome
 
+    async def votes_to_learn(self) -> int:
+        """Votes the serving version has not learned from (every vote with RETRAIN_FROM=base,
+        where each run starts afresh); 0 with PREFERENCE_TRAINING=off."""
+        if self.settings.preference_training == "off":
+            return 0
+        return await CommunityStore(self.db).new_votes(
+            all_votes=self.settings.retrain_from == "base"
+        )
+
+    async def _export_votes(self, run_id: int, work: Path) -> dict[str, Any]:
+        """Write the preference snapshot (jokes and votes that may train) and return the job's
+        preference fields: the gate measures on it, the phase trains on it when enough votes
+        are new. Nothing with PREFERENCE_TRAINING=off or before any vote."""
+        s = self.settings
+        if s.preference_training == "off":
+            return {}
+        community = CommunityStore(self.db)
+        jokes, votes_until = await community.voted_jokes()
+        if not jokes:
+            return {}
+        path = work / "preferences.jsonl"
+        write_preferences(path, jokes)
+        fresh = await self.votes_to_learn()
+        await community.record_vote_export(run_id, votes_until, len(jokes))
+        log.info("run #%d: %d voted jokes exported, %d new votes", run_id, len(jokes), fresh)
+        return {
+            "preferences": str(path),
+            "preference_phase": fresh >= s.preference_min_votes,
+            "preference_beta": s.preference_beta,
+            "preference_learning_rate": s.preference_learning_rate,
+            "preference_epochs": s.preference_epochs,
+            "preference_loss": s.preference_loss,
+            "preference_holdout": s.preference_holdout,
+            "preference_time_share": s.preference_time_share,
+            "vote_reference": s.base_model_ref,  # vote figures of every version are comparable
+        }
+
     def _policy(self) -> GatePolicy:
         return GatePolicy(
             min_nll_gain=self.settings.promote_min_nll_gain,
             max_one_joke_drop=self.settings.promote_max_one_joke_drop,
             max_copy_rate=self.settings.promote_max_copy_rate,
+            max_separation_drop=self.settings.promote_max_separation_drop,
+            min_diversity=self.settings.promote_min_diversity,
         )
 
     def _job(
@@ -251,9 +297,11 @@ class TrainingCoordinator:
         number: int,
         parent: int,
         fingerprint: str,
+        votes: dict[str, Any],
     ) -> TrainJob:
         s = self.settings
         return TrainJob(
+            **votes,
             snapshot=str(snapshot),
             base=base_ref,
             serving=serving_ref,
