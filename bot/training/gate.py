@@ -44,7 +44,7 @@ def one_joke_tolerance(candidate: dict[str, Any], serving: dict[str, Any], floor
 def separation_tolerance(candidate: dict[str, Any], serving: dict[str, Any], floor: float) -> float:
     """How far the vote separation may drop: `floor`, or the 95% noise of the difference of the
     two figures (each a share of held-out pairs; `vote_separation_se`), whichever is larger.
-    With 10 liked and 10 disliked held-out jokes the noise is about 0.3: only a large drop
+    With 10 liked and 10 disliked held-out jokes the noise is about 0.37: only a large drop
     counts until more votes are held out."""
     noise = sum(float(m.get("vote_separation_se") or 0.0) ** 2 for m in (candidate, serving))
     return max(floor, Z_95 * math.sqrt(noise))
