@@ -182,7 +182,7 @@ class TrainingCoordinator:
             corpus_hash=fingerprint,
             last_joke_id=corpus[-1].id,
         )
-        votes = await self._export_votes(run_id, work)
+        votes = await self.export_votes(run_id, work)
         job = self._job(
             snapshot, base_ref, serving.path, output, number, parent, fingerprint, votes
         )
@@ -251,7 +251,7 @@ class TrainingCoordinator:
             all_votes=self.settings.retrain_from == "base"
         )
 
-    async def _export_votes(self, run_id: int, work: Path) -> dict[str, Any]:
+    async def export_votes(self, run_id: int, work: Path) -> dict[str, Any]:
         """Write the preference snapshot (jokes and votes that may train) and return the job's
         preference fields: the gate measures on it, the phase trains on it when enough votes
         are new. Nothing with PREFERENCE_TRAINING=off or before any vote."""
