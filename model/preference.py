@@ -118,9 +118,11 @@ def train_on_votes(
 ) -> None:
     """Run the preference phase on `training.model` (every rank) when the job asks for it;
     what it did goes to `votes.phase` and `training.summary["preference"]`."""
+    from model.distributed import share_from_main
+
     if votes is None:
         return
-    votes.phase = _skip_reason(job, votes, training)
+    votes.phase = share_from_main(_skip_reason(job, votes, training), world)  # all ranks agree
     if not votes.phase:
         run.check()
         votes.phase = _train(job, votes, training, tokenizer, tmp, device, world, events, run)
@@ -352,7 +354,11 @@ def reference_scores(job: TrainJob, votes: Votes | None, device) -> list[float]:
     from model.loading import load_model_and_tokenizer
     from model.preference_eval import completion_scores
 
-    loaded = load_model_and_tokenizer(job.vote_reference or job.base, device=device)
+    try:
+        loaded = load_model_and_tokenizer(job.vote_reference or job.base, device=device)
+    except OSError as error:  # e.g. a hub id not in the cache: the run's starting model then
+        log.warning("cannot load the vote reference (%s); using %s", error, job.base)
+        loaded = load_model_and_tokenizer(job.base, device=device)
     try:
         return completion_scores(loaded.model, loaded.tokenizer, votes.held_out)
     finally:

@@ -151,3 +151,26 @@ def test_labels_of_voted_jokes():
     assert joke(up=1, down=3).label is False
     assert joke(up=2, down=2).label is None and joke().label is None
     assert joke(up=5, reported=True).label is False
+
+
+async def test_jokes_shown_at_once_are_all_exported_with_their_completion(tmp_path):
+    store = await _store(tmp_path, promote_at=100)
+    ids = await asyncio.gather(
+        *(
+            _shown(
+                store,
+                f"Why did goose {n} fly? Because.",
+                prompt=f"Why did goose {n}",
+                completion=" fly? Because.",
+                requested_by=n,
+            )
+            for n in range(40)
+        )
+    )
+    assert len(set(ids)) == 40
+    for generated in ids:
+        await store.vote(generated, 1, 1)
+    jokes, _ = await store.voted_jokes()
+    assert sorted(j.id for j in jokes) == sorted(ids)
+    assert {j.completion for j in jokes} == {" fly? Because."}
+    await store.db.close()

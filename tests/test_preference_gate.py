@@ -7,8 +7,10 @@ import pytest
 
 from bot.training.coordinator import TrainingOutcome
 from bot.training.gate import GatePolicy, decide, separation_tolerance
+from bot.training.progress import TrainingProgress, describe
 from bot.training.wording import training_result, votes_learned
 from model.contracts.preferences import VotedJoke
+from model.contracts.training_events import parse_event
 from model.contracts.training_job import JobError, TrainJob
 from model.preference import choose_loss, class_weights
 from model.preference_eval import distinct_n, separation, separation_se
@@ -109,3 +111,19 @@ def test_the_job_keeps_time_for_the_phase_and_refuses_nonsense():
         TrainJob.from_dict({**base, "preference_loss": "dpo"})
     with pytest.raises(JobError, match="preference_holdout"):
         TrainJob.from_dict({**base, "preference_holdout": 1.5})
+
+
+def test_discord_progress_shows_the_phase_learning_from_votes():
+    progress = TrainingProgress()
+    for line in (
+        '{"event": "start", "train_jokes": 36, "validation_jokes": 4, "total_steps": 10,'
+        ' "device": "cpu"}',
+        '{"event": "progress", "step": 10, "total_steps": 10, "loss": 2.0}',
+        '{"event": "votes", "liked": 30, "disliked": 20, "up": 70, "down": 45, "held_out": 12,'
+        ' "total_steps": 8, "loss": "apo_zero_unpaired"}',
+        '{"event": "progress", "step": 2, "total_steps": 8, "loss": 0.4, "phase": "votes"}',
+    ):
+        progress.apply(parse_event(line))
+    text = describe(progress)
+    assert text.startswith("Learning from 115 votes (👍 70 / 👎 45) on 50 jokes:")
+    assert "step 2/8" in text and "loss 0.400" in text
