@@ -108,6 +108,18 @@ class Settings(BaseSettings):
     promote_max_copy_rate: float = Field(default=0.25, ge=0.0, le=1.0)
     keep_versions: int = Field(default=3, ge=1)
 
+    # Learning from votes: the preference phase of a training run, and the gate's vote checks
+    preference_training: Literal["auto", "off"] = "auto"
+    preference_min_votes: int = Field(default=50, ge=1)
+    preference_beta: float = Field(default=0.1, gt=0.0)
+    preference_learning_rate: float = Field(default=2e-5, gt=0.0)
+    preference_epochs: float = Field(default=3.0, gt=0.0)
+    preference_loss: Literal["auto", "kto", "apo_zero_unpaired"] = "auto"
+    preference_holdout: float = Field(default=0.2, gt=0.0, lt=1.0)
+    preference_time_share: float = Field(default=0.3, ge=0.0, lt=1.0)
+    promote_max_separation_drop: float = Field(default=0.05, ge=0.0, le=1.0)
+    promote_min_diversity: float = Field(default=0.8, ge=0.0, le=1.0)
+
     # Community: votes, reports, moderation
     community_min_score: int = Field(default=3, ge=1)
     reports_to_hide: int = Field(default=3, ge=1)

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from model.contracts.corpus import CorpusJoke
+from model.contracts.jokes import key_fraction
 from model.textformat import example_ids
 
 log = logging.getLogger(__name__)
@@ -41,7 +42,7 @@ def file_sha256(path: str | Path) -> str:
 
 def split_score(key: str) -> float:
     """sha256 of the key as a number in [0, 1): the joke's fixed place in the split."""
-    return int.from_bytes(hashlib.sha256(key.encode("utf-8")).digest()[:8], "big") / 2**64
+    return key_fraction(key)
 
 
 def split_jokes(

@@ -83,6 +83,8 @@ def claim_stdout() -> IO[str]:
 class TrainingEvents(TrainerCallback):
     """Emits `start` when training begins and `progress` at every log and evaluation."""
 
+    phase = "corpus"  # ProgressEvent.phase (model.preference's subclass: "votes")
+
     def __init__(
         self,
         writer: EventWriter,
@@ -133,5 +135,6 @@ class TrainingEvents(TrainerCallback):
                 loss=_clean(logs.get("loss")),
                 eval_loss=_clean(logs.get("eval_loss")),
                 eta_seconds=self.eta_seconds(state),
+                phase=self.phase,
             )
         )

@@ -46,6 +46,7 @@ if TYPE_CHECKING:
     from model.distributed import World
     from model.evaluate import Evaluation
     from model.event_writer import EventWriter
+    from model.preference import Votes
 
 # Set before torch loads OpenMP: waiting threads sleep instead of spinning. On a 2-core host
 # shared with the runner (or anything else busy), spinning made a training step 4-8x slower
@@ -95,6 +96,7 @@ def run_job(
     On any failure (or Cancelled) the temporary folder is removed and the exception re-raised.
     """
     from model import distributed
+    from model.preference import load_votes, train_on_votes
 
     run = run or RunState()
     began = time.monotonic()
@@ -104,14 +106,16 @@ def run_job(
         try:
             folder = new_version_folder(output, run) if world.is_main else None
             tmp = distributed.share_from_main(folder, world)  # checkpoints: one place for all
-            data = prepare_data(job)
+            votes = load_votes(job)  # held-out voted jokes stay out of the corpus phase too
+            data = prepare_data(job, exclude=votes.held_out_keys if votes else frozenset())
             training = train(job, data, tmp, device, world, events, run)
+            train_on_votes(job, votes, training, data.tokenizer, tmp, device, world, events, run)
         finally:
             distributed.stop()  # every rank has trained; rank 0 goes on alone
         if not world.is_main:
             return None
         save_version(job, training, data.tokenizer, tmp, device)
-        results = evaluate_models(job, data, tmp, device, events, run)
+        results = evaluate_models(job, data, tmp, device, events, run, votes)
         manifest = write_manifest(job, data, training, results, tmp, time.monotonic() - began)
         publish(tmp, output, run)
     except BaseException:
@@ -148,14 +152,16 @@ def new_version_folder(output: Path, run: RunState) -> Path:
     return tmp
 
 
-def prepare_data(job: TrainJob) -> PreparedData:
-    """Split the snapshot (held-out jokes by a hash of their key) and tokenise both parts."""
+def prepare_data(job: TrainJob, exclude: frozenset[str] = frozenset()) -> PreparedData:
+    """Split the snapshot (held-out jokes by a hash of their key) and tokenise both parts;
+    jokes whose key is in `exclude` (held-out voted jokes) are not trained on."""
     from model.contracts.corpus import read_snapshot
     from model.data import JokeDataset, encode_jokes, split_jokes
     from model.loading import load_tokenizer
 
     jokes = read_snapshot(job.snapshot)
     train_jokes, validation = split_jokes(jokes, job.validation_fraction)
+    train_jokes = [j for j in train_jokes if j.key not in exclude] or train_jokes
     log.info(
         "%d jokes: %d for training, %d held out", len(jokes), len(train_jokes), len(validation)
     )
@@ -188,7 +194,7 @@ def train(
     from model.event_writer import TrainingEvents
     from model.time_budget import TimeBudget
 
-    budget = TimeBudget(job.max_minutes * 60)
+    budget = TimeBudget(job.corpus_seconds)
     progress = TrainingEvents(
         events,
         train_jokes=len(data.train_texts),
@@ -259,13 +265,22 @@ def save_version(job: TrainJob, training: TrainingResult, tokenizer, tmp: Path, 
 
 
 def evaluate_models(
-    job: TrainJob, data: PreparedData, tmp: Path, device, events: EventWriter, run: RunState
+    job: TrainJob,
+    data: PreparedData,
+    tmp: Path,
+    device,
+    events: EventWriter,
+    run: RunState,
+    votes: Votes | None = None,
 ) -> dict[str, Evaluation]:
-    """Measure the candidate and the serving model on the held-out jokes, each as it serves."""
+    """Measure the candidate and the serving model on the held-out jokes, each as it serves
+    (and on the held-out voted jokes: `model.preference.gate_figures`)."""
     from model.evaluate import measure, release
     from model.loading import load_model_and_tokenizer
+    from model.preference import gate_figures, reference_scores
     from model.textformat import PLAIN
 
+    reference = reference_scores(job, votes, device)
     results = {}
     for name, ref in (("candidate", str(tmp)), ("serving", job.serving_ref)):
         run.check()
@@ -286,6 +301,11 @@ def evaluate_models(
                 layout=PLAIN if name == "candidate" else loaded.prompt_layout,
                 examples_pool=data.train_texts,
                 shots=job.few_shot_examples,
+            )
+            results[name].metrics.update(
+                gate_figures(
+                    loaded, votes, reference, results[name].samples, candidate=name == "candidate"
+                )
             )
         finally:
             release(loaded)

@@ -58,6 +58,7 @@ class ToldJoke:
 
     text: str
     version: int | None = None
+    completion: str = ""  # what the model wrote after the prompt (votes train on it)
 
 
 class NoCleanJoke(EmptyJoke):
@@ -102,7 +103,7 @@ async def tell_joke(
         text = compose(prompt, completion.text)
         if not completion.text.strip():
             continue
-        told = ToldJoke(text, completion.version)
+        told = ToldJoke(text, completion.version, completion.text)
         if accept is not None and not accept(told.text):
             refused += 1
             continue

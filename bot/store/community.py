@@ -15,7 +15,8 @@ from dataclasses import dataclass
 from typing import Literal
 
 from bot.store.database import Database
-from model.contracts.jokes import JokeStatus
+from model.contracts.jokes import JokeStatus, fold_whitespace
+from model.contracts.preferences import VotedJoke
 from model.contracts.votes import CommunityScore, VoteCounts
 
 VoteChange = Literal["added", "changed", "withdrawn"]
@@ -99,12 +100,17 @@ class CommunityStore:
         model_version: int | None,
         guild_id: int | None,
         channel_id: int | None,
+        completion: str | None = None,
+        requested_by: int | None = None,
     ) -> int:
-        """Store a generated joke about to be shown; its id goes into the buttons' custom ids."""
+        """Store a generated joke about to be shown; its id goes into the buttons' custom ids.
+
+        `completion` is what the model wrote after `prompt` (votes train on exactly that),
+        `requested_by` the member who asked (their jokes leave training on /forgetme)."""
         written = await self.db.execute(
             "INSERT INTO generated_jokes (text, norm_key, prompt, model_version, guild_id,"
-            " channel_id) VALUES (?,?,?,?,?,?)",
-            (text, key, prompt, model_version, guild_id, channel_id),
+            " channel_id, completion, requested_by) VALUES (?,?,?,?,?,?,?,?)",
+            (text, key, prompt, model_version, guild_id, channel_id, completion, requested_by),
         )
         return written.lastrowid
 
@@ -320,7 +326,8 @@ class CommunityStore:
         """Erase every joke, vote and report of a member, in one transaction.
 
         The jokes' rows are deleted (so someone else may store the same text again); the
-        generated jokes they voted on are re-checked against the corpus rules.
+        generated jokes they asked for are blocked (they never train, nor join the corpus);
+        those and the ones they voted on are re-checked against the corpus rules.
         """
         async with self.db.transaction():
             touched = [
@@ -328,8 +335,9 @@ class CommunityStore:
                 for row in await self.db.fetchall(
                     "SELECT generated_id FROM votes WHERE user_id = ?"
                     " UNION SELECT generated_id FROM reports WHERE user_id = ?"
-                    " AND generated_id IS NOT NULL",
-                    (user_id, user_id),
+                    " AND generated_id IS NOT NULL"
+                    " UNION SELECT id FROM generated_jokes WHERE requested_by = ?",
+                    (user_id, user_id, user_id),
                 )
             ]
             own = [
@@ -338,13 +346,90 @@ class CommunityStore:
                     "SELECT id FROM jokes WHERE author_id = ?", (user_id,)
                 )
             ]
+            # the jokes they asked for (their prompts) never train again (and leave the corpus
+            # below), and who asked is forgotten
+            await self.db.execute(
+                "UPDATE generated_jokes SET blocked = 1, requested_by = NULL"
+                " WHERE requested_by = ?",
+                (user_id,),
+            )
             votes = await self.db.execute("DELETE FROM votes WHERE user_id = ?", (user_id,))
             reports = await self.db.execute("DELETE FROM reports WHERE user_id = ?", (user_id,))
             for joke_id in own:
                 await self._delete_joke_rows(joke_id)
-            for generated_id in touched:
+            for generated_id in dict.fromkeys(touched):
                 await self._sync_corpus(generated_id)
         return ForgetOutcome(jokes=len(own), votes=votes.rowcount, reports=reports.rowcount)
+
+    # ---- votes as training data (the preference phase) --------------------------------------
+
+    async def voted_jokes(self) -> tuple[list[VotedJoke], str]:
+        """Every shown joke that may train and has votes or a report, and the newest vote's
+        `voted_at` among them ('' when none). Blocked jokes (deleted from the corpus, or asked
+        for by a member who used /forgetme) are left out; a forgotten member's votes and
+        reports are already gone. One statement: one consistent reading."""
+        async with self._sql.execute(
+            "SELECT g.id, g.prompt, g.completion, g.text, g.norm_key,"
+            " coalesce(sum(v.value = 1), 0), coalesce(sum(v.value = -1), 0),"
+            " EXISTS (SELECT 1 FROM reports r WHERE r.generated_id = g.id), max(v.voted_at)"
+            " FROM generated_jokes g LEFT JOIN votes v ON v.generated_id = g.id"
+            " WHERE g.blocked = 0 GROUP BY g.id"
+            " HAVING count(v.user_id) > 0"
+            " OR EXISTS (SELECT 1 FROM reports r WHERE r.generated_id = g.id)"
+            " ORDER BY g.id"
+        ) as cursor:
+            rows = [tuple(row) async for row in cursor]
+        jokes = [
+            VotedJoke(
+                id=row[0],
+                prompt=fold_whitespace(row[1] or ""),
+                completion=_completion(row[2], row[3], row[1] or ""),
+                key=row[4],
+                up=row[5],
+                down=row[6],
+                reported=bool(row[7]),
+            )
+            for row in rows
+        ]
+        return jokes, max((row[8] for row in rows if row[8]), default="")
+
+    async def new_votes(self, *, all_votes: bool = False) -> int:
+        """Votes cast or changed since the newest learned export (`all_votes`: every vote) on
+        jokes that may train: what PREFERENCE_MIN_VOTES is compared with."""
+        since = "" if all_votes else await self._learned_until()
+        return await self._scalar(
+            "SELECT count(*) FROM votes v JOIN generated_jokes g ON g.id = v.generated_id"
+            " WHERE g.blocked = 0 AND v.voted_at > ?",
+            (since,),
+        )
+
+    async def _learned_until(self) -> str:
+        row = await self._one("SELECT max(votes_until) FROM vote_exports WHERE learned = 1")
+        return (row[0] if row else None) or ""
+
+    async def record_vote_export(self, run_id: int, votes_until: str, jokes: int) -> None:
+        """Remember what a training run's preference snapshot held."""
+        await self._sql.execute(
+            "INSERT INTO vote_exports (run_id, votes_until, jokes) VALUES (?,?,?)"
+            " ON CONFLICT (run_id) DO UPDATE SET votes_until = excluded.votes_until,"
+            " jokes = excluded.jokes",
+            (run_id, votes_until, jokes),
+        )
+
+    async def mark_votes_learned(self, run_id: int) -> None:
+        """The run's version learned from its export and serves: its votes are no longer new."""
+        await self._sql.execute("UPDATE vote_exports SET learned = 1 WHERE run_id = ?", (run_id,))
+
+
+def _completion(stored: str | None, text: str, prompt: str) -> str:
+    """The model's continuation: as stored, or (jokes shown before it was stored) the shown
+    text after the prompt, which `/joke` joined as `prompt + " " + completion`."""
+    if stored is not None:
+        return stored
+    prompt = fold_whitespace(prompt)
+    if prompt and text.startswith(prompt):
+        return text[len(prompt) :]
+    return text
 
 
 _NO_JOKE = GeneratedJoke(0, "", "", None, None, None)

@@ -23,9 +23,10 @@ from typing import Any
 
 from bot.runners.pool import RunnerPool
 from bot.settings import Settings
+from bot.store.community import CommunityStore
 from bot.store.database import Database
 from bot.training import versions
-from bot.training.gate import GatePolicy
+from bot.training.gate import GatePolicy, learned_from_votes
 from bot.training.progress import TrainingProgress
 from bot.training.trainer import (
     TrainerProcess,
@@ -35,6 +36,7 @@ from bot.training.trainer import (
 )
 from model.contracts.corpus import corpus_hash, write_snapshot
 from model.contracts.manifest import VersionOrigin, version_name
+from model.contracts.preferences import write_preferences
 from model.contracts.training_events import DoneEvent, ErrorEvent, TrainerEvent
 from model.contracts.training_job import TrainJob
 
@@ -169,7 +171,8 @@ class TrainingCoordinator:
             corpus_hash=corpus_hash(corpus),
             last_joke_id=corpus[-1].id,
         )
-        job = self._job(snapshot, base_ref, serving.path, output, number, parent)
+        votes = await self.export_votes(run_id, work)
+        job = self._job(snapshot, base_ref, serving.path, output, number, parent, votes)
         job_file = work / "job.json"
         job_file.write_text(job.file_text(), encoding="utf-8")
 
@@ -196,6 +199,8 @@ class TrainingCoordinator:
             before_loading=announce_loading,
         )
         status = "promoted" if promotion.promoted else "rejected"
+        if promotion.promoted and learned_from_votes(done.metrics["candidate"]):
+            await CommunityStore(self.db).mark_votes_learned(run_id)
         await self.db.update_run(
             run_id,
             status=status,
@@ -214,11 +219,50 @@ class TrainingCoordinator:
             samples=done.samples,
         )
 
+    async def votes_to_learn(self) -> int:
+        """Votes the serving version has not learned from (every vote with RETRAIN_FROM=base,
+        where each run starts afresh); 0 with PREFERENCE_TRAINING=off."""
+        if self.settings.preference_training == "off":
+            return 0
+        return await CommunityStore(self.db).new_votes(
+            all_votes=self.settings.retrain_from == "base"
+        )
+
+    async def export_votes(self, run_id: int, work: Path) -> dict[str, Any]:
+        """Write the preference snapshot (jokes and votes that may train) and return the job's
+        preference fields: the gate measures on it, the phase trains on it when enough votes
+        are new. Nothing with PREFERENCE_TRAINING=off or before any vote."""
+        s = self.settings
+        if s.preference_training == "off":
+            return {}
+        community = CommunityStore(self.db)
+        jokes, votes_until = await community.voted_jokes()
+        if not jokes:
+            return {}
+        path = work / "preferences.jsonl"
+        write_preferences(path, jokes)
+        fresh = await self.votes_to_learn()
+        await community.record_vote_export(run_id, votes_until, len(jokes))
+        log.info("run #%d: %d voted jokes exported, %d new votes", run_id, len(jokes), fresh)
+        return {
+            "preferences": str(path),
+            "preference_phase": fresh >= s.preference_min_votes,
+            "preference_beta": s.preference_beta,
+            "preference_learning_rate": s.preference_learning_rate,
+            "preference_epochs": s.preference_epochs,
+            "preference_loss": s.preference_loss,
+            "preference_holdout": s.preference_holdout,
+            "preference_time_share": s.preference_time_share,
+            "vote_reference": s.base_model_ref,  # vote figures of every version are comparable
+        }
+
     def _policy(self) -> GatePolicy:
         return GatePolicy(
             min_nll_gain=self.settings.promote_min_nll_gain,
             max_one_joke_drop=self.settings.promote_max_one_joke_drop,
             max_copy_rate=self.settings.promote_max_copy_rate,
+            max_separation_drop=self.settings.promote_max_separation_drop,
+            min_diversity=self.settings.promote_min_diversity,
         )
 
     def _job(
@@ -229,9 +273,11 @@ class TrainingCoordinator:
         output: Path,
         number: int,
         parent: int,
+        votes: dict[str, Any],
     ) -> TrainJob:
         s = self.settings
         return TrainJob(
+            **votes,
             snapshot=str(snapshot),
             base=base_ref,
             serving=serving_ref,

@@ -9,6 +9,7 @@ from model.contracts.training_events import (
     ProgressEvent,
     StartEvent,
     TrainerEvent,
+    VotesEvent,
 )
 
 
@@ -23,6 +24,7 @@ class TrainingProgress:
     eval_loss: float | None = None
     eta_seconds: float | None = None
     detail: str = ""
+    learning_from_votes: bool = False  # the preference phase's steps (after the corpus's)
 
     def apply(self, event: TrainerEvent) -> None:
         """Fold one trainer event into the state."""
@@ -34,6 +36,14 @@ class TrainingProgress:
             )
             self.detail = (
                 f"{event.train_jokes} training jokes, {event.validation_jokes} held out, on {where}"
+            )
+        elif isinstance(event, VotesEvent):
+            self.phase, self.learning_from_votes = "training", True
+            self.step, self.total_steps = 0, event.total_steps
+            self.loss = self.eval_loss = self.eta_seconds = None
+            self.detail = (
+                f"learning from {event.up + event.down} votes (👍 {event.up} / 👎 {event.down}) "
+                f"on {event.liked + event.disliked} jokes"
             )
         elif isinstance(event, ProgressEvent):
             self.phase = "training"
@@ -74,6 +84,8 @@ def describe(progress: TrainingProgress) -> str:
     if progress.phase in ("evaluating", "loading"):
         return f"`{progress_bar(1.0)}` {progress.phase.capitalize()}: {progress.detail}"
     parts = [f"`{progress_bar(progress.fraction)}` {progress.fraction:.0%}"]
+    if progress.learning_from_votes:  # "Learning from 40 votes (👍 25 / 👎 15) on 12 jokes:"
+        parts.insert(0, f"{progress.detail[:1].upper()}{progress.detail[1:]}:")
     parts.append(f"step {progress.step}/{progress.total_steps or '?'}")
     if progress.loss is not None:
         parts.append(f"loss {progress.loss:.3f}")

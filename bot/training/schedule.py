@@ -1,4 +1,5 @@
-"""Scheduled retraining with APScheduler 3.11: on the cron schedule, if enough new jokes came."""
+"""Scheduled retraining with APScheduler 3.11: on the cron schedule, if enough new jokes (or
+votes to learn from) came."""
 
 from __future__ import annotations
 
@@ -67,12 +68,16 @@ class RetrainScheduler:
             return None
         fresh = await self.training.new_jokes_since_last_training()
         if fresh < self.settings.retrain_min_new_jokes:
-            log.info(
-                "scheduled retraining skipped: %d new jokes, need %d",
-                fresh,
-                self.settings.retrain_min_new_jokes,
-            )
-            return None
+            votes = await self.training.votes_to_learn()  # votes alone are reason enough
+            if votes < self.settings.preference_min_votes:
+                log.info(
+                    "scheduled retraining skipped: %d new jokes, need %d (or %d new votes of %d)",
+                    fresh,
+                    self.settings.retrain_min_new_jokes,
+                    votes,
+                    self.settings.preference_min_votes,
+                )
+                return None
         try:
             outcome = await self.training.train("schedule")
         except TrainingBusy:

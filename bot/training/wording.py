@@ -26,6 +26,20 @@ def _metrics_line(label: str, metrics: dict[str, Any]) -> str:
     )
 
 
+def votes_learned(metrics: dict[str, Any] | None) -> str:
+    """`learned from 40 votes (👍 25 / 👎 15), separates 80% of held-out pairs`, or ''."""
+    if not metrics:
+        return ""
+    parts = []
+    up, down = int(metrics.get("votes_up") or 0), int(metrics.get("votes_down") or 0)
+    if up or down:
+        parts.append(f"learned from {up + down} votes (👍 {up} / 👎 {down})")
+    separation = metrics.get("vote_separation")
+    if separation is not None:
+        parts.append(f"separates {separation:.0%} of held-out 👍/👎 pairs")
+    return ", ".join(parts)
+
+
 def training_result(outcome: TrainingOutcome) -> str:
     """The final message of a training run: verdict, metrics before and after, one sample each."""
     headline = _HEADLINES[outcome.status].format(version=outcome.version, serving=outcome.serving)
@@ -34,6 +48,9 @@ def training_result(outcome: TrainingOutcome) -> str:
     if outcome.metrics:
         lines.append(_metrics_line("Before", outcome.metrics["serving"]))
         lines.append(_metrics_line("After", outcome.metrics["candidate"]))
+        taste = votes_learned(outcome.metrics["candidate"])
+        if taste:
+            lines.append(f"Votes: v{outcome.version} {taste}.")
     for label, key in (("Sample before", "serving"), ("Sample after", "candidate")):
         sample = (outcome.samples or {}).get(key)
         if sample:
@@ -70,6 +87,9 @@ def versions_table(
         line = (
             f"{marker} {version.name:<4} {version.status:<9} {when(version.created_at)}  {figures}"
         )
+        taste = votes_learned(metrics)
+        if taste:
+            line += f"  {taste}"
         if scores is not None:
             score = scores.get(version.version, CommunityScore())
             line += f"  community: {score.describe()}"

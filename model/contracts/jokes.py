@@ -7,6 +7,7 @@ uses `normalise_key` to recognise a generated joke that copies a training joke v
 
 from __future__ import annotations
 
+import hashlib
 import re
 import unicodedata
 from dataclasses import dataclass
@@ -53,6 +54,12 @@ def normalise_key(text: str) -> str:
         else:
             kept.append(char)
     return fold_whitespace("".join(kept))
+
+
+def key_fraction(key: str) -> float:
+    """sha256 of a duplicate key as a number in [0, 1): the joke's fixed place in every split
+    (held-out corpus jokes, held-out votes), the same in every run."""
+    return int.from_bytes(hashlib.sha256(key.encode("utf-8")).digest()[:8], "big") / 2**64
 
 
 _CODE_OR_MARKUP = re.compile(r"```|[{}\\<>|$^~`]|==|=>|->|\w\(|\bdef |#include|\w_\w")

@@ -5,6 +5,8 @@
 
     start       once, when the first optimizer step is about to run
     progress    at every log and evaluation during training
+    votes       when the run learns from votes too: once, as that phase begins; its
+                `progress` events follow (phase "votes")
     evaluating  before each model of the final comparison (candidate, then serving)
     done        the version is published; then exit code 0
     error       nothing was published; then exit code 1 (143 after SIGTERM)
@@ -43,6 +45,20 @@ class ProgressEvent(_Event):
     loss: float | None = None
     eval_loss: float | None = None
     eta_seconds: float | None = None
+    phase: Literal["corpus", "votes"] = "corpus"  # which phase's steps these are
+
+
+class VotesEvent(_Event):
+    """The preference phase begins: what it learns from, and its steps."""
+
+    event: Literal["votes"] = "votes"
+    liked: int  # voted jokes it learns to prefer
+    disliked: int  # and to avoid (downvoted or reported)
+    up: int  # 👍 and 👎 on those jokes
+    down: int
+    held_out: int  # voted jokes kept for the gate
+    total_steps: int
+    loss: str  # kto | apo_zero_unpaired
 
 
 class EvaluatingEvent(_Event):
@@ -68,7 +84,7 @@ class ErrorEvent(_Event):
 
 
 TrainerEvent = Annotated[
-    StartEvent | ProgressEvent | EvaluatingEvent | DoneEvent | ErrorEvent,
+    StartEvent | ProgressEvent | VotesEvent | EvaluatingEvent | DoneEvent | ErrorEvent,
     Field(discriminator="event"),
 ]
 FINAL_EVENTS = ("done", "error")

@@ -19,6 +19,17 @@ from model.contracts.sampling import DEFAULT_TEMPERATURE, DEFAULT_TOP_P
 log = logging.getLogger(__name__)
 
 REQUIRED_FIELDS = ("snapshot", "base", "output")
+# paths and the bot's part of the manifest: not what shapes training
+NOT_HYPERPARAMETERS = {
+    "snapshot",
+    "output",
+    "origin",
+    "base",
+    "serving",
+    "preferences",
+    "vote_reference",
+}
+PREFERENCE_LOSSES = ("auto", "kto", "apo_zero_unpaired")
 
 
 class JobError(ValueError):
@@ -75,6 +86,17 @@ class TrainJob(BaseModel):
     few_shot_examples: int = 4  # in-context jokes when the serving model is `few-shot`
     max_example_tokens: int = 128
     origin: VersionOrigin = Field(default_factory=VersionOrigin)  # the bot's part of the manifest
+    # Learning from votes (model.preference): the preference snapshot the gate measures on, and
+    # whether to train on it too (the bot decides: enough new votes, PREFERENCE_TRAINING=auto)
+    preferences: str = ""  # JSONL of model.contracts.preferences.VotedJoke; '' = no votes
+    preference_phase: bool = False
+    preference_beta: float = 0.1  # KTO's beta: higher keeps the model closer to the SFT one
+    preference_learning_rate: float = 2e-5  # LoRA: 10 x this (as for the corpus phase)
+    preference_epochs: float = 3.0
+    preference_loss: str = "auto"  # auto | kto | apo_zero_unpaired (see model.preference)
+    preference_holdout: float = 0.2  # share of voted jokes held out for the gate
+    preference_time_share: float = 0.3  # of max_minutes, kept for the phase when it runs
+    vote_reference: str = ""  # the gate's log-likelihood ratios are to this model; '' = base
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> TrainJob:
@@ -105,6 +127,12 @@ class TrainJob(BaseModel):
             raise ValueError("eval_samples and sample_max_tokens must be at least 1")
         if not 0 <= self.warmup_ratio < 1:
             raise ValueError("warmup_ratio must be in [0, 1)")
+        if not 0 < self.preference_holdout < 1 or not 0 <= self.preference_time_share < 1:
+            raise ValueError("preference_holdout must be in (0, 1), its time share in [0, 1)")
+        if min(self.preference_beta, self.preference_learning_rate, self.preference_epochs) <= 0:
+            raise ValueError("preference_beta, _learning_rate and _epochs must be above 0")
+        if self.preference_loss not in PREFERENCE_LOSSES:
+            raise ValueError(f"preference_loss must be one of {', '.join(PREFERENCE_LOSSES)}")
         return self
 
     @property
@@ -117,9 +145,25 @@ class TrainJob(BaseModel):
             return self.learning_rate
         return self.lora_learning_rate or 10 * self.learning_rate
 
+    @property
+    def learns_from_votes(self) -> bool:
+        """The preference phase runs after the corpus phase."""
+        return bool(self.preferences) and self.preference_phase
+
+    @property
+    def corpus_seconds(self) -> float:
+        """The corpus phase's time budget: all of max_minutes, less the preference phase's share
+        when that runs (it gets what the corpus phase leaves)."""
+        share = self.preference_time_share if self.learns_from_votes else 0.0
+        return self.max_minutes * 60 * (1 - share)
+
+    @property
+    def effective_preference_learning_rate(self) -> float:
+        return self.preference_learning_rate * (10 if self.lora else 1)
+
     def hyperparameters(self) -> dict[str, Any]:
         """The fields that shape training (for the manifest): no paths, not the origin."""
-        return self.model_dump(exclude={"snapshot", "output", "origin", "base", "serving"})
+        return self.model_dump(exclude=NOT_HYPERPARAMETERS)
 
     def file_text(self) -> str:
         """The job file: the fields that were set, as the bot has always written them."""

@@ -138,6 +138,8 @@ class JokeCommands(commands.Cog):
             model_version=version,
             guild_id=interaction.guild_id,
             channel_id=interaction.channel_id,
+            completion=told.completion,
+            requested_by=interaction.user.id,
         )
         message = await interaction.followup.send(
             text, view=vote_view(generated_id), allowed_mentions=NO_MENTIONS, wait=True
