@@ -1,4 +1,4 @@
-"""The `jokebot` command: run, runner, sandbox, import, train, models, rollback.
+"""The `jokebot` command: run, runner, sandbox, import, train, models, rollback, db.
 
 Imports neither discord nor torch at module level: each subcommand loads what it needs, so
 `jokebot run` never loads torch and `jokebot runner` never loads discord.
@@ -237,6 +237,54 @@ def cmd_rollback(settings: Settings, args: argparse.Namespace) -> int:
     return asyncio.run(run())
 
 
+def cmd_db_copy(settings: Settings, args: argparse.Namespace) -> int:
+    from bot.store.backends import (
+        DatabaseUrlError,
+        PostgresBackend,
+        SQLiteBackend,
+        open_backend,
+        redact_url,
+        url_kind,
+    )
+    from bot.store.copy import CopyRefused, copy_database
+
+    source_path = Path(args.source) if args.source else settings.database_path
+    if not source_path.is_file():
+        raise SettingsError(f"there is no SQLite database at {source_path} to copy")
+    try:
+        kind = url_kind(args.to)
+    except DatabaseUrlError:
+        kind = None
+    if kind != "postgresql":
+        raise SettingsError("--to must be a postgresql://user:password@host:port/database URL")
+
+    async def run() -> int:
+        source = await SQLiteBackend.open(source_path)
+        try:
+            await source.migrate()
+            target = await open_backend(args.to, timeout=settings.database_timeout)
+            assert isinstance(target, PostgresBackend)
+            try:
+                copied = await copy_database(source, target)
+            finally:
+                await target.close()
+        except (CopyRefused, DatabaseUrlError) as error:
+            print(f"jokebot: db copy refused: {error}", file=sys.stderr)
+            return 1
+        finally:
+            await source.close()
+        width = max(len(table.table) for table in copied)
+        for table in copied:
+            print(f"  {table.table:<{width}}  {table.rows:>9,} rows  sha256 {table.checksum[:16]}")
+        print(
+            f"copied {source_path} into {redact_url(args.to)}: every table verified"
+            " (rows and checksum). Set DATABASE_URL to it to use it."
+        )
+        return 0
+
+    return asyncio.run(run())
+
+
 # ---- argument parsing ----------------------------------------------------------------------
 
 
@@ -271,6 +319,17 @@ def build_parser() -> argparse.ArgumentParser:
     models.add_argument("--json", action="store_true", help="machine-readable output")
     rollback = add("rollback", cmd_rollback, "serve an earlier version again")
     rollback.add_argument("version", nargs="?", type=int, help="version number (default: previous)")
+    db = sub.add_parser("db", help="the database: copy", description="the database")
+    db_sub = db.add_subparsers(dest="db_command", required=True, metavar="COMMAND")
+    copy = db_sub.add_parser(
+        "copy", help="copy the SQLite database into an empty PostgreSQL one, verified",
+        description="copy the SQLite database into an empty PostgreSQL one, verified",
+    )  # fmt: skip
+    copy.set_defaults(handler=cmd_db_copy)
+    copy.add_argument("--to", required=True, metavar="URL", help="postgresql://user:pw@host/db")
+    copy.add_argument(
+        "--from", dest="source", metavar="FILE", help="the SQLite file (default: the data dir's)"
+    )
     return parser
 
 

@@ -17,6 +17,7 @@ import os
 import pwd
 import shutil
 import subprocess
+import tempfile
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -156,9 +157,14 @@ def running_server(root: Path, *, fsync: bool = False) -> Iterator[PostgresServe
 
 
 @pytest.fixture(scope="session")
-def postgres_server(tmp_path_factory) -> Iterator[PostgresServer]:
-    with running_server(tmp_path_factory.mktemp("postgres")) as server:
-        yield server
+def postgres_server() -> Iterator[PostgresServer]:
+    # a folder of its own: pytest's numbered temporary folders are pruned by later sessions
+    root = Path(tempfile.mkdtemp(prefix="jokebot-postgres-"))
+    try:
+        with running_server(root) as server:
+            yield server
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
 
 
 @pytest.fixture

@@ -112,9 +112,15 @@ class _Transaction:
     depth: int
 
 
-_current: contextvars.ContextVar[_Transaction | None] = contextvars.ContextVar(
-    "jokebot_transaction", default=None
+# the calling task's open transactions, one per backend (a copy reads one while writing another)
+_current: contextvars.ContextVar[tuple[_Transaction, ...]] = contextvars.ContextVar(
+    "jokebot_transactions", default=()
 )
+
+
+def _enter(transaction: _Transaction) -> contextvars.Token:
+    others = tuple(t for t in _current.get() if t.backend is not transaction.backend)
+    return _current.set((*others, transaction))
 
 
 class SQLBackend(ABC):
@@ -169,8 +175,7 @@ class SQLBackend(ABC):
         """Where the data lives, without a password (logs, `jokebot db status`)."""
 
     def _own_transaction(self) -> _Transaction | None:
-        current = _current.get()
-        return current if current is not None and current.backend is self else None
+        return next((t for t in _current.get() if t.backend is self), None)
 
 
 # ---- SQLite ----------------------------------------------------------------------------------
@@ -250,7 +255,7 @@ class SQLiteBackend(SQLBackend):
         if outer is not None:  # nested: a savepoint of the task's transaction
             name = f"{_SAVEPOINT}{outer.depth + 1}"
             await self._db.execute(f"SAVEPOINT {name}")
-            token = _current.set(_Transaction(self, self._db, outer.depth + 1))
+            token = _enter(_Transaction(self, self._db, outer.depth + 1))
             try:
                 yield
             except BaseException:
@@ -263,7 +268,7 @@ class SQLiteBackend(SQLBackend):
             return
         async with self._lock:
             await self._db.execute("BEGIN IMMEDIATE")
-            token = _current.set(_Transaction(self, self._db, 0))
+            token = _enter(_Transaction(self, self._db, 0))
             try:
                 yield
             except BaseException:
@@ -430,7 +435,7 @@ class PostgresBackend(SQLBackend):
             transaction = conn.transaction()  # nested: asyncpg makes it a savepoint
             async with unavailable_as_store_error():
                 await transaction.start()
-            token = _current.set(_Transaction(self, conn, 0 if outer is None else outer.depth + 1))
+            token = _enter(_Transaction(self, conn, 0 if outer is None else outer.depth + 1))
             try:
                 yield
             except BaseException:
