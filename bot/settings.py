@@ -144,7 +144,7 @@ class Settings(BaseSettings):
     @field_validator("database_url", mode="before")
     @classmethod
     def _database_url(cls, value: object) -> object:
-        """Empty, `sqlite:///path`, or `postgresql://user:password@host:port/database`."""
+        """Empty (the SQLite file) or `postgresql://user:password@host:port/database`."""
         if isinstance(value, SecretStr):
             value = value.get_secret_value()
         if not isinstance(value, str) or not value.strip():
@@ -157,11 +157,10 @@ class Settings(BaseSettings):
             _ = parts.port  # raises ValueError for a port that is not a number
         except ValueError:
             raise ValueError(_DATABASE_URL_HELP) from None
-        if parts.scheme.lower() in ("postgresql", "postgres"):
-            if not (parts.hostname or "host=" in parts.query):
-                raise ValueError(f"names no host; {_DATABASE_URL_HELP}")
-        elif parts.scheme.lower() != "sqlite" or len(value) <= len("sqlite:"):
+        if parts.scheme.lower() not in ("postgresql", "postgres"):
             raise ValueError(_DATABASE_URL_HELP)
+        if not (parts.hostname or "host=" in parts.query):
+            raise ValueError(f"names no host; {_DATABASE_URL_HELP}")
         return value
 
     @field_validator("discord_shard_count", mode="before")
@@ -225,11 +224,7 @@ class Settings(BaseSettings):
 
     @property
     def database_path(self) -> Path:
-        """The SQLite file (the default database; `sqlite:///path` in DATABASE_URL moves it)."""
-        if self.database_url is not None and not self.uses_postgresql:
-            from bot.store.backends import sqlite_path
-
-            return sqlite_path(self.database_url.get_secret_value())
+        """The SQLite file: the database unless DATABASE_URL names a PostgreSQL one."""
         return self.data_dir / "jokebot.sqlite3"
 
     @property
@@ -241,7 +236,7 @@ class Settings(BaseSettings):
 
     @property
     def uses_postgresql(self) -> bool:
-        return self.database_url_text.split(":", 1)[0].lower() in ("postgresql", "postgres")
+        return self.database_url is not None
 
     @property
     def models_dir(self) -> Path:
@@ -282,10 +277,7 @@ def load_settings(**overrides: object) -> Settings:
         if name == "VERSIONS_DIR":
             name = "MODELS_DIR"
         shown = first.get("input")
-        if name == "DATABASE_URL":  # never print the password
-            from bot.store.backends import redact_url
-
-            shown = redact_url(
-                str(shown.get_secret_value() if hasattr(shown, "get_secret_value") else shown)
-            )
+        if name == "DATABASE_URL":  # never print the password: only the kind it names
+            text = str(shown.get_secret_value() if hasattr(shown, "get_secret_value") else shown)
+            shown = text.split("://", 1)[0] + "://…"
         raise SettingsError(f"{name}: {first['msg']} (got {shown!r})") from None
