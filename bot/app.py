@@ -11,14 +11,18 @@ import os
 import signal
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 
 import discord
+from apscheduler.schedulers.asyncio import AsyncIOScheduler
+from apscheduler.triggers.cron import CronTrigger
 
 from bot.community.content_policy import ContentPolicy
 from bot.community.rate_limits import RateLimiter
 from bot.community.starter import seed_starter_corpus
 from bot.community.submissions import load_near_duplicates
+from bot.discord_app.charts import versions_chart_file
 from bot.discord_app.client import JokeBot, make_bot
 from bot.discord_app.replies import NO_MENTIONS
 from bot.discord_app.text_limits import fit_message
@@ -28,6 +32,7 @@ from bot.runners.pool import RunnerPool
 from bot.runners.process import RunnerProcess
 from bot.services import Services
 from bot.settings import Settings
+from bot.store import backup as backups
 from bot.store.database import Database
 from bot.training import versions
 from bot.training.coordinator import (
@@ -42,6 +47,7 @@ from loopback_discord.hosts import point_discord_at  # the one place that moves 
 
 log = logging.getLogger(__name__)
 RUNNER_START_TIMEOUT = 900  # the first start may convert the embedded model
+BACKUP_JOB_ID = "backup"
 
 
 class StartupError(Exception):
@@ -73,7 +79,18 @@ async def open_database(settings: Settings) -> Database:
 
 @contextlib.asynccontextmanager
 async def backend(settings: Settings) -> AsyncIterator[Backend]:
-    """Database + runner (a child process unless RUNNER_URL names one) + training coordinator."""
+    """Database + runner (a child process unless RUNNER_URL names one) + training coordinator,
+    with the data directory held for their whole life so that `jokebot restore` refuses."""
+    try:
+        with backups.data_dir_in_use(settings.data_dir):
+            async with _started_backend(settings) as started:
+                yield started
+    except backups.DataDirInUse as error:
+        raise StartupError(str(error)) from None
+
+
+@contextlib.asynccontextmanager
+async def _started_backend(settings: Settings) -> AsyncIterator[Backend]:
     problem = settings_problem(
         settings.runner_kind, train_lora=settings.train_lora, retrain_from=settings.retrain_from
     )
@@ -244,12 +261,15 @@ async def run_bot(
         bot = make_bot(services, guild_ready_timeout=guild_ready_timeout)
         scheduler = services.scheduler
         scheduler.start(announce=_announcer(bot, settings))
+        backup_scheduler = schedule_backups(settings)
         bot_task = asyncio.create_task(bot.start(token), name="discord-client")
         stop_task = asyncio.create_task(stop.wait(), name="stop-signal")
         try:
             await asyncio.wait({bot_task, stop_task}, return_when=asyncio.FIRST_COMPLETED)
         finally:
             scheduler.shutdown()
+            if backup_scheduler is not None:
+                backup_scheduler.shutdown(wait=False)
             stop_task.cancel()
             if not bot.is_closed():
                 await bot.close()
@@ -262,6 +282,53 @@ async def run_bot(
     return 0
 
 
+def schedule_backups(settings: Settings) -> AsyncIOScheduler | None:
+    """BACKUP_SCHEDULE (cron, UTC): an online backup of the database, the newest BACKUP_KEEP
+    kept. None when the schedule is off."""
+    if settings.backup_schedule == "off":
+        log.info("scheduled backups are off")
+        return None
+    scheduler = AsyncIOScheduler(timezone=UTC)
+    scheduler.add_job(
+        run_scheduled_backup,
+        CronTrigger.from_crontab(settings.backup_schedule, timezone=UTC),
+        args=[settings],
+        id=BACKUP_JOB_ID,
+        max_instances=1,
+        coalesce=True,
+        misfire_grace_time=3600,
+    )
+    scheduler.start()
+    log.info(
+        "scheduled backups: %s (UTC) into %s, the newest %d kept",
+        settings.backup_schedule, settings.backup_folder, settings.backup_keep,
+    )  # fmt: skip
+    return scheduler
+
+
+async def run_scheduled_backup(
+    settings: Settings, slot: datetime | None = None
+) -> backups.DatabaseFacts | None:
+    """One scheduled backup, copied in a thread so the bot keeps answering. A failure is
+    logged and the bot goes on; the next scheduled time tries again."""
+    try:
+        made = await asyncio.to_thread(
+            backups.scheduled_backup,
+            settings.database_path,
+            settings.backup_folder,
+            settings.backup_keep,
+            slot=slot,
+        )
+    except backups.BackupError as error:
+        log.error("scheduled backup failed: %s", error)
+        return None
+    if made is None:
+        log.info("another jokebot process on this data directory made this backup")
+    else:
+        log.info("backup written: %s (%d jokes)", made.path, made.row_counts.get("jokes", 0))
+    return made
+
+
 def _announcer(bot: JokeBot, settings: Settings):
     """Where scheduled training results go: ANNOUNCE_CHANNEL_ID, else only the log."""
 
@@ -271,7 +338,8 @@ def _announcer(bot: JokeBot, settings: Settings):
         text = training_result(outcome)
         try:
             channel = bot.get_partial_messageable(settings.announce_channel_id)
-            await channel.send(fit_message(text), allowed_mentions=NO_MENTIONS)
+            chart = await versions_chart_file(bot.services) if outcome.version else None
+            await channel.send(fit_message(text), file=chart, allowed_mentions=NO_MENTIONS)
         except discord.HTTPException as error:
             log.warning("could not announce in channel %s: %s", settings.announce_channel_id, error)
 

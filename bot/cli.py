@@ -1,4 +1,5 @@
-"""The `jokebot` command: run, runner, sandbox, import, train, models, rollback, db.
+"""The `jokebot` command: run, runner, sandbox, import, train, models, rollback, backup,
+restore, db (status, copy).
 
 Imports neither discord nor torch at module level: each subcommand loads what it needs, so
 `jokebot run` never loads torch and `jokebot runner` never loads discord.
@@ -285,6 +286,75 @@ def cmd_db_copy(settings: Settings, args: argparse.Namespace) -> int:
     return asyncio.run(run())
 
 
+def cmd_backup(settings: Settings, args: argparse.Namespace) -> int:
+    from datetime import UTC, datetime
+
+    from bot.store import backup as backups
+
+    target = (
+        Path(args.to)
+        if args.to
+        else settings.backup_folder / backups.backup_name(datetime.now(UTC))
+    )
+    try:
+        made = backups.backup_database(settings.database_path, target)
+    except backups.BackupError as error:
+        print(f"jokebot: backup failed: {error}", file=sys.stderr)
+        return 1
+    print(f"backup written: {made.path} ({_contents(made)})")
+    return 0
+
+
+def cmd_restore(settings: Settings, args: argparse.Namespace) -> int:
+    from bot.store import backup as backups
+
+    try:
+        restored = backups.restore_database(
+            Path(args.file), settings.database_path, settings.data_dir
+        )
+    except backups.BackupError as error:
+        print(f"jokebot: restore refused: {error}", file=sys.stderr)
+        return 1
+    print(f"restored {args.file} into {restored.facts.path} ({_contents(restored.facts)})")
+    if restored.kept_aside is not None:
+        print(f"the database before the restore is kept as {restored.kept_aside}")
+    return 0
+
+
+def cmd_db_status(settings: Settings, args: argparse.Namespace) -> int:
+    from bot.store import backup as backups
+
+    path = settings.database_path.resolve()
+    print(f"backend: sqlite {path}")
+    if not path.is_file():
+        print("no database yet: `jokebot run` (or any command that opens it) creates it")
+        return 1
+    try:
+        facts = backups.inspect_database(path, check_integrity=args.check)
+    except backups.BackupError as error:
+        print(f"jokebot: {error}", file=sys.stderr)
+        return 1
+    latest = backups.latest_schema_version()
+    behind = "" if facts.schema_version == latest else " (migrated at the next start)"
+    print(f"schema version: {facts.schema_version} of {latest}{behind}")
+    if args.check:
+        print("integrity_check: ok")
+    width = max(len(table) for table in facts.row_counts)
+    print("rows:")
+    for table, count in facts.row_counts.items():
+        print(f"  {table:<{width}}  {count:>9,}")
+    return 0
+
+
+def _contents(facts) -> str:
+    """`schema 3, 120 jokes, 45 votes`: what a backup or restore holds, in one phrase."""
+    counts = facts.row_counts
+    return (
+        f"schema {facts.schema_version}, {counts.get('jokes', 0)} jokes,"
+        f" {counts.get('votes', 0)} votes"
+    )
+
+
 # ---- argument parsing ----------------------------------------------------------------------
 
 
@@ -319,8 +389,20 @@ def build_parser() -> argparse.ArgumentParser:
     models.add_argument("--json", action="store_true", help="machine-readable output")
     rollback = add("rollback", cmd_rollback, "serve an earlier version again")
     rollback.add_argument("version", nargs="?", type=int, help="version number (default: previous)")
-    db = sub.add_parser("db", help="the database: copy", description="the database")
+    backup = add("backup", cmd_backup, "copy the database now, online and checked (see BACKUP_DIR)")
+    backup.add_argument(
+        "--to", metavar="FILE", help="where (default: BACKUP_DIR/jokebot-TIME.sqlite3)"
+    )
+    restore = add("restore", cmd_restore, "replace the database with a backup (jokebot stopped)")
+    restore.add_argument("file", help="a backup written by `jokebot backup` or the schedule")
+    db = sub.add_parser("db", help="the database: status, copy", description="the database")
     db_sub = db.add_subparsers(dest="db_command", required=True, metavar="COMMAND")
+    status = db_sub.add_parser(
+        "status", help="backend, schema version and rows per table",
+        description="backend, schema version and rows per table",
+    )  # fmt: skip
+    status.set_defaults(handler=cmd_db_status)
+    status.add_argument("--check", action="store_true", help="run PRAGMA integrity_check too")
     copy = db_sub.add_parser(
         "copy", help="copy the SQLite database into an empty PostgreSQL one, verified",
         description="copy the SQLite database into an empty PostgreSQL one, verified",

@@ -131,6 +131,11 @@ class Settings(BaseSettings):
     moderation: Literal["off", "new", "all"] = "new"
     moderation_new_member_jokes: int = Field(default=3, ge=0)
 
+    # Backups of the SQLite database (see README, "Backups")
+    backup_schedule: str = "30 3 * * *"  # daily at 03:30 UTC; "off" disables
+    backup_dir: Path | None = None  # None: JOKEBOT_DATA_DIR/backups
+    backup_keep: int = Field(default=7, ge=1)
+
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
     @field_validator("discord_guild_ids", "admin_role_ids", "discord_shard_ids", mode="before")
@@ -207,7 +212,7 @@ class Settings(BaseSettings):
         parse_many(value)  # raises ValueError naming what it could not read
         return value
 
-    @field_validator("retrain_schedule")
+    @field_validator("retrain_schedule", "backup_schedule")
     @classmethod
     def _valid_cron(cls, value: str) -> str:
         if value.strip().lower() in {"", "off", "never"}:
@@ -237,6 +242,11 @@ class Settings(BaseSettings):
     @property
     def uses_postgresql(self) -> bool:
         return self.database_url is not None
+
+    @property
+    def backup_folder(self) -> Path:
+        """BACKUP_DIR, or `backups/` in the data directory."""
+        return self.backup_dir if self.backup_dir is not None else self.data_dir / "backups"
 
     @property
     def models_dir(self) -> Path:

@@ -120,6 +120,8 @@ async def test_votes_score_the_version_in_status_and_models(app):
     assert "Community score of v0: 67% upvoted (≥ 21% at 95%), 3 votes" in status.content
     models = await _say(app.standin, "models", permissions=ADMIN)
     assert "community: 67% upvoted" in models.content
+    assert models.ephemeral and [a.filename for a in models.attachments] == ["versions.png"]
+    assert models.attachments[0].data.startswith(b"\x89PNG\r\n\x1a\n")
 
 
 async def test_upvoted_joke_joins_the_corpus_reported_one_never(standin, community_settings):

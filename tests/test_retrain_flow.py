@@ -31,6 +31,7 @@ async def test_retrain_promotes_swaps_rolls_back_and_survives_restart(tmp_path, 
         assert "Before: NLL" in final.content and "After: NLL" in final.content
         announcement = await standin.wait_for_channel_message(lambda m: "v1" in m.content)
         assert announcement.mentions_disabled
+        assert [a.filename for a in announcement.attachments] == ["versions.png"]
         assert (await app.services.runner.health())["version"] == "v1"
         status = await (await standin.invoke("status")).wait_for_reply()
         assert "**v1**" in status.content and "run #1 v1 promoted" in status.content

@@ -13,15 +13,20 @@ from dataclasses import dataclass
 Z_95 = 1.959964
 
 
-def wilson_lower_bound(positive: int, total: int, z: float = Z_95) -> float:
-    """Lower bound of the Wilson score interval for `positive` out of `total` (0 when none)."""
+def wilson_interval(positive: int, total: int, z: float = Z_95) -> tuple[float, float]:
+    """The Wilson score interval for `positive` out of `total` ((0, 0) when none)."""
     if total <= 0:
-        return 0.0
+        return 0.0, 0.0
     share = positive / total
     denominator = 1 + z * z / total
     centre = share + z * z / (2 * total)
     margin = z * math.sqrt(share * (1 - share) / total + z * z / (4 * total * total))
-    return max(0.0, (centre - margin) / denominator)
+    return max(0.0, (centre - margin) / denominator), min(1.0, (centre + margin) / denominator)
+
+
+def wilson_lower_bound(positive: int, total: int, z: float = Z_95) -> float:
+    """Lower bound of the Wilson score interval for `positive` out of `total` (0 when none)."""
+    return wilson_interval(positive, total, z)[0]
 
 
 @dataclass(frozen=True)
@@ -54,6 +59,11 @@ class CommunityScore:
     @property
     def lower_bound(self) -> float:
         return wilson_lower_bound(self.up, self.votes)
+
+    @property
+    def interval(self) -> tuple[float, float]:
+        """The share's 95% Wilson interval."""
+        return wilson_interval(self.up, self.votes)
 
     def describe(self) -> str:
         """`67% upvoted (≥ 35% at 95%), 9 votes`, or `no votes yet`."""

@@ -10,6 +10,7 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
+from bot.discord_app.charts import chart_file, versions_chart_file
 from bot.discord_app.checks import admin_only
 from bot.discord_app.replies import NO_MENTIONS, reply_error
 from bot.discord_app.text_limits import MESSAGE_LIMIT, fit_message
@@ -96,6 +97,7 @@ class AdminCommands(commands.Cog):
             try:
                 await channel.send(
                     f"New jokes incoming: **v{outcome.version}** now serves /joke.",
+                    file=await versions_chart_file(self.services),
                     allowed_mentions=NO_MENTIONS,
                 )
             except discord.HTTPException as error:
@@ -134,11 +136,14 @@ class AdminCommands(commands.Cog):
     @app_commands.command(name="models", description="List model versions and their metrics")
     @admin_only()
     async def models(self, interaction: discord.Interaction) -> None:
+        await interaction.response.defer(ephemeral=True, thinking=True)  # the chart takes a moment
         db = self.services.db
-        table = versions_table(await db.versions(), await self.services.community.version_scores())
+        found, scores = await db.versions(), await self.services.community.version_scores()
+        table = versions_table(found, scores)
         corpus = corpus_summary(await db.joke_count(), await db.corpus_by_source())
-        await interaction.response.send_message(
+        await interaction.followup.send(
             f"```\n{table[: MESSAGE_LIMIT - 150]}\n```Corpus: {corpus}",
+            file=await chart_file(found, scores),
             ephemeral=True,
             allowed_mentions=NO_MENTIONS,
         )
