@@ -324,6 +324,8 @@ def cmd_restore(settings: Settings, args: argparse.Namespace) -> int:
 def cmd_db_status(settings: Settings, args: argparse.Namespace) -> int:
     from bot.store import backup as backups
 
+    if settings.uses_postgresql:
+        return _postgres_status(settings)
     path = settings.database_path.resolve()
     print(f"backend: sqlite {path}")
     if not path.is_file():
@@ -344,6 +346,34 @@ def cmd_db_status(settings: Settings, args: argparse.Namespace) -> int:
     for table, count in facts.row_counts.items():
         print(f"  {table:<{width}}  {count:>9,}")
     return 0
+
+
+def _postgres_status(settings: Settings) -> int:
+    """`jokebot db status` for DATABASE_URL=postgresql://…: the same facts, without migrating."""
+    from bot.store.backends import DatabaseUrlError, PostgresBackend, migrations
+
+    async def run() -> int:
+        try:
+            backend = await PostgresBackend.open(
+                settings.database_url_text, pool_size=1, timeout=settings.database_timeout
+            )
+        except DatabaseUrlError as error:
+            raise SettingsError(f"DATABASE_URL: {error}") from None
+        try:
+            print(f"backend: {backend.description}")
+            version, latest = await backend.schema_version(), len(migrations("postgresql"))
+            behind = "" if version == latest else " (migrated at the next start)"
+            print(f"schema version: {version} of {latest}{behind}")
+            counts = await backend.row_counts()
+        finally:
+            await backend.close()
+        width = max((len(table) for table in counts), default=0)
+        print("rows:")
+        for table, count in counts.items():
+            print(f"  {table:<{width}}  {count:>9,}")
+        return 0
+
+    return asyncio.run(run())
 
 
 def _contents(facts) -> str:

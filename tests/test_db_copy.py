@@ -11,7 +11,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from bot.store.backends import open_backend
+from bot.store.backends import migrations, open_backend
 from bot.store.community import CommunityStore
 from bot.store.copy import table_checksum
 from bot.store.database import Database
@@ -156,3 +156,23 @@ def test_copy_refuses_what_is_not_postgresql(tmp_path):
     asyncio.run(populate(tmp_path / "data" / "jokebot.sqlite3"))
     wrong = jokebot("db", "copy", "--to", "mysql://u:p@h/x", cwd=tmp_path)
     assert wrong.returncode == 2 and "postgresql://" in wrong.stderr
+
+
+def test_db_status_shows_postgresql_its_schema_and_rows(tmp_path, postgres_url):
+    source = tmp_path / "data" / "jokebot.sqlite3"
+    asyncio.run(populate(source))
+    assert jokebot("db", "copy", "--to", postgres_url, cwd=tmp_path).returncode == 0
+    env = {k: v for k, v in os.environ.items() if k != "DATABASE_URL"}
+    env.update(JOKEBOT_DATA_DIR=str(tmp_path / "data"), DATABASE_URL=postgres_url)
+    status = subprocess.run(
+        [sys.executable, "-m", "bot.cli", "db", "status"], capture_output=True, text=True,
+        env=env, timeout=60,
+    )  # fmt: skip
+    assert status.returncode == 0, status.stderr
+    lines = status.stdout.splitlines()
+    assert lines[0].startswith("backend: PostgreSQL postgresql://jokebot:***@127.0.0.1:")
+    newest = len(migrations("postgresql"))
+    assert lines[1] == f"schema version: {newest} of {newest}"
+    counts = sqlite_counts(source)
+    for table in TABLES:
+        assert any(line.split() == [table, f"{counts[table]:,}"] for line in lines), table

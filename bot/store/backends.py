@@ -481,6 +481,15 @@ class PostgresBackend(SQLBackend):
             finally:
                 await conn.execute("SELECT pg_advisory_unlock($1)", advisory_key("migrate"))
 
+    async def row_counts(self) -> dict[str, int]:
+        """Rows of every jokebot table (`jokebot db status`)."""
+        tables = await self.fetch(
+            "SELECT table_name FROM information_schema.tables WHERE table_schema ="
+            " current_schema() AND table_type = 'BASE TABLE' AND table_name <> 'schema_migrations'"
+            " ORDER BY table_name"
+        )
+        return {row[0]: await self.fetchval(f'SELECT count(*) FROM "{row[0]}"') for row in tables}
+
     async def connect(self) -> Any:
         """A connection of its own, outside the pool (leadership, notifications)."""
         import asyncpg
