@@ -27,6 +27,7 @@ import contextvars
 import fcntl
 import hashlib
 import logging
+import os
 import re
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Iterable, Sequence
@@ -383,7 +384,7 @@ class PostgresBackend(SQLBackend):
                 timeout=timeout,
                 command_timeout=command_timeout,
                 init=setup_connection,
-                server_settings=SERVER_SETTINGS,
+                server_settings=server_settings(),
             )
         except (asyncpg.PostgresError, OSError, TimeoutError, ValueError) as error:
             reason = (
@@ -495,7 +496,7 @@ class PostgresBackend(SQLBackend):
         import asyncpg
 
         return await asyncpg.connect(
-            self.url, timeout=self.timeout, server_settings=SERVER_SETTINGS
+            self.url, timeout=self.timeout, server_settings=server_settings()
         )
 
     async def close(self) -> None:
@@ -505,16 +506,18 @@ class PostgresBackend(SQLBackend):
             self._pool.terminate()
 
 
-# What every jokebot connection to PostgreSQL sets: UTC timestamps, a name in pg_stat_activity,
-# and TCP keepalives so that the server notices a vanished process (its advisory locks go).
-SERVER_SETTINGS = {
-    "TimeZone": "UTC",
-    "DateStyle": "ISO",
-    "application_name": "jokebot",
-    "tcp_keepalives_idle": "10",
-    "tcp_keepalives_interval": "5",
-    "tcp_keepalives_count": "3",
-}
+def server_settings() -> dict[str, str]:
+    """What every jokebot connection to PostgreSQL sets: UTC timestamps, a name in
+    pg_stat_activity that says which process it is (`jokebot/<pid>`), and TCP keepalives so
+    that the server notices a vanished process within about 25 s (its advisory locks go)."""
+    return {
+        "TimeZone": "UTC",
+        "DateStyle": "ISO",
+        "application_name": f"jokebot/{os.getpid()}",
+        "tcp_keepalives_idle": "10",
+        "tcp_keepalives_interval": "5",
+        "tcp_keepalives_count": "3",
+    }
 
 
 async def setup_connection(connection: Any) -> None:

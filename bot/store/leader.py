@@ -5,7 +5,7 @@ process holding a session advisory lock (`pg_try_advisory_lock`) on a connection
 the server releases that lock the moment the connection ends, so when the leader dies (kill -9,
 a crash) another process takes over at its next try, within LEADER_RETRY_SECONDS; when a
 leader's machine vanishes without closing its connection, the server notices through TCP
-keepalives (about 25 s, see `backends.SERVER_SETTINGS`) and the lock goes then.
+keepalives (about 25 s, see `backends.server_settings`) and the lock goes then.
 
 `cluster_lock(backend, name)` is the same mechanism for one task at a time across every
 process (one training run at a time): taken or refused at once, held until the block ends.
