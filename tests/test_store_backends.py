@@ -153,3 +153,22 @@ async def test_a_wrong_password_or_a_closed_port_is_one_line_naming_the_database
     closed = re.sub(r":\d+/", f":{free_port()}/", postgres_url)
     with pytest.raises(DatabaseUrlError, match="cannot use the PostgreSQL database"):
         await open_backend(closed)
+
+
+async def test_a_task_started_inside_a_transaction_is_not_part_of_it(backend):
+    """It waits its turn (SQLite) or takes its own connection (PostgreSQL), and sees only what
+    was committed."""
+    insert = "INSERT INTO jokes (text, norm_key, source) VALUES (?, ?, 'user')"
+    seen: list[int] = []
+
+    async def outsider() -> None:
+        seen.append(await backend.fetchval("SELECT count(*) FROM jokes"))
+
+    async with backend.transaction():
+        await backend.execute(insert, ("one", "one"))
+        task = asyncio.create_task(outsider())
+        await asyncio.sleep(0.05)
+        if backend.kind == "postgresql":
+            await task  # its own connection: the uncommitted row is not visible
+    await task
+    assert seen == [0] if backend.kind == "postgresql" else seen == [1]

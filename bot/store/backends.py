@@ -106,11 +106,13 @@ def sql_timestamp(moment: datetime | None = None) -> str:
 
 @dataclass(frozen=True)
 class _Transaction:
-    """The calling task's open transaction: on which backend, on which connection, how deep."""
+    """An open transaction: on which backend and connection, how deep, and whose (a task it
+    starts inherits the context variable, but not the transaction)."""
 
     backend: SQLBackend
     connection: Any
     depth: int
+    task: asyncio.Task | None
 
 
 # the calling task's open transactions, one per backend (a copy reads one while writing another)
@@ -176,7 +178,8 @@ class SQLBackend(ABC):
         """Where the data lives, without a password (logs, `jokebot db status`)."""
 
     def _own_transaction(self) -> _Transaction | None:
-        return next((t for t in _current.get() if t.backend is self), None)
+        task = asyncio.current_task()
+        return next((t for t in _current.get() if t.backend is self and t.task is task), None)
 
 
 # ---- SQLite ----------------------------------------------------------------------------------
@@ -256,7 +259,7 @@ class SQLiteBackend(SQLBackend):
         if outer is not None:  # nested: a savepoint of the task's transaction
             name = f"{_SAVEPOINT}{outer.depth + 1}"
             await self._db.execute(f"SAVEPOINT {name}")
-            token = _enter(_Transaction(self, self._db, outer.depth + 1))
+            token = _enter(_Transaction(self, self._db, outer.depth + 1, outer.task))
             try:
                 yield
             except BaseException:
@@ -269,7 +272,7 @@ class SQLiteBackend(SQLBackend):
             return
         async with self._lock:
             await self._db.execute("BEGIN IMMEDIATE")
-            token = _enter(_Transaction(self, self._db, 0))
+            token = _enter(_Transaction(self, self._db, 0, asyncio.current_task()))
             try:
                 yield
             except BaseException:
@@ -436,7 +439,8 @@ class PostgresBackend(SQLBackend):
             transaction = conn.transaction()  # nested: asyncpg makes it a savepoint
             async with unavailable_as_store_error():
                 await transaction.start()
-            token = _enter(_Transaction(self, conn, 0 if outer is None else outer.depth + 1))
+            depth = 0 if outer is None else outer.depth + 1
+            token = _enter(_Transaction(self, conn, depth, asyncio.current_task()))
             try:
                 yield
             except BaseException:
