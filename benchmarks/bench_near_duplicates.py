@@ -1,4 +1,5 @@
-"""Near-duplicate detection (bot/community/near_duplicates.py): false refusals, detection rate, lookup time.
+"""Near-duplicate detection (bot/community/near_duplicates.py): false refusals, detection
+rate, lookup time.
 
     .venv/bin/python benchmarks/bench_near_duplicates.py [--csv ../shared/data/onelinefun.csv]
         [--thresholds 85,88,90,92,95] [--stored 100000]

@@ -123,7 +123,7 @@ async def pool_test(
     pool = RunnerPool(urls, admin_token=TOKEN, timeout=300)
     try:
         await pool.wait_until_ready(30)
-        pool.serve("v0", "v0")
+        pool.serve("v0", 0)
 
         swapped = asyncio.Event()
 
@@ -153,7 +153,7 @@ async def pool_test(
             await asyncio.sleep(3.0)
             began = time.perf_counter()
             try:
-                info = await pool.load(str(swap_to), "v1")
+                info = await pool.load(str(swap_to), 1)
                 info["status"] = 200
             except Exception as exc:
                 info = {"status": f"{type(exc).__name__}: {exc}"}
@@ -351,9 +351,10 @@ def compare_continuous_batching(folder: Path, requests: int, tokens: int) -> lis
     from transformers.generation.configuration_utils import ContinuousBatchingConfig
 
     from model.devices import configure_cpu_threads
-    from model.engine import Engine, SamplingParams
+    from model.engine import Engine
     from model.hot_swap import load_candidate
     from model.loading import load_model_and_tokenizer
+    from model.sampling_params import SamplingParams
     from model.textformat import prompt_ids
 
     logging.getLogger("transformers").setLevel(logging.ERROR)

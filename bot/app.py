@@ -42,7 +42,7 @@ from bot.training.coordinator import (
     TrainingBusy,
     TrainingCoordinator,
     TrainingOutcome,
-    _host_training_lock,
+    host_training_lock,
 )
 from bot.training.schedule import RetrainScheduler
 from bot.training.wording import training_result
@@ -76,7 +76,7 @@ async def open_database(settings: Settings) -> Database:
     except DatabaseUrlError as error:
         raise StartupError(f"DATABASE_URL: {error}") from None
     try:  # processes that split the gateway shards share the data: leave a live training alone
-        with _host_training_lock(settings.data_dir):
+        with host_training_lock(settings.data_dir):
             async with cluster_lock(db.backend, "training"):  # processes on other machines
                 interrupted = await db.fail_interrupted_runs()
                 if interrupted:
@@ -135,7 +135,7 @@ async def _started_backend(settings: Settings) -> AsyncIterator[Backend]:
             raise StartupError(f"the model runner at {url} did not become ready: {error}") from None
         log.info("model runner ready at %s, serving %s", url, health.get("version"))
         active = await db.active_version()
-        runner.serve(active.path, active.name)
+        runner.serve(active.path, active.version)
         await runner.reconcile()  # replicas that serve another version catch up now
         runner.start()
         training = TrainingCoordinator(settings, db, runner)

@@ -39,6 +39,7 @@ def cmd_run(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_runner(settings: Settings, args: argparse.Namespace) -> int:
+    from model.contracts.manifest import version_name
     from model.embedded import embedded_model_dir, ensure_embedded_model
     from model.runner import RunnerConfig, run_runner
 
@@ -51,7 +52,7 @@ def cmd_runner(settings: Settings, args: argparse.Namespace) -> int:
     run_runner(
         RunnerConfig(
             model_ref=model_ref,
-            version=version or "v0",
+            version=version or version_name(0),
             host=args.host or settings.runner_host,
             port=settings.runner_port if args.port is None else args.port,
             device=settings.device,

@@ -89,10 +89,6 @@ class JokeDataset:
     def __getitem__(self, index: int) -> dict[str, list[int]]:
         return {"input_ids": self.examples[index]}
 
-    @property
-    def tokens(self) -> int:
-        return sum(len(e) for e in self.examples)
-
 
 @dataclass
 class JokeCollator:

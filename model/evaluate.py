@@ -6,15 +6,16 @@
   the plain layout, so it compares what the weights know; the gate uses it.
 - `nll_served`: for a model served `few-shot`, the same NLL with in-context examples before each
   joke (ending at the separator, as that layout does); what the model achieves as served.
-- `one_joke_rate`: share of N unprompted samples (the prompt as served: the start token, after
-  in-context examples for a `few-shot` model) that end with a stop token (eos, or the separator)
-  within the token limit, are 10 to 280 characters long, fit on one line and contain no other
-  special token.
+- `one_joke_rate`: share of N unprompted samples that ended by themselves (eos, a second start
+  token, or the end of the line for a `few-shot` model) within the token limit and read as one
+  joke (`model.contracts.jokes.reads_as_joke`, the rule /joke picks its jokes by).
 - `copy_rate`: share of the samples whose duplicate key (`model.contracts.jokes.normalise_key`)
   is the key of a training joke, i.e. verbatim copies after normalisation.
 
-Sampling uses the serving defaults (temperature 0.9, top-p 0.95, no top-k) and a fixed seed,
-so candidate and serving model are measured the same way. Both NLL and sampling are batched.
+Samples are measured as the runner serves: they are drawn through the runner's own engine
+(`model.engine`: its prompt layout, stops, sampler and continuous batching), with the serving
+defaults (temperature 0.9, top-p 0.95, no top-k) and a fixed seed, so candidate and serving
+model are measured the same way. Both NLL and sampling are batched.
 """
 
 from __future__ import annotations
@@ -24,17 +25,14 @@ import logging
 import random
 import time
 from collections.abc import Collection, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
-from model.contracts.jokes import MAX_JOKE_CHARS, normalise_key
+from model.contracts.jokes import normalise_key, reads_as_joke
 from model.contracts.sampling import DEFAULT_TEMPERATURE, DEFAULT_TOP_P
+from model.textformat import FEW_SHOT, PLAIN
 
 log = logging.getLogger(__name__)
 
-MIN_SAMPLE_CHARS = 10
-MAX_SAMPLE_CHARS = MAX_JOKE_CHARS  # 280
-SAMPLE_TEMPERATURE = DEFAULT_TEMPERATURE
-SAMPLE_TOP_P = DEFAULT_TOP_P
 SAMPLE_BATCH = 64  # sequences generated together (sampling is far cheaper per token in batches)
 NLL_TOKENS = 2048  # padded tokens per NLL batch (bounds the logits' memory)
 FEW_SHOT_EXAMPLES = 4  # in-context jokes per few-shot prompt (benchmarks/bench_quality.py)
@@ -47,23 +45,15 @@ def pick_examples(pool: Sequence[str], k: int, rng: random.Random) -> list[str]:
 
 @dataclass(frozen=True)
 class Sample:
-    """One unprompted generation."""
+    """One unprompted generation, as the runner would have answered it."""
 
-    text: str  # decoded tokens before the eos (or all of them when no eos came)
-    finished: bool  # an eos ended it within the token limit
-    clean: bool = True  # no special token other than the final eos
+    text: str  # the completion's text (cut at its stop)
+    finished: bool  # it ended by itself (finish_reason "stop"), not at the token limit
 
 
 def is_one_joke(sample: Sample) -> bool:
-    """Finished by eos, 10 to 280 characters, one line, no stray special token."""
-    text = sample.text.strip()
-    return (
-        sample.finished
-        and sample.clean
-        and MIN_SAMPLE_CHARS <= len(text) <= MAX_SAMPLE_CHARS
-        and "\n" not in text
-        and "\r" not in text
-    )
+    """Ended by itself and reads as one joke (the rule /joke picks by)."""
+    return sample.finished and reads_as_joke(sample.text)
 
 
 def one_joke_rate(samples: Sequence[Sample]) -> float:
@@ -117,7 +107,7 @@ def validation_nll(
         else:
             examples.append((0, ids))
     examples.sort(key=lambda e: len(e[1]))
-    collate = JokeCollator(pad_token_id=tokenizer.pad_token_id or tokenizer.eos_token_id)
+    collate = JokeCollator(pad_token_id=tokenizer.pad_token_id)  # `load_tokenizer` set one
     device = next(model.parameters()).device
     total, count = 0.0, 0
     start = 0
@@ -152,99 +142,56 @@ def validation_nll(
 
 
 def sample_jokes(
-    model,
-    tokenizer,
+    loaded,
     n: int,
     *,
     max_new_tokens: int = 64,
     seed: int = 0,
-    temperature: float = SAMPLE_TEMPERATURE,
-    top_p: float = SAMPLE_TOP_P,
+    temperature: float = DEFAULT_TEMPERATURE,
+    top_p: float = DEFAULT_TOP_P,
     batch_size: int = SAMPLE_BATCH,
+    layout: str = PLAIN,
     examples_pool: Sequence[str] = (),
     shots: int = 0,
 ) -> list[Sample]:
-    """`n` unprompted samples: each starts from the start token (after `shots` in-context
-    examples of `examples_pool` when given: the `few-shot` layout, which also stops at the end
-    of the line) and stops at eos or at a second start token."""
-    import torch
-    from transformers import GenerationConfig
+    """`n` unprompted samples of a `model.loading.LoadedModel`, drawn through the runner's engine.
 
-    from model.textformat import (
-        FEW_SHOT,
-        FEW_SHOT_SEPARATOR,
-        PLAIN,
-        generation_prompt_ids,
-        stop_token_ids,
-    )
+    Served in `layout`: from the start token, after `shots` in-context examples of
+    `examples_pool` for a `few-shot` model (which then also stops at the end of the line).
+    `batch_size` rows generate together. The same arguments give the same samples (each
+    sample has its own seed drawn from `seed`, and the batch composition is the same).
+    """
+    from model.engine import Engine
+    from model.registry import ServedModel
+    from model.sampling_params import SamplingParams
 
-    eos = tokenizer.eos_token_id
-    few_shot = shots > 0 and bool(examples_pool)
-    stops = set(stop_token_ids(tokenizer))
-    if few_shot:
-        stops |= newline_token_ids(tokenizer)
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos
-    special = set(tokenizer.all_special_ids)
     rng = random.Random(seed)
-    few_shot = shots > 0 and bool(examples_pool)
-    device = next(model.parameters()).device
-    config = GenerationConfig(
-        do_sample=temperature > 0,
-        temperature=temperature if temperature > 0 else None,
-        top_p=top_p if temperature > 0 else None,
-        top_k=0,
-        max_new_tokens=max_new_tokens,
-        eos_token_id=sorted(stops),
-        pad_token_id=pad,
-    )
-    torch.manual_seed(seed)
-    samples: list[Sample] = []
-    model.eval()
-    with torch.inference_mode():
-        for begin in range(0, n, batch_size):
-            rows = min(batch_size, n - begin)
-            prompts = [
-                generation_prompt_ids(
-                    tokenizer,
-                    examples=pick_examples(examples_pool, shots, rng) if few_shot else (),
-                    layout=FEW_SHOT if few_shot else PLAIN,
-                )
-                for _ in range(rows)
-            ]
-            width = max(len(p) for p in prompts)  # left padding: every row ends at its prompt
-            input_ids = torch.full((rows, width), pad, dtype=torch.long)
-            attention_mask = torch.zeros((rows, width), dtype=torch.long)
-            for i, ids in enumerate(prompts):
-                input_ids[i, width - len(ids) :] = torch.tensor(ids)
-                attention_mask[i, width - len(ids) :] = 1
-            output = model.generate(
-                input_ids=input_ids.to(device),
-                attention_mask=attention_mask.to(device),
-                generation_config=config,
-            )
-            for row in output[:, width:].tolist():
-                end = next((i for i, token in enumerate(row) if token in stops), None)
-                finished = end is not None
-                body = row[: end + 1] if finished else row  # a newline token may carry text
-                text = tokenizer.decode(body, skip_special_tokens=True)
-                if few_shot:
-                    text = text.split(FEW_SHOT_SEPARATOR, 1)[0]
-                samples.append(
-                    Sample(
-                        text=text,
-                        finished=finished,
-                        clean=not any(t in special for t in (body[:-1] if finished else body)),
-                    )
-                )
-    return samples
-
-
-def newline_token_ids(tokenizer) -> set[int]:
-    """Tokens whose text holds a newline: where a `few-shot` sample's line ends."""
-    from model.textformat import FEW_SHOT_SEPARATOR
-
-    texts = tokenizer.batch_decode([[i] for i in range(len(tokenizer))])
-    return {i for i, text in enumerate(texts) if FEW_SHOT_SEPARATOR in text}
+    few_shot = layout == FEW_SHOT and shots > 0 and bool(examples_pool)
+    jobs = [
+        (
+            "",
+            SamplingParams(
+                max_tokens=max_new_tokens,
+                temperature=temperature,
+                top_p=top_p,
+                seed=rng.getrandbits(63),
+                examples=tuple(pick_examples(examples_pool, shots, rng)) if few_shot else (),
+            ),
+        )
+        for _ in range(n)
+    ]
+    engine = Engine(max_batch=batch_size, max_queue=max(1, n), admit_window=0)
+    engine.install(ServedModel(replace(loaded, prompt_layout=layout), "evaluated"))
+    engine.start()
+    try:
+        results = [req.future.result() for req in engine.submit_all(jobs)]
+    finally:
+        engine.stop()
+    return [
+        Sample(choice.text, finished=choice.finish_reason == "stop")
+        for result in results
+        for choice in result.choices
+    ]
 
 
 @dataclass
@@ -261,9 +208,9 @@ def measure(
     samples: int,
     max_new_tokens: int,
     seed: int,
-    temperature: float = SAMPLE_TEMPERATURE,
-    top_p: float = SAMPLE_TOP_P,
-    layout: str = "plain",
+    temperature: float = DEFAULT_TEMPERATURE,
+    top_p: float = DEFAULT_TOP_P,
+    layout: str = PLAIN,
     examples_pool: Sequence[str] = (),
     shots: int = FEW_SHOT_EXAMPLES,
 ) -> Evaluation:
@@ -271,7 +218,7 @@ def measure(
     model gets `shots` in-context examples drawn from `examples_pool`, the training jokes)."""
     began = time.monotonic()
     nll, tokens = validation_nll(loaded.model, loaded.tokenizer, validation_texts)
-    shots = shots if layout == "few-shot" and examples_pool else 0
+    shots = shots if layout == FEW_SHOT and examples_pool else 0
     served_nll = {}
     if shots:
         served_nll["nll_served"], _ = validation_nll(
@@ -284,13 +231,13 @@ def measure(
         )
     nll_seconds = time.monotonic() - began
     drawn = sample_jokes(
-        loaded.model,
-        loaded.tokenizer,
+        loaded,
         samples,
         max_new_tokens=max_new_tokens,
         seed=seed,
         temperature=temperature,
         top_p=top_p,
+        layout=layout,
         examples_pool=examples_pool,
         shots=shots,
     )
@@ -308,46 +255,6 @@ def measure(
         "sample_seconds": round(time.monotonic() - began - nll_seconds, 2),
     }
     return Evaluation(metrics=metrics, samples=drawn)
-
-
-def evaluate_model(
-    model_ref_or_loaded,
-    validation_texts: Sequence[str],
-    train_keys: Collection[str],
-    *,
-    samples: int = 48,
-    max_new_tokens: int = 64,
-    seed: int = 0,
-    device: str = "auto",
-    temperature: float = SAMPLE_TEMPERATURE,
-    top_p: float = SAMPLE_TOP_P,
-) -> dict:
-    """The gate's metrics dict for a model folder / hub id, or an already loaded model.
-
-    A model given by reference is loaded here and freed before returning.
-    """
-    from model.loading import LoadedModel, load_model_and_tokenizer
-
-    owned = not isinstance(model_ref_or_loaded, LoadedModel)
-    loaded = (
-        load_model_and_tokenizer(str(model_ref_or_loaded), device=device)
-        if owned
-        else model_ref_or_loaded
-    )
-    try:
-        return measure(
-            loaded,
-            validation_texts,
-            train_keys,
-            samples=samples,
-            max_new_tokens=max_new_tokens,
-            seed=seed,
-            temperature=temperature,
-            top_p=top_p,
-        ).metrics
-    finally:
-        if owned:
-            release(loaded)
 
 
 def release(loaded) -> None:

@@ -5,9 +5,10 @@ becomes current), and the vLLM-style adapter calls (`/v1/load_lora_adapter` merg
 adapter into a copy of the runner's base model and keeps it resident under its `lora_name`;
 `/v1/unload_lora_adapter` lets it drain). Loading runs in one loader thread, off the event
 loop; any failure raises `CandidateError` with a reason a host can act on, and the model that
-is serving is never touched until its successor has passed the smoke test. The engine only
-keeps the registry (`Engine.install`, `add_pinned`, `unpin`); a replaced model finishes the
-requests it had accepted and is then released by the engine's worker.
+is serving is never touched until its successor has passed the smoke test. The engine's
+registry (`model.registry`: `install`, `add_pinned`, `unpin`) only records the outcome; a
+replaced model finishes the requests it had accepted and is then released by the engine's
+worker.
 """
 
 from __future__ import annotations
@@ -21,9 +22,10 @@ from pathlib import Path
 import torch
 
 from model.batch import RunningBatch
-from model.engine import Engine, ServedModel
+from model.engine import Engine
 from model.loading import LoadedModel, load_model_and_tokenizer, read_layout
 from model.metrics import RunnerMetrics
+from model.registry import ServedModel
 from model.textformat import prompt_ids
 
 log = logging.getLogger(__name__)
@@ -130,9 +132,8 @@ def _prove(
 
 
 def check_tokenizer(tokenizer, vocab: int, ref: str) -> None:
-    """The tokenizer must fit the model, have an eos, and really encode and decode text."""
-    if tokenizer.eos_token_id is None:
-        raise CandidateError(f"the tokenizer of {ref} has no eos token; jokes could never end")
+    """The tokenizer must fit the model and really encode and decode text (that it has an eos
+    is checked where every tokenizer is loaded, `model.loading.load_tokenizer`)."""
     if len(tokenizer) > vocab or tokenizer.eos_token_id >= vocab:
         raise CandidateError(
             f"tokenizer mismatch: the tokenizer of {ref} has {len(tokenizer)} tokens "
@@ -156,8 +157,6 @@ class _SmokeRow:
 def smoke_test(served: ServedModel) -> None:
     """Generate a few greedy tokens for two prompts of different lengths through a batch."""
     tokenizer = served.tokenizer
-    if tokenizer.eos_token_id is None:
-        raise CandidateError("the tokenizer has no eos token; jokes could never end")
     model = served.loaded.model
     batch = RunningBatch(model, tokenizer.pad_token_id, forward=served.batch.forward)
     rows = [_SmokeRow(prompt_ids(tokenizer, p)) for p in SMOKE_PROMPTS]

@@ -23,13 +23,10 @@ class LoadedModel:
     ref: str
     prompt_layout: str = "few-shot"  # model.textformat: what its manifest asks for
 
-    @property
-    def eos_token_id(self) -> int:
-        return self.tokenizer.eos_token_id
-
 
 def load_tokenizer(ref: str):
-    """A tokenizer with a pad token (reusing eos) so that batches can be padded."""
+    """A tokenizer with an eos (the one place that is checked: every model is loaded here) and a
+    pad token (reusing eos) so that batches can be padded."""
     tokenizer = AutoTokenizer.from_pretrained(str(ref))
     if tokenizer.eos_token_id is None:
         raise ValueError(f"the tokenizer of {ref} has no eos token; jokebot needs one to end jokes")

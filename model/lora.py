@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from model.contracts.manifest import ADAPTER_FOLDER
+
 
 def add_lora(model, *, r: int, alpha: int, dropout: float = 0.05):
     """Wrap `model` so that only low-rank adapters on its linear layers train."""
@@ -20,9 +22,6 @@ def add_lora(model, *, r: int, alpha: int, dropout: float = 0.05):
 def merge_lora(model):
     """An ordinary transformers model with the adapters folded into its weights."""
     return model.merge_and_unload() if hasattr(model, "merge_and_unload") else model
-
-
-ADAPTER_FOLDER = "adapter"  # inside a version's folder: the unmerged adapter, for vLLM
 
 
 def save_adapter(model, version_folder) -> None:

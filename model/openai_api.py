@@ -1,10 +1,11 @@
 """The OpenAI completions API as the runner speaks it: request validation and response shapes.
 
-Torch-free and HTTP-free: `model.runner` turns requests into engine calls with it. The shapes
-follow OpenAI's legacy completions API (what the official `openai` SDK sends and parses):
-a prompt or a list of prompts, `n` choices per prompt indexed `prompt * n + j`, `stream` as
-server-sent events of `text_completion` chunks ending in `data: [DONE]`, optional
-`stream_options.include_usage`, and errors as `{"error": {message, type, param, code}}`.
+Torch-free and HTTP-free (a test checks it): `model.runner.openai_routes` turns requests into
+engine calls with it. The shapes follow OpenAI's legacy completions API (what the official
+`openai` SDK sends and parses): a prompt or a list of prompts, `n` choices per prompt indexed
+`prompt * n + j`, `stream` as server-sent events of `text_completion` chunks ending in
+`data: [DONE]`, optional `stream_options.include_usage`, and errors as
+`{"error": {message, type, param, code}}`.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
-from model.engine import SamplingParams
+from model.sampling_params import SamplingParams
 
 MAX_TOKENS_LIMIT = 512
 MAX_N = 8
@@ -76,11 +77,6 @@ class CompletionRequest:
     model: str | None = None
     stream: bool = False
     include_usage: bool = False
-
-    @property
-    def prompt(self) -> str:
-        """The first prompt (most requests have exactly one)."""
-        return self.prompts[0]
 
 
 # ----------------------------------------------------------------------------- validation

@@ -18,7 +18,7 @@ Two prompt layouts:
   joke; generation stops at the newline (as well as at eos and the start token). The separator
   is a newline, not the start token: after `<|endoftext|>` a pre-trained model starts an
   unrelated document (measured on SmolLM2-135M: 8% one-joke rate with `<|endoftext|>` between
-  examples, 88-96% with newlines).
+  examples, 88-96% with newlines, by the looser one-line rule the gate used then).
 
 A version folder's `manifest.json` names its layout (`prompt_layout`); a folder without one
 (a base model, a hub id) wants `few-shot`. This module is torch-free: the bot may import it.
@@ -46,7 +46,8 @@ def start_token_id(tokenizer) -> int:
 
 
 def stop_token_ids(tokenizer) -> frozenset[int]:
-    """Tokens that end a joke: eos, and the start token (a second start would be a second joke)."""
+    """Tokens that end a joke: eos, and the start token (a second start would be a second joke).
+    The engine stops a row at them, in serving and in the gate's samples alike."""
     return frozenset({tokenizer.eos_token_id, start_token_id(tokenizer)})
 
 

@@ -37,13 +37,15 @@ from model.cancellation import (
     install_cancel_handlers,
     run_cancellable,
 )
+from model.contracts.corpus import corpus_hash
+from model.contracts.manifest import VersionManifest
 from model.contracts.training_events import DoneEvent, ErrorEvent, EvaluatingEvent
 from model.contracts.training_job import JobError, TrainJob
 
 if TYPE_CHECKING:
     from model.distributed import World
     from model.evaluate import Evaluation
-    from model.progress import EventWriter
+    from model.event_writer import EventWriter
 
 # Set before torch loads OpenMP: waiting threads sleep instead of spinning. On a 2-core host
 # shared with the runner (or anything else busy), spinning made a training step 4-8x slower
@@ -183,7 +185,8 @@ def train(
     run: RunState,
 ) -> TrainingResult:
     """Fine-tune with the Trainer (every rank); the best checkpoint is restored at the end."""
-    from model.progress import TimeBudget, TrainingEvents
+    from model.event_writer import TrainingEvents
+    from model.time_budget import TimeBudget
 
     budget = TimeBudget(job.max_minutes * 60)
     progress = TrainingEvents(
@@ -297,8 +300,9 @@ def write_manifest(
     results: dict[str, Evaluation],
     tmp: Path,
     seconds: float,
-) -> dict[str, Any]:
-    """manifest.json: where the version came from, how it was trained, how it measured."""
+) -> VersionManifest:
+    """manifest.json, written once: where the version came from (the job's `origin` says what
+    only the bot knows), how it was trained, how it measured."""
     import torch
     import transformers
 
@@ -307,50 +311,47 @@ def write_manifest(
     from model.textformat import PLAIN, start_token_id
 
     tokenizer = data.tokenizer
-    manifest = {
-        "format": 1,
-        "created": datetime.now(UTC).isoformat(timespec="seconds"),
-        "token_layout": TOKEN_LAYOUT,
-        "prompt_layout": PLAIN,  # fine-tuned on jokes: no in-context examples needed
-        "start_token": tokenizer.convert_ids_to_tokens(start_token_id(tokenizer)),
-        "eos_token": tokenizer.eos_token,
-        "base_model": job.base,
-        "parent_version": None,
-        "trained_from": job.base,
-        "compared_with": job.serving_ref,
-        "corpus_hash": file_sha256(job.snapshot),
-        "corpus_size": len(data.jokes),
-        "snapshot_sha256": file_sha256(job.snapshot),
-        "split": {
+    manifest = VersionManifest(
+        created=datetime.now(UTC).isoformat(timespec="seconds"),
+        version=job.origin.version,
+        parent_version=job.origin.parent_version,
+        base_model=job.origin.base_model or job.base,
+        trained_from=job.base,
+        compared_with=job.serving_ref,
+        corpus_hash=corpus_hash(data.jokes),
+        corpus_size=len(data.jokes),
+        snapshot_sha256=file_sha256(job.snapshot),
+        token_layout=TOKEN_LAYOUT,
+        prompt_layout=PLAIN,  # fine-tuned on jokes: no in-context examples needed
+        start_token=tokenizer.convert_ids_to_tokens(start_token_id(tokenizer)),
+        eos_token=tokenizer.eos_token,
+        split={
             "rule": "sha256(normalise_key(text)) as [0,1) < validation_fraction",
             "validation_fraction": job.validation_fraction,
             "train": len(data.train_texts),
             "validation": len(data.validation_texts),
         },
-        "world_size": training.summary["world_size"],
-        "hyperparameters": {**job.hyperparameters(), **training.settings},
-        "training": training.summary,
-        "metrics": {name: r.metrics for name, r in results.items()},
-        "samples": {name: show_sample(r.samples) for name, r in results.items()},
-        "duration_seconds": round(seconds, 1),
-        "software": {"torch": torch.__version__, "transformers": transformers.__version__},
-    }
-    manifest.update(job.manifest)
-    (tmp / "manifest.json").write_text(
-        json.dumps(manifest, indent=2, ensure_ascii=False, default=str) + "\n", encoding="utf-8"
+        world_size=training.summary["world_size"],
+        hyperparameters={**job.hyperparameters(), **training.settings},
+        training=training.summary,
+        metrics={name: r.metrics for name, r in results.items()},
+        samples={name: show_sample(r.samples) for name, r in results.items()},
+        duration_seconds=round(seconds, 1),
+        software={"torch": torch.__version__, "transformers": transformers.__version__},
     )
+    manifest.write(tmp)
     return manifest
 
 
 def done_fields(
-    output: Path, training: TrainingResult, manifest: dict[str, Any], seconds: float
+    output: Path, training: TrainingResult, manifest: VersionManifest, seconds: float
 ) -> dict[str, Any]:
     """The `done` event's fields (see DoneEvent)."""
     summary = training.summary
     return {
         "output": str(output),
-        "metrics": manifest["metrics"],
-        "samples": manifest["samples"],
+        "metrics": manifest.metrics,
+        "samples": manifest.samples,
         "train_seconds": summary["train_seconds"],
         "steps": summary["steps"],
         "stopped_early": summary["stopped_early"],
@@ -535,7 +536,7 @@ def main(argv: list[str] | None = None) -> int:
     options = parser.parse_args(argv)
 
     from model.distributed import World, die_with_launcher
-    from model.progress import EventWriter, claim_stdout
+    from model.event_writer import EventWriter, claim_stdout
 
     world = World.from_env()
     if world.distributed:

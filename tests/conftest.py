@@ -20,13 +20,13 @@ from pathlib import Path
 import pytest
 from pydantic import SecretStr
 
-from bot.runners.process import free_port
 from bot.settings import Settings
 from loopback_discord import LoopbackDiscord
 from tests.helpers import (
     DISCORD_OPENAPI,
     TOKEN,
     App,
+    free_port,
     jokebot_app,
     make_settings,
     wait_healthy,

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import pytest
 
-from bot.runners.process import free_port
+from tests.helpers import free_port
 
 SERVER_USER = "jokebot-pg"
 PASSWORD = "jokebot-test"

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import shutil
 from pathlib import Path
@@ -10,7 +9,7 @@ from pathlib import Path
 from aiohttp.test_utils import TestClient, TestServer
 
 from model.runner import RunnerConfig, build_app
-from tests.helpers import wait_healthy
+from tests.helpers import wait_healthy, wait_until
 
 
 def broken_copies(good: Path, root: Path) -> dict[str, Path]:
@@ -27,16 +26,18 @@ def broken_copies(good: Path, root: Path) -> dict[str, Path]:
 
 
 async def wait_ready(client: TestClient, timeout: float = 30.0) -> dict:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while True:
-        resp = await client.get("/health")
-        body = await resp.json()
-        if resp.status == 200:
-            return body
-        if body.get("status") == "failed" or loop.time() > deadline:
-            raise AssertionError(f"runner never became ready: {body}")
-        await asyncio.sleep(0.05)
+    """The runner's /health body once it is ready (AssertionError at once if loading failed)."""
+    health: dict = {}
+
+    async def ready() -> bool:
+        response = await client.get("/health")
+        health.update(await response.json())
+        if health.get("status") == "failed":
+            raise AssertionError(f"runner never became ready: {health}")
+        return response.status == 200
+
+    await wait_until(ready, timeout, what="ready: the runner", every=0.05)
+    return health
 
 
 @contextlib.asynccontextmanager

@@ -9,12 +9,9 @@ from aiohttp import web
 from pydantic import SecretStr
 
 from bot.runners.joke_teller import MAX_PROMPT_CHARS
-from bot.runners.process import free_port
-from loopback_discord import ADMINISTRATOR, DEFAULT_MEMBER_PERMISSIONS, CommandHidden
+from loopback_discord import CommandHidden
 from model.contracts.jokes import MAX_JOKE_CHARS
-from tests.helpers import jokebot_app
-
-ADMIN = DEFAULT_MEMBER_PERMISSIONS | ADMINISTRATOR
+from tests.helpers import ADMIN, free_port, jokebot_app
 
 
 async def test_commands_are_registered_with_their_options(app):

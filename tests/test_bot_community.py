@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import asyncio
 import sqlite3
 
 import pytest
 
-from loopback_discord import ADMINISTRATOR, DEFAULT_MEMBER_PERMISSIONS, CommandHidden
-from tests.helpers import jokebot_app
+from loopback_discord import CommandHidden
+from tests.helpers import ADMIN, jokebot_app, wait_until
 
-ADMIN = DEFAULT_MEMBER_PERMISSIONS | ADMINISTRATOR
 ALICE, BOB, CAROL = 1001, 2002, 3003
 
 
@@ -55,7 +53,10 @@ async def test_joke_answer_has_buttons_and_is_stored(app):
     emojis = [b["emoji"]["name"] for b in reply.buttons]
     assert emojis == ["👍", "👎", "🚩", "🔁"]
     assert _labels(reply) == ["Upvote", "Downvote", "Report", "Another one"]
-    await until(lambda: _rows(app.db.path, "SELECT message_id FROM generated_jokes")[0][0])
+    await wait_until(
+        lambda: _rows(app.db.path, "SELECT message_id FROM generated_jokes")[0][0],
+        what="stored: the message id, after the post",
+    )
     (row,) = _rows(
         app.db.path,
         "SELECT id, text, prompt, model_version, guild_id, channel_id, message_id, created_at"
@@ -218,7 +219,7 @@ async def test_forgetme_erases_and_the_joke_can_be_stored_again(app):
     assert "not yours" in (await someone_else.wait_for_reply()).content
     confirm = await _press(standin, question, "Erase my data", answers=False)
     assert confirm.ack_type == 6
-    await until(lambda: question.edit_count)
+    await wait_until(lambda: question.edit_count, what="edited: the question")
     assert question.content.startswith("Done: erased 1 jokes, 1 votes")
     assert "until the next training" in question.content and question.buttons == []
     again = await _say(standin, "addjoke", {"text": "A joke Alice wants back."}, user_id=BOB)
@@ -227,12 +228,3 @@ async def test_forgetme_erases_and_the_joke_can_be_stored_again(app):
     assert _rows(app.db.path, "SELECT count(*) FROM votes") == [(0,)]
     nothing = await _say(standin, "forgetme", user_id=CAROL)
     assert "stores no jokes" in nothing.content
-
-
-async def until(condition, timeout: float = 10) -> None:
-    """Wait for what the bot does after it answered (e.g. a write following the reply)."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not condition() and loop.time() < deadline:
-        await asyncio.sleep(0.01)
-    assert condition()

@@ -7,22 +7,17 @@ from importlib import resources
 
 import pytest
 
-from bot.community.moderation import initial_status
 from bot.store.community import CommunityStore
 from bot.store.database import Database
 from model.contracts.jokes import check_joke
 from model.contracts.votes import CommunityScore, wilson_lower_bound
+from tests.helpers import add_joke
 
 
 async def _store(tmp_path, **kw) -> CommunityStore:
     """A store on a fresh database file."""
     db = await Database.open(tmp_path / "j.sqlite3")
     return CommunityStore(db, **kw)
-
-
-async def _add(db, text, **kw):
-    check = check_joke(text)
-    return await db.add_joke(check.text, check.key, source="user", **kw)
 
 
 async def _shown(store, text="Why did the cat sit on the computer? To keep an eye on the mouse."):
@@ -125,7 +120,7 @@ async def test_version_scores_with_wilson_bound(tmp_path):
 
 async def test_reports_hide_a_stored_joke_until_reviewed(tmp_path):
     store = await _store(tmp_path, reports_to_hide=2)
-    joke = await _add(store.db, "A stored joke that people dislike.")
+    joke = await add_joke(store.db, "A stored joke that people dislike.")
     assert not (await store.report_joke(joke.id, 1)).hidden
     assert not (await store.report_joke(joke.id, 1)).new  # once per member
     assert (await store.report_joke(joke.id, 2)).hidden
@@ -138,15 +133,27 @@ async def test_reports_hide_a_stored_joke_until_reviewed(tmp_path):
     await store.db.close()
 
 
+async def test_a_report_on_a_deleted_joke_leaves_no_report(tmp_path):
+    store = await _store(tmp_path, reports_to_hide=1)
+    try:
+        joke = await add_joke(store.db, "A joke deleted before the report arrives.")
+        assert await store.delete_joke(joke.id)
+        outcome = await store.report_joke(joke.id, 1)
+        assert (outcome.new, outcome.hidden) == (False, False)
+        assert (await store.member_data(1)).reports == 0
+    finally:
+        await store.db.close()
+
+
 async def test_forget_member_frees_the_text_and_erases_votes(tmp_path):
     store = await _store(tmp_path, promote_at=100)
-    mine = await _add(store.db, "My own joke about the moon.", author_id=5)
+    mine = await add_joke(store.db, "My own joke about the moon.", author_id=5)
     gid = await _shown(store)
     await store.vote(gid, 5, 1)
     await store.report_joke(mine.id, 5)
     assert await store.member_data(5) == (await store.forget_member(5))
     assert await store.member_data(5) == type(await store.member_data(5))(0, 0, 0)
-    again = await _add(store.db, "My own joke about the moon.", author_id=6)
+    again = await add_joke(store.db, "My own joke about the moon.", author_id=6)
     assert again.created
     assert (await store.counts(gid)).up == 0
     await store.db.close()
@@ -162,47 +169,3 @@ async def test_deleted_joke_leaves_the_corpus_and_is_not_re_promoted(tmp_path):
     assert await store.db.corpus() == []
     assert not await store.delete_joke(joke.id)
     await store.db.close()
-
-
-@pytest.mark.parametrize(
-    ("kw", "expected"),
-    [
-        ({"mode": "off", "source": "user"}, "approved"),
-        ({"mode": "off", "source": "user", "flagged": True}, "pending"),
-        ({"mode": "all", "source": "user", "author_is_admin": True}, "pending"),
-        ({"mode": "all", "source": "community"}, "pending"),
-        ({"mode": "new", "source": "user", "approved_by_author": 2}, "pending"),
-        ({"mode": "new", "source": "user", "approved_by_author": 3}, "approved"),
-        ({"mode": "new", "source": "user", "author_is_admin": True}, "approved"),
-        ({"mode": "new", "source": "community"}, "approved"),
-        ({"mode": "all", "source": "import"}, "approved"),
-    ],
-)
-def test_moderation_decision(kw, expected):
-    assert initial_status(new_member_jokes=3, **kw) == expected
-
-
-def test_jokebot_models_shows_the_community_score(tmp_path, monkeypatch, capsys):
-    import asyncio
-    import json
-
-    from bot.cli import main
-
-    data = tmp_path / "data"
-
-    async def votes():
-        db = await Database.open(data / "jokebot.sqlite3")
-        store = CommunityStore(db, promote_at=100)
-        gid = await _shown(store)
-        await store.vote(gid, 1, 1)
-        await store.vote(gid, 2, -1)
-        await db.close()
-
-    asyncio.run(votes())
-    monkeypatch.setenv("JOKEBOT_DATA_DIR", str(data))
-    monkeypatch.setenv("MODEL_BASE", str(tmp_path / "base"))
-    assert main(["models"]) == 0
-    assert "community: 50% upvoted (≥ 9% at 95%), 2 votes" in capsys.readouterr().out
-    assert main(["models", "--json"]) == 0
-    (v0,) = json.loads(capsys.readouterr().out)
-    assert v0["community"]["votes"] == 2 and v0["community"]["share"] == 0.5

@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 
 import pytest
 
 from bot.training.progress import TrainingProgress
+from model.contracts.manifest import VersionOrigin
 from model.contracts.training_events import (
     DoneEvent,
     ErrorEvent,
@@ -18,26 +17,22 @@ from model.contracts.training_events import (
     parse_event,
 )
 from model.contracts.training_job import JobError, TrainJob
-from model.progress import EventWriter
-from tests.helpers import ROOT
+from model.event_writer import EventWriter
+from tests.helpers import heavy_modules_after_import
 
 
 def test_the_bot_loads_the_contracts_without_torch():
-    code = (
-        "import sys, model.contracts.training_job, model.contracts.training_events, "
-        "model.contracts.jokes, model.contracts.corpus, bot.training.coordinator, "
-        "bot.training.progress, bot.app\n"
-        "print(sorted(m for m in ('torch', 'transformers') if m in sys.modules))"
-    )
-    result = subprocess.run(
-        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60
-    )
-    assert result.returncode == 0, result.stderr
-    assert result.stdout.strip() == "[]"
+    loaded = heavy_modules_after_import(
+        "model.contracts.training_job", "model.contracts.training_events",
+        "model.contracts.jokes", "model.contracts.corpus", "bot.training.coordinator",
+        "bot.training.progress", "bot.app",
+    )  # fmt: skip
+    assert loaded == []
 
 
 def test_job_file_holds_what_the_bot_set_and_reads_back_the_same():
-    job = TrainJob(snapshot="s.jsonl", base="b", output="o", epochs=2, lora=True, manifest={"v": 1})
+    origin = VersionOrigin(version=3, parent_version=2, base_model="m")
+    job = TrainJob(snapshot="s.jsonl", base="b", output="o", epochs=2, lora=True, origin=origin)
     written = json.loads(job.file_text())
     assert written == {
         "snapshot": "s.jsonl",
@@ -45,7 +40,7 @@ def test_job_file_holds_what_the_bot_set_and_reads_back_the_same():
         "output": "o",
         "epochs": 2.0,
         "lora": True,
-        "manifest": {"v": 1},
+        "origin": {"version": 3, "parent_version": 2, "base_model": "m"},
     }
     assert TrainJob.from_dict(written) == job
     assert "snapshot" not in job.hyperparameters() and job.hyperparameters()["epochs"] == 2.0

@@ -6,12 +6,7 @@ import sqlite3
 import pytest
 
 from bot.store.database import Database
-from model.contracts.jokes import check_joke
-
-
-async def _add(db, text, **kw):
-    check = check_joke(text)
-    return await db.add_joke(check.text, check.key, source="user", **kw)
+from tests.helpers import add_joke
 
 
 async def test_migrations_wal_and_foreign_keys(tmp_path):
@@ -30,7 +25,7 @@ async def test_migrations_wal_and_foreign_keys(tmp_path):
 
 async def test_an_acknowledged_joke_is_on_disk(tmp_path):
     db = await Database.open(tmp_path / "j.sqlite3")
-    result = await _add(db, "I used to hate facial hair, but then it grew on me.", author_id=7)
+    result = await add_joke(db, "I used to hate facial hair, but then it grew on me.", author_id=7)
     # another connection (another process) sees it at once: it was committed
     raw = sqlite3.connect(tmp_path / "j.sqlite3")
     row = raw.execute("SELECT text, author_id, source FROM jokes WHERE id=?", (result.id,))
@@ -40,8 +35,8 @@ async def test_an_acknowledged_joke_is_on_disk(tmp_path):
 
 async def test_duplicates_point_at_the_original(tmp_path):
     db = await Database.open(tmp_path / "j.sqlite3")
-    first = await _add(db, "Why did the chicken cross the road?")
-    again = await _add(db, "why did the CHICKEN cross the road!!")
+    first = await add_joke(db, "Why did the chicken cross the road?")
+    again = await add_joke(db, "why did the CHICKEN cross the road!!")
     assert first.created and not again.created
     assert again.id == first.id
     assert await db.joke_count() == 1
@@ -77,7 +72,7 @@ async def test_versions_have_exactly_one_active(tmp_path):
 async def test_runs_and_new_joke_counting(tmp_path):
     db = await Database.open(tmp_path / "j.sqlite3")
     for n in range(3):
-        await _add(db, f"joke number {n} is funny")
+        await add_joke(db, f"joke number {n} is funny")
     run = await db.start_run("cli")
     assert await db.jokes_added_since(await db.last_trained_joke_id()) == 3
     await db.update_run(run, status="promoted", finished=True, last_joke_id=2)
@@ -100,3 +95,75 @@ async def test_databases_opened_together_migrate_once(tmp_path):
         finally:
             for db in opened:
                 await db.close()
+
+
+# ---- one connection, many coroutines ------------------------------------------------------
+
+
+async def test_concurrent_transactions_and_writes_do_not_collide(tmp_path):
+    """Bulk adds, version switches and single writes at once on the one shared connection."""
+    db = await Database.open(tmp_path / "j.sqlite3")
+    try:
+        await db.ensure_base_version("/models/base")
+        await db.add_version(1, "/v1", parent_version=0, status="promoted", metrics={}, manifest={})
+        batches = [
+            [(f"batch {b} joke {n} is funny", f"batch {b} joke {n} is funny") for n in range(5)]
+            for b in range(20)
+        ]
+        results = await asyncio.gather(
+            *(db.add_jokes(batch) for batch in batches),
+            *(db.set_active(n % 2) for n in range(20)),
+            *(db.ensure_base_version("/models/base") for _ in range(5)),
+            *(db.start_run("cli") for _ in range(20)),
+            return_exceptions=True,
+        )
+        assert [r for r in results if isinstance(r, BaseException)] == []
+        assert await db.joke_count() == 100
+        assert len({r for r in results[-20:]}) == 20  # twenty distinct runs
+        assert sum(v.active for v in await db.versions()) == 1
+    finally:
+        await db.close()
+
+
+async def test_a_write_beside_a_transaction_never_joins_it(tmp_path):
+    """A write of one coroutine never lands inside another's open transaction (to be rolled
+    back with it), and a read never sees another's uncommitted rows."""
+    db = await Database.open(tmp_path / "j.sqlite3")
+    opened = asyncio.Event()
+
+    async def abandoned() -> None:
+        async with db.transaction():
+            await add_joke(db, "A joke that is never committed.")
+            opened.set()
+            await asyncio.sleep(0.05)
+            raise RuntimeError("changed my mind")
+
+    async def beside() -> tuple[int, int]:
+        await opened.wait()
+        return await db.start_run("cli"), await db.joke_count()
+
+    try:
+        first, second = await asyncio.gather(abandoned(), beside(), return_exceptions=True)
+        assert isinstance(first, RuntimeError)
+        run_id, seen = second
+        assert seen == 0  # the uncommitted joke was not visible
+        assert (await db.run(run_id)).status == "running"  # kept: not rolled back with it
+        assert await db.joke_count() == 0
+    finally:
+        await db.close()
+
+
+async def test_nested_transactions_roll_back_only_the_inner_part(tmp_path):
+    db = await Database.open(tmp_path / "j.sqlite3")
+    try:
+        async with db.transaction():
+            await add_joke(db, "The outer joke is kept.")
+            with pytest.raises(RuntimeError):
+                async with db.transaction():
+                    await add_joke(db, "The inner joke is rolled back.")
+                    raise RuntimeError("inner")
+            await db.add_jokes([("a bulk joke inside", "a bulk joke inside")])  # joins it
+        texts = [j.text for j in await db.corpus()]
+        assert texts == ["The outer joke is kept.", "a bulk joke inside"]
+    finally:
+        await db.close()

@@ -28,7 +28,7 @@ from bot.training.trainer import (
 )
 from model import devices
 from model.distributed import World, backend_for, per_process_batch, rank_device
-from tests.helpers import ROOT, corpus_lines, job_dict, make_settings
+from tests.helpers import ROOT, corpus_lines, job_dict, make_settings, wait_until
 
 ROOT_CAUSE = """model.train FAILED
 Failures:
@@ -151,10 +151,11 @@ async def test_a_fault_in_any_process_fails_the_run_without_version_or_orphans(
         await import_jokes(db, corpus_lines(60))
         coordinator = TrainingCoordinator(settings, db, runner=None)
         task = asyncio.create_task(coordinator.train("cli"))
-        for _ in range(1200):
-            if coordinator.progress and coordinator.progress.step > 0:
-                break
-            await asyncio.sleep(0.1)
+        await wait_until(
+            lambda: coordinator.progress and coordinator.progress.step > 0,
+            120,
+            what="a training step",
+        )
         launcher = psutil.Process(coordinator._process.pid)
         ranks = _ranks(launcher.pid)
         assert sorted(ranks) == [0, 1]
@@ -175,8 +176,8 @@ async def test_a_fault_in_any_process_fails_the_run_without_version_or_orphans(
         assert run.status == expected[0] and run.finished_at and expected[1] in run.message
         models_dir = settings.models_dir
         assert not any(models_dir.glob("v*")) and not any(models_dir.glob(".tmp-*"))
-        await asyncio.sleep(0.5)
-        assert _gone([launcher, *ranks.values()])  # no orphan rank left behind
+        processes = [launcher, *ranks.values()]
+        await wait_until(lambda: _gone(processes), what="gone: every rank (no orphan)")
         assert (await db.active_version()).version == 0
     finally:
         await db.close()

@@ -1,4 +1,5 @@
-"""The gate's measurements: one-joke and copy rules by hand, NLL against a per-joke reference."""
+"""The gate's measurements: one-joke and copy rules by hand, NLL against a per-joke reference,
+samples drawn through the runner's engine."""
 
 from __future__ import annotations
 
@@ -10,29 +11,30 @@ from model.contracts.jokes import normalise_key
 from model.evaluate import (
     Sample,
     copy_rate,
-    evaluate_model,
     is_one_joke,
+    measure,
     one_joke_rate,
     sample_jokes,
     show_sample,
     validation_nll,
 )
 from model.loading import load_model_and_tokenizer
-from model.textformat import example_ids
+from model.textformat import FEW_SHOT, PLAIN, example_ids
 
 JOKE = "I told my wife she was drawing her eyebrows too high. She looked surprised."
 
 
 def test_one_joke_rule():
+    """Ended by itself and reads as a joke (`reads_as_joke`, the rule /joke picks by)."""
     assert is_one_joke(Sample(JOKE, finished=True))
-    assert is_one_joke(Sample("  " + "x" * 10 + " ", finished=True))  # 10 chars after trimming
-    assert not is_one_joke(Sample("x" * 9, finished=True))  # too short
-    assert is_one_joke(Sample("x" * 280, finished=True))
-    assert not is_one_joke(Sample("x" * 281, finished=True))  # too long
-    assert not is_one_joke(Sample(JOKE, finished=False))  # ran out of tokens, no eos
+    assert is_one_joke(Sample("  Ha ha, ha. \n", finished=True))  # 10 chars after trimming
+    assert not is_one_joke(Sample("Ha ha ha!", finished=True))  # too short
+    long = "Ha " * 92 + "ha."
+    assert len(long) == 279 and is_one_joke(Sample(long + "!", finished=True))
+    assert not is_one_joke(Sample(long + "!!", finished=True))  # too long
+    assert not is_one_joke(Sample(JOKE, finished=False))  # ran out of tokens
     assert not is_one_joke(Sample("First joke here.\nSecond joke here.", finished=True))
-    assert not is_one_joke(Sample(JOKE, finished=True, clean=False))  # a second start token
-    assert is_one_joke(Sample(JOKE + "\n", finished=True))  # a trailing newline is trimmed
+    assert not is_one_joke(Sample("def joke(): return 'the punchline'", finished=True))
 
 
 def test_rates_over_samples():
@@ -66,19 +68,28 @@ def test_validation_nll_matches_a_joke_by_joke_reference(tiny_model):
 
 
 def test_sampling_is_seeded(tiny_model):
+    """Samples come from the runner's engine in batches; the same arguments (hence the same
+    batch composition) give the same samples."""
     loaded = load_model_and_tokenizer(tiny_model, device="cpu")
-    first = sample_jokes(loaded.model, loaded.tokenizer, 5, max_new_tokens=8, seed=3, batch_size=2)
-    again = sample_jokes(loaded.model, loaded.tokenizer, 5, max_new_tokens=8, seed=3, batch_size=2)
-    other = sample_jokes(loaded.model, loaded.tokenizer, 5, max_new_tokens=8, seed=4)
+    first = sample_jokes(loaded, 5, max_new_tokens=8, seed=3, batch_size=2)
+    again = sample_jokes(loaded, 5, max_new_tokens=8, seed=3, batch_size=2)
+    other = sample_jokes(loaded, 5, max_new_tokens=8, seed=4, batch_size=2)
     assert len(first) == 5 and first == again and first != other
     # a random model (almost) never says eos: nothing finished, so nothing counts as a joke
     assert one_joke_rate(first) == 0.0
+    # served few-shot, the in-context examples reach the prompt (plain ignores them)
+    pool = [JOKE, "Why did the chicken cross the road? To get to the other side."]
+    as_plain = sample_jokes(loaded, 5, max_new_tokens=8, seed=3, batch_size=2, layout=PLAIN,
+                            examples_pool=pool, shots=2)  # fmt: skip
+    few_shot = sample_jokes(loaded, 5, max_new_tokens=8, seed=3, batch_size=2, layout=FEW_SHOT,
+                            examples_pool=pool, shots=2)  # fmt: skip
+    assert as_plain == first and few_shot != first
 
 
-def test_evaluate_model_from_a_folder(tiny_model):
-    metrics = evaluate_model(
-        str(tiny_model), [JOKE], {normalise_key(JOKE)}, samples=3, max_new_tokens=6, seed=0
-    )
-    assert metrics["n_validation"] == 1 and metrics["n_samples"] == 3
-    assert metrics["nll"] > 9.0
+def test_measure_a_model_from_a_folder(tiny_model):
+    loaded = load_model_and_tokenizer(str(tiny_model), device="cpu")
+    result = measure(loaded, [JOKE], {normalise_key(JOKE)}, samples=3, max_new_tokens=6, seed=0)
+    metrics = result.metrics
+    assert metrics["n_validation"] == 1 and metrics["n_samples"] == len(result.samples) == 3
+    assert metrics["nll"] > 9.0 and metrics["layout"] == PLAIN and metrics["shots"] == 0
     assert metrics["one_joke_rate"] == 0.0 and metrics["copy_rate"] == 0.0

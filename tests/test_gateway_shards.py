@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import io
 import json
@@ -17,17 +16,13 @@ from bot.discord_app.client import JokeBot, ShardedJokeBot, make_bot
 from bot.discord_app.shards import IdentifyLimiter, format_shards
 from bot.settings import Settings, SettingsError, load_settings
 from loopback_discord import (
-    ADMINISTRATOR,
-    DEFAULT_MEMBER_PERMISSIONS,
     LoopbackDiscord,
     NotConnected,
     guild_id_on_shard,
     running_bot,
     shard_for_guild,
 )
-from tests.helpers import TOKEN, App, corpus_lines
-
-ADMIN = DEFAULT_MEMBER_PERMISSIONS | ADMINISTRATOR
+from tests.helpers import ADMIN, TOKEN, App, corpus_lines, wait_until
 
 # --- settings -------------------------------------------------------------------------------
 
@@ -347,12 +342,11 @@ async def test_each_shard_resumes_its_own_session(standin, shared_settings):
     async with sharded_app(standin, shared_settings, discord_shard_count=2):
         sessions = {e.shard: e.session_id for e in standin.gateway_events if e.event == "READY"}
         await standin.disconnect_gateway(4000)  # resumable: both shards come back with RESUME
-
-        async def resumed() -> None:
-            while standin.resume_count < 2 or len(standin.connected_shards) < 2:
-                await asyncio.sleep(0.05)
-
-        await asyncio.wait_for(resumed(), 15)
+        await wait_until(
+            lambda: standin.resume_count >= 2 and len(standin.connected_shards) >= 2,
+            15,
+            what="resumed: both shards",
+        )
         assert standin.identify_count == 2 and standin.connected_shards == [(0, 2), (1, 2)]
         interaction = await standin.invoke("addjoke", {"text": corpus_lines(1)[0]}, guild_id=on_1)
         assert (await interaction.wait_for_reply()).content.startswith("Stored as #1")

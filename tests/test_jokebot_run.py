@@ -13,14 +13,10 @@ import urllib.request
 import pytest
 
 from loopback_discord import (
-    ADMINISTRATOR,
-    DEFAULT_MEMBER_PERMISSIONS,
     LoopbackDiscord,
     shard_for_guild,
 )
-from tests.helpers import ROOT, TOKEN, corpus_lines, process_env
-
-ADMIN = DEFAULT_MEMBER_PERMISSIONS | ADMINISTRATOR
+from tests.helpers import ADMIN, ROOT, TOKEN, corpus_lines, process_env
 
 
 def host_env(standin: LoopbackDiscord, data_dir, model) -> dict[str, str]:

@@ -1,8 +1,9 @@
-"""Validation and duplicate keys: what /addjoke and `jokebot import` accept."""
+"""Validation and duplicate keys (what /addjoke and `jokebot import` accept), and whether
+generated text reads as one joke."""
 
 import pytest
 
-from model.contracts.jokes import MAX_JOKE_CHARS, check_joke, normalise_key
+from model.contracts.jokes import MAX_JOKE_CHARS, check_joke, normalise_key, reads_as_joke
 
 
 @pytest.mark.parametrize(
@@ -60,3 +61,28 @@ def test_valid_joke_keeps_its_text():
 
 def test_a_joke_that_mentions_someone_is_still_a_joke():
     assert check_joke("<@123> walks into a bar and orders a pun").ok
+
+
+def test_reads_as_joke():
+    assert reads_as_joke("I used to hate facial hair, but then it grew on me.")
+    assert reads_as_joke('"Knock knock." "Who is there?" "Nobody."')
+    for text in (
+        "-_mean(a, b, c).",
+        "USB talking point:",
+        "def f(x): return x",
+        "Too short.",
+        "lowercase start is not a sentence.",
+        "A\nB\nC three lines of text here.",
+        "$$x^2 + y^2 = z^2$$ is a proof.",
+    ):
+        assert not reads_as_joke(text), text
+
+
+def test_generated_text_reads_as_one_joke_on_one_line():
+    """The one rule /joke and the gate share; a second line is a second joke."""
+    assert reads_as_joke("I used to hate facial hair, but then it grew on me.")
+    assert reads_as_joke("  Why did the duck cross the road? To prove he was no chicken!\n")
+    assert not reads_as_joke("Why did the duck cross the road?\nTo prove he was no chicken!")
+    assert not reads_as_joke("Why did the duck cross the road?\r To prove it.")
+    assert not reads_as_joke("x" * 10 + ".")  # one word
+    assert not reads_as_joke("A duck walks into a bar " * 12 + ".")  # over 280 characters

@@ -8,6 +8,7 @@ import pytest
 from discord.ext import commands
 
 from loopback_discord import LoopbackDiscord, UnknownComponent, running_bot
+from tests.helpers import plain_bot
 
 
 class Counter(discord.ui.DynamicItem[discord.ui.Button], template=r"count:(?P<n>\d+)"):
@@ -28,15 +29,7 @@ class Counter(discord.ui.DynamicItem[discord.ui.Button], template=r"count:(?P<n>
 
 
 def make_bot() -> commands.Bot:
-    bot = commands.Bot(
-        command_prefix="!", intents=discord.Intents.default(), guild_ready_timeout=0.1
-    )
-
-    async def setup_hook() -> None:
-        bot.add_dynamic_items(Counter)
-        await bot.tree.sync()
-
-    bot.setup_hook = setup_hook
+    bot = plain_bot(dynamic_items=(Counter,))
 
     @bot.tree.command(description="A message with buttons")
     async def buttons(interaction: discord.Interaction) -> None:

@@ -24,15 +24,14 @@ from loopback_discord import (
     UnknownCommand,
     running_bot,
 )
+from tests.helpers import plain_bot, wait_until
 
 NO_MENTIONS = discord.AllowedMentions.none()
 
 
 def make_bot(standin: LoopbackDiscord, *, guild_commands: bool = False) -> commands.Bot:
     """A small bot: app commands covering responses, defers, followups, edits, channel posts."""
-    bot = commands.Bot(
-        command_prefix="!", intents=discord.Intents.default(), guild_ready_timeout=0.1
-    )
+    bot = plain_bot(guild_id=standin.guild_id if guild_commands else None)
     bot.seen = []  # type: ignore[attr-defined]
 
     @bot.tree.command(description="Echo the options back")
@@ -166,12 +165,6 @@ def make_bot(standin: LoopbackDiscord, *, guild_commands: bool = False) -> comma
         async def local(interaction: discord.Interaction) -> None:
             await interaction.response.send_message(f"guild {interaction.guild_id}")
 
-    async def setup_hook() -> None:
-        await bot.tree.sync()
-        if guild_commands:
-            await bot.tree.sync(guild=discord.Object(id=standin.guild_id))
-
-    bot.setup_hook = setup_hook  # type: ignore[method-assign]
     return bot
 
 
@@ -334,17 +327,11 @@ async def test_late_ack_is_unknown_interaction(standin: LoopbackDiscord) -> None
     bot = make_bot(standin)
     async with running_bot(bot, standin, allow_errors=True) as run:
         inter = await standin.invoke("sleepy", {"delay": 0.3})
-        for _ in range(100):
-            if inter.errors:
-                break
-            await asyncio.sleep(0.02)
-        assert inter.errors and inter.errors[0]["code"] == 10062
+        await wait_until(lambda: inter.errors, what="refused: the late answer")
+        assert inter.errors[0]["code"] == 10062
         assert inter.errors[0]["status"] == 404
         assert inter.ack_type is None and inter.late_ack_latency >= 0.2
-        for _ in range(100):
-            if run.errors:
-                break
-            await asyncio.sleep(0.02)
+        await wait_until(lambda: run.errors, what="logged: the command's exception")
         assert "Ignoring exception in command 'sleepy'" in run.errors[0]
         assert "10062" in run.errors[0]  # the traceback is part of the collected text
 
@@ -443,10 +430,9 @@ async def test_gateway_reconnect_resumes(standin: LoopbackDiscord) -> None:
     bot = make_bot(standin)
     async with running_bot(bot, standin):
         await standin.request_reconnect()
-        for _ in range(200):
-            if standin.resume_count and standin.connected_sessions == 1:
-                break
-            await asyncio.sleep(0.01)
+        await wait_until(
+            lambda: standin.resume_count and standin.connected_sessions == 1, what="resumed"
+        )
         assert standin.resume_count == 1 and standin.identify_count == 1
         inter = await standin.invoke("secret")
         assert (await inter.wait_for_reply()).content == "only you"

@@ -13,7 +13,9 @@ import aiohttp
 import openai
 import pytest
 
+from model.loading import load_model_and_tokenizer
 from model.runner import STATE
+from tests.greedy_reference import agrees_in_text, decided_greedy
 from tests.runner_helpers import runner_client
 
 
@@ -77,14 +79,16 @@ def test_stop_strings(sdk):
     assert cut.text == full.text[: full.text.find(stop)]
 
 
-def test_list_of_prompts_is_indexed_prompt_times_n(sdk):
+def test_list_of_prompts_is_indexed_prompt_times_n(sdk, tiny_model):
     prompts = ["Why", "What do you call", "Knock knock"]
     answer = sdk.completions.create(model="v0", prompt=prompts, n=2, max_tokens=4, temperature=0)
     assert [c.index for c in answer.choices] == [0, 1, 2, 3, 4, 5]
-    for i, prompt in enumerate(prompts):
-        alone = sdk.completions.create(model="v0", prompt=prompt, max_tokens=4, temperature=0)
-        assert answer.choices[2 * i].text == alone.choices[0].text
-        assert answer.choices[2 * i + 1].text == alone.choices[0].text
+    loaded = load_model_and_tokenizer(tiny_model, device="cpu")  # the runner's model, here
+    refs = [decided_greedy(loaded.model, loaded.tokenizer, p, 4) for p in prompts]
+    assert len({ref.ids[0] for ref in refs if ref.ids}) == 3  # a mix-up could not go unseen
+    for i, alone in enumerate(refs):
+        assert agrees_in_text(answer.choices[2 * i].text, alone, loaded.tokenizer)
+        assert agrees_in_text(answer.choices[2 * i + 1].text, alone, loaded.tokenizer)
     assert answer.usage.prompt_tokens == sum(
         sdk.completions.create(model="v0", prompt=p, max_tokens=1).usage.prompt_tokens
         for p in prompts

@@ -1,14 +1,27 @@
-"""/retrain end to end: real trainer process, gate, hot swap in the real runner, restart."""
+"""/retrain end to end: real trainer process, gate, hot swap in the real runner, restart; and
+a corpus too small to learn from, refused plainly."""
 
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 
 from bot.community.importer import import_jokes
-from loopback_discord import ADMINISTRATOR, DEFAULT_MEMBER_PERMISSIONS, LoopbackDiscord
-from tests.helpers import TOKEN, corpus_lines, jokebot_app, make_settings
+from loopback_discord import LoopbackDiscord
+from model.contracts.manifest import VersionManifest
+from tests.helpers import (
+    ADMIN,
+    ROOT,
+    SHORT_JOKES,
+    TOKEN,
+    corpus_lines,
+    jokebot_app,
+    jokebot_cli,
+    make_settings,
+    process_env,
+    wait_until,
+)
 
-ADMIN = DEFAULT_MEMBER_PERMISSIONS | ADMINISTRATOR
 FINAL = "Training run #"
 
 
@@ -37,8 +50,13 @@ async def test_retrain_promotes_swaps_rolls_back_and_survives_restart(tmp_path, 
         assert "**v1**" in status.content and "run #1 v1 promoted" in status.content
         joke = await (await standin.invoke("joke")).wait_for_reply(timeout=30)
         assert joke.content.strip()
-        manifest = (tmp_path / "data" / "models" / "v1" / "manifest.json").read_text()
-        assert '"corpus_hash"' in manifest
+        shown = sqlite3.connect(app.db.path).execute("SELECT model_version FROM generated_jokes")
+        assert shown.fetchall() == [(1,)]  # the number of the version that wrote it
+        manifest = VersionManifest.read(tmp_path / "data" / "models" / "v1")
+        run = await app.db.run(1)
+        assert manifest.corpus_hash == run.corpus_hash and manifest.corpus_size == 60
+        (v1,) = [v for v in await app.db.versions() if v.version == 1]
+        assert v1.manifest == manifest.model_dump(mode="json")  # read back as it was written
 
         models = await (await standin.invoke("models", permissions=ADMIN)).wait_for_reply()
         assert "v1" in models.content and "promoted" in models.content
@@ -95,10 +113,9 @@ async def test_killed_trainer_leaves_no_version_and_is_recorded(tmp_path, tiny_m
         await import_jokes(app.db, corpus_lines(60))
         training = app.services.training
         task = asyncio.create_task(training.train("cli"))
-        for _ in range(600):
-            if training.progress and training.progress.step > 0:
-                break
-            await asyncio.sleep(0.1)
+        await wait_until(
+            lambda: training.progress and training.progress.step > 0, 60, what="a training step"
+        )
         training._process.kill()  # SIGKILL, as the kernel's OOM killer would
         outcome = await task
         assert outcome.status == "failed"
@@ -110,3 +127,18 @@ async def test_killed_trainer_leaves_no_version_and_is_recorded(tmp_path, tiny_m
         assert (await app.services.runner.health())["version"] == "v0"
         status = await (await standin.invoke("status")).wait_for_reply()
         assert f"run #{outcome.run_id} failed" in status.content
+
+
+async def test_retrain_refuses_a_corpus_too_small_to_learn_from(standin, tmp_path, tiny_model):
+    settings = make_settings(tmp_path / "data", tiny_model, train_min_jokes=30)
+    async with jokebot_app(standin, settings) as app:
+        await import_jokes(app.db, SHORT_JOKES)
+        reply = await (await standin.invoke("retrain", permissions=ADMIN)).wait_for_reply()
+        assert reply.ephemeral
+        assert "Not enough jokes to learn from: the corpus has 2 approved jokes" in reply.content
+        assert "at least 30" in reply.content
+        assert await app.db.last_finished_run() is None  # no run was started
+    env = process_env(tmp_path / "data", tiny_model, TRAIN_MIN_JOKES="30")
+    done = jokebot_cli("train", env=env, cwd=ROOT)
+    assert done.returncode == 1
+    assert "Not enough jokes to learn from: the corpus has 2 approved jokes" in done.stdout

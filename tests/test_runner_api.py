@@ -9,6 +9,9 @@ import pytest
 import pytest_asyncio
 
 from model.runner import STATE
+from model.textformat import prompt_ids
+from tests.greedy_reference import agrees_in_text, decided_greedy
+from tests.helpers import heavy_modules_after_import
 from tests.runner_helpers import runner_client
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
@@ -91,14 +94,40 @@ async def test_seed_reproducible_and_varies(client):
 
 
 async def test_concurrent_requests_share_batches(client):
-    """Concurrent greedy requests give the same text as sequential ones."""
+    """Concurrent requests run in one batch, each gets its own answer, greedy text agrees with
+    each prompt's run alone wherever the model is decided, and the same batch gives the same."""
+    engine = client.server.app[STATE].engine
+    model, tok = engine.current.loaded.model, engine.current.tokenizer
     jobs = [
         {"prompt": p, "max_tokens": m, "temperature": 0, "ignore_eos": True}
         for p, m in [("Why", 4), ("", 9), ("A long prompt about a man and a bar", 6), ("Q:", 12)]
     ]
-    alone = [(await complete(client, **j))[1]["choices"] for j in jobs]
-    together = await asyncio.gather(*(complete(client, **j) for j in jobs))
-    assert [b["choices"] for _, b in together] == alone
+
+    async def together() -> list[dict]:
+        with engine._cv:  # the worker waits until all four are queued: they share one batch
+            tasks = [asyncio.create_task(complete(client, **j)) for j in jobs]
+            while engine.queue_depth < len(jobs):
+                await asyncio.sleep(0.005)
+            prefills, steps = engine.prefills, engine.steps
+        answers = [body for _, body in await asyncio.gather(*tasks)]
+        assert (engine.prefills - prefills, engine.steps - steps) == (1, 11)  # 12 tokens at most
+        return answers
+
+    first = await together()
+    for job, answer in zip(jobs, first, strict=True):
+        assert answer["usage"]["prompt_tokens"] == len(prompt_ids(tok, job["prompt"]))
+        assert answer["usage"]["completion_tokens"] == job["max_tokens"]
+        alone = decided_greedy(model, tok, job["prompt"], job["max_tokens"], ignore_eos=True)
+        assert agrees_in_text(answer["choices"][0]["text"], alone, tok), job
+    assert [a["choices"] for a in await together()] == [a["choices"] for a in first]
+
+
+async def test_the_openai_schema_loads_without_torch():
+    """`model.openai_api` and the request types it builds are torch-free, as they claim."""
+    loaded = heavy_modules_after_import(
+        "model.openai_api", "model.sampling_params", "model.request"
+    )
+    assert loaded == []
 
 
 BAD_BODIES = [

@@ -21,8 +21,7 @@ from bot.app import StartupError, backend
 from bot.runners.client import RunnerError
 from bot.runners.kinds import settings_problem
 from bot.runners.pool import RunnerPool
-from bot.runners.process import free_port
-from tests.helpers import jokebot_app
+from tests.helpers import free_port, jokebot_app
 from tests.runner_helpers import runner_client, runner_process
 
 TOKEN = "pool-secret"
@@ -54,7 +53,7 @@ async def pool_of(urls, tiny_model, **options):
     pool = RunnerPool(list(urls), admin_token=TOKEN, **options)
     try:
         await pool.wait_until_ready(30)
-        pool.serve(str(tiny_model), "v0")
+        pool.serve(str(tiny_model), 0)
         yield pool
     finally:
         await pool.close()
@@ -111,7 +110,7 @@ async def test_a_refused_swap_leaves_every_replica_on_the_old_version(
     async with pool_of(replicas, tiny_model) as pool:
         pool.replicas[1].client._admin_token = "wrong"  # the second replica refuses (401)
         with pytest.raises(RunnerError) as refused:
-            await pool.load(str(tiny_model_b), "v1")
+            await pool.load(str(tiny_model_b), 1)
         assert pool.replicas[1].url in str(refused.value)
         assert "went back" in str(refused.value)
         assert [version_of(url) for url in replicas] == ["v0", "v0"]
@@ -140,7 +139,7 @@ async def test_sigkill_under_load_fails_nothing_and_the_returning_replica_catche
         assert not killed.healthy
 
         # a new version while it is down goes to the live replica only
-        info = await pool.load(str(tiny_model_b), "v1")
+        info = await pool.load(str(tiny_model_b), 1)
         assert info["version"] == "v1" and version_of(live_url) == "v1"
         assert (await pool.complete("after", **SAMPLING)).model == "v1"
         lines = "\n".join(f"{r['url']} {r['healthy']} {r['version']}" for r in pool.describe())
@@ -184,27 +183,27 @@ async def test_vllm_kind_swaps_runtime_adapters(tiny_model, tiny_model_b, tmp_pa
         pool = RunnerPool(url, admin_token=TOKEN, kind="vllm")
         try:
             await pool.wait_until_ready(10)
-            pool.serve(str(tiny_model), "v0")
+            pool.serve(str(tiny_model), 0)
             greedy = {"max_tokens": 8, "temperature": 0.0, "top_p": 1.0}
             base = await pool.complete("Why", **greedy)
             assert base.model == "v0"
 
-            await pool.load(str(v1), "v1")
+            await pool.load(str(v1), 1)
             models = await pool.replicas[0].client.models()
             assert [(m["id"], m["parent"]) for m in models] == [("v0", None), ("v1", "v0")]
             first = await pool.complete("Why", **greedy)
             assert first.model == "v1" and first.text != base.text
 
-            await pool.load(str(v2), "v2")  # v1 is unloaded once v2 serves
+            await pool.load(str(v2), 2)  # v1 is unloaded once v2 serves
             models = await pool.replicas[0].client.models()
             assert [m["id"] for m in models] == ["v0", "v2"]
             assert (await pool.complete("Why", **greedy)).model == "v2"
             assert (await pool.health())["replicas"][0]["version"] == "v2"
 
             with pytest.raises(RunnerError, match="TRAIN_LORA"):  # a full fine-tune
-                await pool.load(str(tiny_model_b), "v3")
+                await pool.load(str(tiny_model_b), 3)
 
-            await pool.load(str(tiny_model), "v0")  # rollback to the base: adapters go
+            await pool.load(str(tiny_model), 0)  # rollback to the base: adapters go
             assert [m["id"] for m in await pool.replicas[0].client.models()] == ["v0"]
             again = await pool.complete("Why", **greedy)
             assert again.model == "v0" and again.text == base.text
@@ -231,16 +230,16 @@ async def test_sglang_kind_updates_weights_from_disk(tiny_model, tiny_model_b, t
         url = str(c.server.make_url("")).rstrip("/")
         pool = RunnerPool(url, admin_token=TOKEN, kind="sglang")
         try:
-            pool.serve(str(tiny_model), "v0")
+            pool.serve(str(tiny_model), 0)
             health = await pool.wait_until_ready(10)
             assert health["replicas"][0]["version"] == "v0"  # known by its weights' path
-            await pool.load(str(tiny_model_b), "v1")
+            await pool.load(str(tiny_model_b), 1)
             info = await pool.replicas[0].client.model_info()
             assert info["model_path"] == str(tiny_model_b)
             assert (await pool.health())["replicas"][0]["version"] == "v1"
             await pool.complete("Why", **SAMPLING)
             with pytest.raises(RunnerError, match="no such model folder"):
-                await pool.load(str(tmp_path / "missing"), "v2")
+                await pool.load(str(tmp_path / "missing"), 2)
             assert (await pool.replicas[0].client.model_info())["model_path"] == str(tiny_model_b)
         finally:
             await pool.close()

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import json
 import re
+import shutil
 import time
 import weakref
+from pathlib import Path
 
 import model.hot_swap as hot_swap_module
 from model.runner import STATE
@@ -79,8 +82,17 @@ async def test_swap_under_load_drops_nothing(tiny_a, tiny_b):
         assert again == before
 
 
+def without_eos(good: Path, folder: Path) -> Path:
+    """A copy whose tokenizer has no eos token: its jokes could never end."""
+    shutil.copytree(good, folder)
+    config = json.loads((folder / "tokenizer_config.json").read_text())
+    config.update(eos_token=None, bos_token=None, unk_token=None)
+    (folder / "tokenizer_config.json").write_text(json.dumps(config))
+    return folder
+
+
 async def test_refused_candidates_keep_the_old_model(tiny_a, tmp_path):
-    bad = broken_copies(tiny_a, tmp_path)
+    bad = {**broken_copies(tiny_a, tmp_path), "no-eos": without_eos(tiny_a, tmp_path / "no-eos")}
     async with runner_client(tiny_a, admin_token=TOKEN, version="v1") as c:
         probe = {"prompt": "Why", "max_tokens": 4, "temperature": 0}
         expected = (await (await c.post("/v1/completions", json=probe)).json())["choices"]
@@ -97,10 +109,11 @@ async def test_refused_candidates_keep_the_old_model(tiny_a, tmp_path):
         assert "no such model folder" in reasons["missing"]
         assert "could not load" in reasons["corrupt"]
         assert "tokenizer" in reasons["no-tokenizer"]
+        assert "has no eos token" in reasons["no-eos"]
         resp = await c.post("/admin/load", json={"nope": 1}, headers=AUTH)
         assert resp.status == 400
         text = await (await c.get("/metrics")).text()
-        assert 'jokebot_runner_swaps_total{result="failed"} 3.0' in text
+        assert 'jokebot_runner_swaps_total{result="failed"} 4.0' in text
         assert c.server.app[STATE].engine.resident_versions == ["v1"]
 
 

@@ -16,11 +16,10 @@ import time
 
 import pytest
 
-from bot.runners.process import free_port
 from bot.store.backends import advisory_key, open_backend
 from bot.store.leader import LEADER_LOCK
 from loopback_discord import LoopbackDiscord
-from tests.helpers import ROOT, TOKEN, corpus_lines, wait_healthy
+from tests.helpers import ROOT, TOKEN, corpus_lines, free_port, wait_healthy
 from tests.test_jokebot_run import ADMIN, host_env, stop_jokebot, wait_until_serving
 
 

@@ -23,9 +23,10 @@ from bot.app import (
     runner_file_path,
     write_runner_file,
 )
-from bot.runners.process import free_port, listening_socket
+from bot.runners.process import listening_socket
 from bot.settings import Settings
 from model import embedded
+from tests.helpers import free_port
 
 
 def run_together(target, *args, processes: int = 3) -> list[multiprocessing.Process]:

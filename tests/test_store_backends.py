@@ -148,7 +148,7 @@ async def test_a_wrong_password_or_a_closed_port_is_one_line_naming_the_database
         await open_backend(wrong)
     message = str(refused.value)
     assert "password" in message and "wrong-password" not in message and "\n" not in message
-    from bot.runners.process import free_port
+    from tests.helpers import free_port
 
     closed = re.sub(r":\d+/", f":{free_port()}/", postgres_url)
     with pytest.raises(DatabaseUrlError, match="cannot use the PostgreSQL database"):

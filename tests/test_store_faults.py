@@ -64,9 +64,7 @@ async def test_a_postgresql_restart_under_load(standin, tmp_path, tiny_model, sh
         await asyncio.sleep(3.0)  # back: the bot must serve again without a restart
         done.set()
         await writers
-        stored_ids = {
-            row[0]: row[1] for row in await app.db.fetchall("SELECT id, text FROM jokes")
-        }
+        stored_ids = {row[0]: row[1] for row in await app.db.fetchall("SELECT id, text FROM jokes")}
 
     assert before_outage > 0
     slow = [(reply, round(s, 2)) for _, reply, s in answers if s > ANSWER_WITHIN]

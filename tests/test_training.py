@@ -1,4 +1,5 @@
-"""The training process end to end on a tiny GPT-2: version folder, events, budget, faults, LoRA."""
+"""The training process end to end on a tiny GPT-2: version folder and manifest, events, budget,
+faults, LoRA, enough steps for a small corpus."""
 
 from __future__ import annotations
 
@@ -11,10 +12,14 @@ from pathlib import Path
 
 import pytest
 
+from model.contracts.corpus import corpus_hash, read_snapshot
+from model.contracts.jokes import check_joke
+from model.contracts.manifest import VersionManifest
+from model.event_writer import EventWriter
 from model.loading import load_model_and_tokenizer
-from model.progress import EventWriter
+from model.textformat import FEW_SHOT, PLAIN
 from model.train import JobError, TrainJob, run_job
-from tests.helpers import ROOT, VERSION_FILES, job_dict
+from tests.helpers import ROOT, SHORT_JOKES, VERSION_FILES, job_dict
 
 
 def start_cli(job: dict, folder: Path) -> subprocess.Popen:
@@ -67,7 +72,11 @@ def test_cli_trains_a_loadable_version_and_reports_in_order(tmp_path, tiny_model
     assert candidate["n_samples"] == 4
 
     manifest = json.loads((output / "manifest.json").read_text(encoding="utf-8"))
-    assert manifest["version"] == 1 and manifest["corpus_hash"] == "abc"  # the bot's fields
+    assert VersionManifest.read(output).model_dump(mode="json") == manifest  # what the bot reads
+    assert (manifest["version"], manifest["parent_version"]) == (1, 0)  # the bot's origin
+    assert manifest["base_model"] == "the-base" and manifest["trained_from"] == str(tiny_model)
+    assert manifest["corpus_hash"] == corpus_hash(read_snapshot(job["snapshot"]))
+    assert manifest["corpus_size"] == 40
     assert manifest["metrics"] == done["metrics"]
     assert manifest["token_layout"] == "start+joke+eos"
     assert manifest["start_token"] == manifest["eos_token"] == "<|endoftext|>"  # GPT-2
@@ -167,3 +176,37 @@ def test_job_defaults_and_refusals(tmp_path, tiny_model):
     with pytest.raises(JobError, match="already exists"):
         run_job(TrainJob.from_dict(job_dict(tmp_path, tiny_model)), EventWriter())
     assert [p.name for p in existing.parent.iterdir()] == ["v1"]
+
+
+@pytest.mark.parametrize("min_steps", [12])
+def test_a_small_corpus_gets_enough_steps_to_change_the_weights(tmp_path, tiny_model, min_steps):
+    from safetensors.torch import load_file
+
+    snapshot = tmp_path / "snapshot.jsonl"
+    with snapshot.open("w", encoding="utf-8") as out:
+        for number, text in enumerate([*SHORT_JOKES, "Why did the chicken cross the road?"], 1):
+            check = check_joke(text)
+            out.write(json.dumps({"id": number, "text": check.text, "key": check.key}) + "\n")
+    job = TrainJob.from_dict(
+        {
+            "snapshot": str(snapshot), "base": str(tiny_model), "output": str(tmp_path / "v1"),
+            "device": "cpu", "epochs": 1, "batch_size": 16, "min_steps": min_steps,
+            "eval_samples": 2, "sample_max_tokens": 8, "max_minutes": 5,
+            "early_stopping_patience": 100,
+        }
+    )  # fmt: skip
+
+    class Events:
+        def emit(self, event, **fields):
+            pass
+
+    done = run_job(job, Events())
+    manifest = json.loads((tmp_path / "v1" / "manifest.json").read_text())
+    assert manifest["training"]["steps"] == min_steps  # one epoch would have been one step
+    assert manifest["prompt_layout"] == PLAIN
+    before = load_file(tiny_model / "model.safetensors")
+    after = load_file(tmp_path / "v1" / "model.safetensors")
+    changed = [name for name in before if name in after and not before[name].equal(after[name])]
+    assert len(changed) > len(before) // 2, changed
+    assert done["metrics"]["serving"]["layout"] == FEW_SHOT  # the base was measured as served
+    assert done["metrics"]["candidate"]["layout"] == PLAIN

@@ -13,10 +13,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from bot.community.content_policy import ContentPolicy
+from bot.community.moderation import initial_status
 from bot.community.near_duplicates import NearDuplicateIndex
-from bot.community.submissions import held_status
+from bot.community.submissions import catch_up, indexed, near_copy
 from bot.store.database import Database
-from model.contracts.jokes import MAX_JOKE_CHARS, check_joke
+from model.contracts.jokes import MAX_JOKE_CHARS, JokeStatus, check_joke
 
 BATCH = 500
 REFUSALS = {
@@ -85,8 +86,9 @@ async def import_jokes(
     """Validate and store; each batch is one transaction, so an interruption loses no batch.
 
     With `near_duplicates` (the index of the stored jokes, updated here), a near-copy of a
-    stored joke or of an earlier line is a duplicate; a joke that `policy` flags is stored
-    pending review."""
+    stored joke or of an earlier line is a duplicate, checked inside the batch's transaction
+    (so a joke stored meanwhile by the bot or another process counts); a joke that `policy`
+    flags is stored pending review."""
     summary = ImportSummary(read=len(jokes))
     valid: list[tuple[str, str]] = []
     for raw in jokes:
@@ -98,30 +100,32 @@ async def import_jokes(
     if on_progress and summary.rejected:
         on_progress(sum(summary.rejected.values()))
     for start in range(0, len(valid), BATCH):
-        fresh: list[tuple[str, str]] = []
-        placeholders: list[int] = []  # index ids of this batch's jokes until they are stored
-        for offset, (text, key) in enumerate(valid[start : start + BATCH]):
-            if near_duplicates is not None:
-                found = near_duplicates.find(key)  # a stored joke or an earlier line
-                if found is not None:
-                    summary.duplicates += 1
-                    summary.near_copies += found[1] < 100
-                    continue
-                placeholders.append(-(start + offset + 1))
-                near_duplicates.add(placeholders[-1], key)
-            fresh.append((text, key))
-        statuses = [held_status(policy.flags(text) if policy else None) for text, _ in fresh]
-        results = await db.add_jokes(fresh, source=source, statuses=statuses)
-        for i, ((_, key), status, result) in enumerate(zip(fresh, statuses, results, strict=True)):
-            if near_duplicates is not None:
-                near_duplicates.remove(placeholders[i])
-                if result.created:
-                    near_duplicates.add(result.id, key)
-            if result.created:
-                summary.added += 1
-                summary.held += status == "pending"
-            else:
-                summary.duplicates += 1
+        batch = ImportSummary()  # counted into the summary once committed
+        with indexed(near_duplicates) as add_to_index:
+            async with db.transaction():  # checks and inserts of the batch are one step
+                if near_duplicates is not None:
+                    await catch_up(db, near_duplicates)
+                for text, key in valid[start : start + BATCH]:
+                    if near_duplicates is not None and (
+                        copy := await near_copy(db, near_duplicates, key)
+                    ):  # a stored joke, or an earlier line
+                        batch.duplicates += 1
+                        batch.near_copies += copy.score < 100
+                        continue
+                    status = initial_status(  # a host's import waits only when flagged
+                        mode="off", source=source, flagged=bool(policy and policy.flags(text))
+                    )
+                    result = await db.add_joke(text, key, source=source, status=status)
+                    if result.created:
+                        add_to_index(result.id, key)
+                        batch.added += 1
+                        batch.held += status == JokeStatus.PENDING
+                    else:
+                        batch.duplicates += 1
+        summary.added += batch.added
+        summary.held += batch.held
+        summary.duplicates += batch.duplicates
+        summary.near_copies += batch.near_copies
         if on_progress:
             on_progress(min(BATCH, len(valid) - start))
     return summary

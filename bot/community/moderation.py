@@ -8,8 +8,10 @@ from __future__ import annotations
 
 from typing import Literal
 
+from model.contracts.jokes import JokeStatus
+
 ModerationMode = Literal["off", "new", "all"]
-JokeStatus = Literal["approved", "pending"]
+HOST_SOURCES = ("import", "starter")  # what the host adds: never held unless flagged
 
 
 def initial_status(
@@ -27,14 +29,16 @@ def initial_status(
     - `off`: nothing else waits. `all`: every joke waits (community ones too).
     - `new`: a member's jokes wait until `new_member_jokes` of theirs were approved; admins'
       jokes and jokes the community voted up do not wait.
-    Host imports (`source='import'`) are never held unless flagged.
+    Host imports (`source` in HOST_SOURCES) are never held unless flagged, whatever the mode.
     """
     if flagged:
-        return "pending"
-    if mode == "off" or source in ("import", "starter"):
-        return "approved"
+        return JokeStatus.PENDING
+    if mode == "off" or source in HOST_SOURCES:
+        return JokeStatus.APPROVED
     if mode == "all":
-        return "pending"
+        return JokeStatus.PENDING
     if source != "user" or author_is_admin:
-        return "approved"
-    return "pending" if approved_by_author < new_member_jokes else "approved"
+        return JokeStatus.APPROVED
+    if approved_by_author < new_member_jokes:
+        return JokeStatus.PENDING
+    return JokeStatus.APPROVED

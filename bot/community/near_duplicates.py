@@ -34,7 +34,9 @@ class NearDuplicateIndex:
         self._by_length: dict[int, dict[int, str]] = {}
         self._length_of: dict[int, int] = {}
         self._exact: dict[str, int] = {}
-        self.highest_id = 0  # the newest stored joke indexed (ids only grow)
+        # the newest stored joke indexed: the index catches up from the rows above it. Removing
+        # it lowers the mark, since SQLite may give its id to the next joke stored.
+        self.highest_id = 0
 
     @classmethod
     def from_keys(
@@ -56,11 +58,18 @@ class NearDuplicateIndex:
         self._exact.setdefault(key, joke_id)
         self.highest_id = max(self.highest_id, joke_id)
 
+    def key_of(self, joke_id: int) -> str | None:
+        """The key indexed for `joke_id`, if any."""
+        length = self._length_of.get(joke_id)
+        return None if length is None else self._by_length[length][joke_id]
+
     def remove(self, joke_id: int) -> None:
-        """Forget a deleted joke; unknown ids are ignored."""
+        """Forget a deleted joke (or one whose storing was rolled back); unknown ids are ignored."""
         length = self._length_of.pop(joke_id, None)
         if length is None:
             return
+        if joke_id == self.highest_id:
+            self.highest_id = max(self._length_of, default=0)
         key = self._by_length[length].pop(joke_id)
         if not self._by_length[length]:
             del self._by_length[length]

@@ -48,8 +48,9 @@ class RunnerBusy(RunnerError):
 class Completion:
     text: str
     finish_reason: str
-    model: str
+    model: str  # as the engine names what answered
     completion_tokens: int
+    version: int | None = None  # the version that wrote it, when the pool knows (RunnerPool)
 
 
 def _error_message(body: Any, status: int) -> str:

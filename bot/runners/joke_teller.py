@@ -6,9 +6,8 @@ No discord, no torch: the Discord face fits the text into a message.
 from __future__ import annotations
 
 import random
-import re
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from bot.runners.pool import RunnerPool
@@ -54,16 +53,11 @@ class ExamplePool:
 
 @dataclass(frozen=True)
 class ToldJoke:
-    """A joke ready to show, and the model version that wrote it (as the runner names it)."""
+    """A joke ready to show, and the number of the model version that wrote it (None: the
+    runner pool could not tell)."""
 
     text: str
-    model: str = ""
-
-    @property
-    def version_number(self) -> int | None:
-        """3 for "v3"; None when the runner's name is not a jokebot version."""
-        match = re.fullmatch(r"v(\d+)", self.model.strip())
-        return int(match.group(1)) if match else None
+    version: int | None = None
 
 
 class NoCleanJoke(EmptyJoke):
@@ -83,16 +77,17 @@ async def tell_joke(
     runner: RunnerPool,
     settings: Settings,
     prompt: str = "",
-    examples: Sequence[str] = (),
+    examples: ExamplePool | None = None,
     accept: Callable[[str], bool] | None = None,
 ) -> ToldJoke:
     """One complete joke: the first completion that ended by itself and reads as a joke, else
     the first that ended by itself, else the first non-empty one (up to ATTEMPTS tries).
 
-    `examples` are in-context jokes for a `few-shot` serving model (see `ExamplePool`). A joke
-    that `accept` refuses (the content policy) is never shown: the model writes another; when
-    none of the ATTEMPTS jokes passes, NoCleanJoke says so."""
+    `examples` draws the in-context jokes for a `few-shot` serving model, once per joke. A
+    joke that `accept` refuses (the content policy) is never shown: the model writes another;
+    when none of the ATTEMPTS jokes passes, NoCleanJoke says so."""
     prompt = fold_whitespace(prompt or "")
+    shots = await examples.pick() if examples is not None else []
     fallback: ToldJoke | None = None
     finished: ToldJoke | None = None
     refused = 0
@@ -102,12 +97,12 @@ async def tell_joke(
             max_tokens=settings.joke_max_tokens,
             temperature=settings.joke_temperature,
             top_p=settings.joke_top_p,
-            examples=examples,
+            examples=shots,
         )
         text = compose(prompt, completion.text)
         if not completion.text.strip():
             continue
-        told = ToldJoke(text, completion.model)
+        told = ToldJoke(text, completion.version)
         if accept is not None and not accept(told.text):
             refused += 1
             continue

@@ -21,17 +21,23 @@ from pathlib import Path
 from typing import Any
 
 from bot.runners.client import RunnerClient, RunnerError
+from model.contracts.manifest import ADAPTER_FOLDER, version_name
 
-ADAPTER_FOLDER = "adapter"  # as model.lora.ADAPTER_FOLDER writes it (the bot never imports torch)
-KINDS = ("jokebot", "vllm", "sglang")
+BASE = version_name(0)  # the version that is the base model (vLLM serves it without adapter)
 
 
 @dataclass(frozen=True)
 class Target:
-    """A version to serve: its folder (or hub id) and its name (`v3`)."""
+    """A version to serve: its folder (or hub id), its name (`v3`) and its number (3; None for
+    what a replica was found serving when the pool had not been told which version it is)."""
 
     path: str
     name: str
+    number: int | None = None
+
+    @classmethod
+    def of(cls, path: str, number: int) -> Target:
+        return cls(str(path), version_name(number), number)
 
 
 def settings_problem(kind: str, *, train_lora: bool, retrain_from: str) -> str | None:
@@ -91,7 +97,7 @@ class VllmKind(EngineKind):
         adapter = self.adapter(target)
         models = await self._models(client)
         loaded = {m["id"] for m in models if m.get("parent")}
-        if adapter is None and target.name != self.base_name and target.name != "v0":
+        if adapter is None and target.name not in (self.base_name, BASE):
             raise RunnerError(
                 f"{target.name} has no LoRA adapter folder ({target.path}/{ADAPTER_FOLDER}): "
                 "vLLM can only swap in versions trained with TRAIN_LORA=true"
@@ -106,7 +112,7 @@ class VllmKind(EngineKind):
         adapters = [m["id"] for m in models if m.get("parent")]
         if len(adapters) == 1:
             return adapters[0]
-        return "v0" if not adapters else None  # several adapters: mid-swap, say unknown
+        return BASE if not adapters else None  # several adapters: mid-swap, say unknown
 
     def request_model(self, target: Target | None) -> str | None:
         if target is None or self.adapter(target) is None:

@@ -2,7 +2,8 @@
 
 `RUNNER_URL` may list several replicas. `RunnerPool` keeps the client API of one runner
 (`complete`, `health`, `wait_until_ready`, `load`, `close`), so the commands, training and
-version code do not care how many there are:
+version code do not care how many there are. Versions go in by number (`serve`, `load`); each
+completion comes back with the number of the version that wrote it:
 
 - **Routing.** Each completion goes to the healthy replica with the fewest requests in flight
   from this bot, preferring replicas that serve the serving version.
@@ -22,7 +23,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, replace
 from typing import Any
 
 from bot.runners.client import (
@@ -52,7 +53,6 @@ class Replica:
     model_ref: str | None = None
     in_flight: int = 0
     error: str | None = None
-    checked_at: float = field(default=0.0)
 
     def describe(self) -> dict[str, Any]:
         return {
@@ -91,6 +91,7 @@ class RunnerPool:
         ]
         self.kind: EngineKind = engine_kind(kind)
         self.target: Target | None = None  # the serving version, once known
+        self._numbers: dict[str, int] = {}  # version name -> number, of every version given
         self.reconcile_every = reconcile_every
         self.health_every = health_every
         self._swap_lock = asyncio.Lock()
@@ -118,13 +119,17 @@ class RunnerPool:
         for replica in self.replicas:
             await replica.client.close()
 
-    def serve(self, path: str, name: str) -> None:
+    def serve(self, path: str, version: int) -> None:
         """Tell the pool which version serves (the database's); the reconciler enforces it."""
-        self.target = Target(str(path), name)
+        self.target = self._known(Target.of(path, version))
         self.kind.remember(self.target)
 
     async def complete(self, prompt: str, **sampling: Any) -> Completion:
-        """One completion on the best replica; once more on another if the connection fails."""
+        """One completion on the best replica; once more on another if the connection fails.
+
+        Its `version` is the number of the version that wrote it: the one the engine names
+        (our runner, a vLLM adapter), else the one the replica serves; None if neither is a
+        version this pool was given."""
         tried: list[Replica] = []
         error: RunnerError | None = None
         for _ in range(min(2, len(self.replicas))):
@@ -134,9 +139,10 @@ class RunnerPool:
             tried.append(replica)
             replica.in_flight += 1
             try:
-                return await replica.client.complete(
+                completion = await replica.client.complete(
                     prompt, model=self.kind.request_model(self.target), **sampling
                 )
+                return replace(completion, version=self._written_by(completion, replica))
             except RunnerTimeout:
                 raise  # repeating it elsewhere would double the wait
             except RunnerUnavailable as failed:  # connection failed, or 503 (not ready)
@@ -162,9 +168,9 @@ class RunnerPool:
         """Poll until one replica is ready; `is_alive()` returning False stops early."""
         return await poll_until_ready(self.health, timeout, is_alive)
 
-    async def load(self, path: str, version: str, *, timeout: float = 600) -> dict[str, Any]:
+    async def load(self, path: str, version: int) -> dict[str, Any]:
         """Swap `version` into every live replica, all or nothing; the pool then serves it."""
-        target = Target(str(path), version)
+        target = self._known(Target.of(path, version))
         async with self._swap_lock:
             await self.check_health()
             live = [r for r in self.replicas if r.healthy]
@@ -181,16 +187,16 @@ class RunnerPool:
                 except RunnerError as refused:
                     await self._roll_back(done)
                     raise RunnerError(
-                        f"{replica.url} refused {version}: {refused}"
+                        f"{replica.url} refused {target.name}: {refused}"
                         + (" (the other replicas went back)" if done else "")
                     ) from refused
-                replica.version, replica.model_ref = version, str(path)
+                replica.version, replica.model_ref = target.name, target.path
                 done.append((replica, before))
             if not done:
                 raise RunnerUnavailable("every runner replica went away during the swap")
             self.serve(path, version)
-        log.info("%s serves on %d replica(s)", version, len(done))
-        return {"version": version, "model_ref": str(path), "replicas": self.describe()}
+        log.info("%s serves on %d replica(s)", target.name, len(done))
+        return {"version": target.name, "model_ref": target.path, "replicas": self.describe()}
 
     def describe(self) -> list[dict[str, Any]]:
         """Each replica's URL, health, version and requests in flight (for /status)."""
@@ -232,7 +238,6 @@ class RunnerPool:
             replica.healthy, replica.error = True, None
         except RunnerError as error:
             self._mark_down(replica, str(error))
-        replica.checked_at = time.monotonic()
         if replica.healthy != was:
             log.info("runner %s is %s", replica.url, "up" if replica.healthy else "down")
         return replica.healthy and not was
@@ -261,6 +266,18 @@ class RunnerPool:
         return fixed
 
     # ----- internals -----
+    def _known(self, target: Target) -> Target:
+        """Remember `target`'s number under its name (completions are named, not numbered)."""
+        if target.number is not None:
+            self._numbers[target.name] = target.number
+        return target
+
+    def _written_by(self, completion: Completion, replica: Replica) -> int | None:
+        for name in (completion.model, replica.version):
+            if name in self._numbers:
+                return self._numbers[name]
+        return None
+
     def _pick(self, exclude: list[Replica]) -> Replica | None:
         candidates = [r for r in self.replicas if r not in exclude]
         healthy = [r for r in candidates if r.healthy]
@@ -282,7 +299,8 @@ class RunnerPool:
 
     def _current_of(self, replica: Replica) -> Target | None:
         if replica.version and replica.model_ref:
-            return Target(replica.model_ref, replica.version)
+            number = self._numbers.get(replica.version)
+            return Target(replica.model_ref, replica.version, number)
         return None
 
     async def _roll_back(self, done: list[tuple[Replica, Target | None]]) -> None:

@@ -24,12 +24,6 @@ def listening_socket(host: str, port: int) -> socket.socket:
     return socket.create_server((host, port), family=family)
 
 
-def free_port(host: str = "127.0.0.1") -> int:
-    """A port that was free a moment ago (for tests and benchmarks that start servers)."""
-    with listening_socket(host, 0) as probe:
-        return probe.getsockname()[1]
-
-
 class RunnerProcess:
     """A `jokebot runner` child on loopback, with a fresh admin token unless one is configured.
 

@@ -1,7 +1,10 @@
-"""Storage of the community loop: shown jokes, votes, reports, reviews, deletion (SQLite).
+"""Storage of the community loop: shown jokes, votes, reports, reviews, deletion (SQLite or
+PostgreSQL, through `Database`).
 
-Shares the bot's one `Database` connection; every method commits before it returns, so a
-vote or a deletion acknowledged in Discord is on disk. Tables: `migrations/0003_*.sql`.
+Shares the bot's one `Database` connection, taking turns on it like every other store (never
+the raw connection); every method commits before it returns, so a vote or a deletion
+acknowledged in Discord is on disk. What reads and then writes is one transaction.
+Tables: `migrations/0003_*.sql`.
 
 A generated joke joins the corpus (a `jokes` row with source 'community') while its net score
 is at least `promote_at` and nobody reported it; it leaves again when that stops being true.
@@ -13,9 +16,13 @@ from dataclasses import dataclass
 from typing import Literal
 
 from bot.store.database import Database
+from model.contracts.jokes import JokeStatus
 from model.contracts.votes import CommunityScore, VoteCounts
 
 VoteChange = Literal["added", "changed", "withdrawn"]
+# votes up and down among the rows counted (portable: no sum over a comparison)
+_UPS = "sum(CASE WHEN value = 1 THEN 1 ELSE 0 END)"
+_DOWNS = "sum(CASE WHEN value = -1 THEN 1 ELSE 0 END)"
 
 
 @dataclass(frozen=True)
@@ -68,7 +75,7 @@ class CommunityStore:
         *,
         promote_at: int = 3,
         reports_to_hide: int = 3,
-        community_status: str = "approved",
+        community_status: JokeStatus = JokeStatus.APPROVED,
     ) -> None:
         self.db = db
         self.promote_at = promote_at
@@ -77,13 +84,8 @@ class CommunityStore:
         # verdict for source 'community' under the host's MODERATION (the store knows no rules)
         self.community_status = community_status
 
-    @property
-    def _sql(self):
-        return self.db.connection
-
     async def _one(self, query: str, params: tuple = ()) -> tuple | None:
-        async with self._sql.execute(query, params) as cursor:
-            row = await cursor.fetchone()
+        row = await self.db.fetchone(query, params)
         return None if row is None else tuple(row)
 
     async def _scalar(self, query: str, params: tuple = ()) -> int:
@@ -103,15 +105,14 @@ class CommunityStore:
         channel_id: int | None,
     ) -> int:
         """Store a generated joke about to be shown; its id goes into the buttons' custom ids."""
-        cursor = await self._sql.execute(
+        return await self.db.insert(
             "INSERT INTO generated_jokes (text, norm_key, prompt, model_version, guild_id,"
             " channel_id) VALUES (?,?,?,?,?,?)",
             (text, key, prompt, model_version, guild_id, channel_id),
         )
-        return cursor.lastrowid
 
     async def set_message(self, generated_id: int, message_id: int) -> None:
-        await self._sql.execute(
+        await self.db.execute(
             "UPDATE generated_jokes SET message_id = ? WHERE id = ?", (message_id, generated_id)
         )
 
@@ -125,8 +126,7 @@ class CommunityStore:
 
     async def counts(self, generated_id: int) -> VoteCounts:
         row = await self._one(
-            "SELECT coalesce(sum(value = 1), 0), coalesce(sum(value = -1), 0) FROM votes"
-            " WHERE generated_id = ?",
+            f"SELECT coalesce({_UPS}, 0), coalesce({_DOWNS}, 0) FROM votes WHERE generated_id = ?",
             (generated_id,),
         )
         return VoteCounts(up=row[0], down=row[1]) if row else VoteCounts()
@@ -136,19 +136,20 @@ class CommunityStore:
         if value not in (1, -1):
             raise ValueError("a vote is 1 or -1")
         async with self.db.transaction():
+            await self.db.serialize(_generated_lock(generated_id))  # PostgreSQL: one at a time
             row = await self._one(
                 "SELECT value FROM votes WHERE generated_id = ? AND user_id = ?",
                 (generated_id, user_id),
             )
             if row is not None and row[0] == value:
-                await self._sql.execute(
+                await self.db.execute(
                     "DELETE FROM votes WHERE generated_id = ? AND user_id = ?",
                     (generated_id, user_id),
                 )
                 change: VoteChange = "withdrawn"
                 now = 0
             else:
-                await self._sql.execute(
+                await self.db.execute(
                     "INSERT INTO votes (generated_id, user_id, value) VALUES (?,?,?)"
                     " ON CONFLICT (generated_id, user_id) DO UPDATE SET value = excluded.value,"
                     " voted_at = excluded.voted_at",
@@ -156,66 +157,75 @@ class CommunityStore:
                 )
                 change = "added" if row is None else "changed"
                 now = value
-            await self._sync_corpus(generated_id)
-        return VoteOutcome(counts=await self.counts(generated_id), vote=now, change=change)
+            counts = await self._sync_corpus(generated_id)  # exactly the state this vote left
+        return VoteOutcome(counts=counts, vote=now, change=change)
 
-    async def _sync_corpus(self, generated_id: int) -> None:
-        """Put a generated joke into the corpus, or take it out, after its votes changed."""
+    async def _sync_corpus(self, generated_id: int) -> VoteCounts:
+        """Put a generated joke into the corpus, or take it out, after its votes changed; its
+        counts now. One query reads what decides it (every query in a transaction waits a turn
+        of the event loop, and transactions take turns)."""
         row = await self._one(
-            "SELECT text, norm_key, guild_id, corpus_joke_id, blocked FROM generated_jokes"
-            " WHERE id = ?",
+            "SELECT text, norm_key, guild_id, corpus_joke_id, blocked,"
+            f" (SELECT coalesce({_UPS}, 0) FROM votes WHERE generated_id = g.id),"
+            f" (SELECT coalesce({_DOWNS}, 0) FROM votes WHERE generated_id = g.id),"
+            " (SELECT count(*) FROM reports WHERE generated_id = g.id)"
+            " FROM generated_jokes g WHERE id = ?",
             (generated_id,),
         )
         if row is None:
-            return
-        text, key, guild_id, corpus_id, blocked = row
-        counts = await self.counts(generated_id)
-        reports = await self._scalar(
-            "SELECT count(*) FROM reports WHERE generated_id = ?", (generated_id,)
-        )
+            return VoteCounts()
+        text, key, guild_id, corpus_id, blocked, up, down, reports = row
+        counts = VoteCounts(up=up, down=down)
         eligible = not blocked and reports == 0 and counts.net >= self.promote_at
         if eligible and corpus_id is None:
             result = await self.db.add_joke(
                 text, key, source="community", guild_id=guild_id, status=self.community_status
             )
             if result.created:  # a joke already in the corpus stays as it is
-                await self._sql.execute(
+                await self.db.execute(
                     "UPDATE generated_jokes SET corpus_joke_id = ? WHERE id = ?",
                     (result.id, generated_id),
                 )
         elif not eligible and corpus_id is not None:
             await self._delete_joke_rows(corpus_id)
-            await self._sql.execute(
+            await self.db.execute(
                 "UPDATE generated_jokes SET corpus_joke_id = NULL WHERE id = ?", (generated_id,)
             )
+        return counts
 
     async def version_scores(self) -> dict[int, CommunityScore]:
         """Community score per model version (only versions whose jokes got votes)."""
-        async with self._sql.execute(
-            "SELECT g.model_version, sum(v.value = 1), sum(v.value = -1) FROM votes v"
+        rows = await self.db.fetchall(
+            f"SELECT g.model_version, {_UPS}, {_DOWNS} FROM votes v"
             " JOIN generated_jokes g ON g.id = v.generated_id"
             " WHERE g.model_version IS NOT NULL GROUP BY g.model_version"
-        ) as cursor:
-            return {row[0]: CommunityScore(up=row[1], down=row[2]) async for row in cursor}
+        )
+        return {row[0]: CommunityScore(up=row[1], down=row[2]) for row in rows}
 
     # ---- reports ----------------------------------------------------------------------------
 
     async def report_generated(self, generated_id: int, user_id: int) -> ReportOutcome:
         """🚩 on a shown joke: it never joins the corpus (and leaves it if it had)."""
         async with self.db.transaction():
-            cursor = await self._sql.execute(
+            await self.db.serialize(_generated_lock(generated_id))
+            written = await self.db.execute(
                 "INSERT INTO reports (user_id, generated_id) VALUES (?, ?) ON CONFLICT DO NOTHING",
                 (user_id, generated_id),
             )
             had_corpus = (await self.generated(generated_id) or _NO_JOKE).corpus_joke_id
             await self._sync_corpus(generated_id)
-        return ReportOutcome(new=cursor.rowcount == 1, hidden=had_corpus is not None)
+        return ReportOutcome(new=written.rowcount == 1, hidden=had_corpus is not None)
 
     async def report_joke(self, joke_id: int, user_id: int) -> ReportOutcome:
-        """/report id: with `reports_to_hide` reports since the last review it goes pending."""
+        """/report id: with `reports_to_hide` reports since the last review it goes pending.
+
+        A joke deleted meanwhile gets no report (`new` is False): no report outlives its joke."""
         async with self.db.transaction():
-            cursor = await self._sql.execute(
-                "INSERT INTO reports (user_id, joke_id) VALUES (?, ?) ON CONFLICT DO NOTHING",
+            await self.db.serialize(f"joke:{joke_id}")
+            written = await self.db.execute(
+                "INSERT INTO reports (user_id, joke_id)"
+                " SELECT CAST(? AS BIGINT), id FROM jokes WHERE id = ?"
+                " ON CONFLICT DO NOTHING",
                 (user_id, joke_id),
             )
             seen = await self._scalar(
@@ -227,12 +237,12 @@ class CommunityStore:
             )
             hidden = False
             if since >= self.reports_to_hide:  # a moderator looks again
-                update = await self._sql.execute(
-                    "UPDATE jokes SET status = 'pending' WHERE id = ? AND status = 'approved'",
-                    (joke_id,),
+                update = await self.db.execute(
+                    "UPDATE jokes SET status = ? WHERE id = ? AND status = ?",
+                    (JokeStatus.PENDING, joke_id, JokeStatus.APPROVED),
                 )
                 hidden = update.rowcount == 1
-        return ReportOutcome(new=cursor.rowcount == 1, hidden=hidden)
+        return ReportOutcome(new=written.rowcount == 1, hidden=hidden)
 
     # ---- stored jokes: lookup, moderation, deletion -----------------------------------------
 
@@ -244,31 +254,35 @@ class CommunityStore:
 
     async def approved_count_by(self, author_id: int) -> int:
         return await self._scalar(
-            "SELECT count(*) FROM jokes WHERE author_id = ? AND status = 'approved'", (author_id,)
+            "SELECT count(*) FROM jokes WHERE author_id = ? AND status = ?",
+            (author_id, JokeStatus.APPROVED),
         )
 
     async def oldest_pending(self) -> tuple[StoredJoke | None, int]:
         """The joke /review shows next, and how many are pending in all."""
         row = await self._one(
-            "SELECT id, text, author_id, source, status FROM jokes WHERE status = 'pending'"
-            " ORDER BY id LIMIT 1"
+            "SELECT id, text, author_id, source, status FROM jokes WHERE status = ?"
+            " ORDER BY id LIMIT 1",
+            (JokeStatus.PENDING,),
         )
-        total = await self._scalar("SELECT count(*) FROM jokes WHERE status = 'pending'")
+        total = await self._scalar(
+            "SELECT count(*) FROM jokes WHERE status = ?", (JokeStatus.PENDING,)
+        )
         return (None if row is None else StoredJoke(*row)), total
 
-    async def review(self, joke_id: int, reviewer_id: int, decision: str) -> bool:
+    async def review(self, joke_id: int, reviewer_id: int, decision: JokeStatus) -> bool:
         """Approve or reject a pending joke; False when it is no longer pending (or gone)."""
-        if decision not in ("approved", "rejected"):
+        if decision not in (JokeStatus.APPROVED, JokeStatus.REJECTED):
             raise ValueError("decision is 'approved' or 'rejected'")
         async with self.db.transaction():
-            update = await self._sql.execute(
-                "UPDATE jokes SET status = ? WHERE id = ? AND status = 'pending'",
-                (decision, joke_id),
+            update = await self.db.execute(
+                "UPDATE jokes SET status = ? WHERE id = ? AND status = ?",
+                (decision, joke_id, JokeStatus.PENDING),
             )
             if update.rowcount != 1:
                 return False
             seen = await self._scalar("SELECT max(id) FROM reports WHERE joke_id = ?", (joke_id,))
-            await self._sql.execute(
+            await self.db.execute(
                 "INSERT INTO reviews (joke_id, reviewer_id, decision, reports_seen)"
                 " VALUES (?,?,?,?)",
                 (joke_id, reviewer_id, decision, seen),
@@ -277,9 +291,9 @@ class CommunityStore:
 
     async def _delete_joke_rows(self, joke_id: int) -> None:
         """Delete a corpus joke and what refers to it (no foreign keys point at `jokes`)."""
-        await self._sql.execute("DELETE FROM reports WHERE joke_id = ?", (joke_id,))
-        await self._sql.execute("DELETE FROM reviews WHERE joke_id = ?", (joke_id,))
-        await self._sql.execute("DELETE FROM jokes WHERE id = ?", (joke_id,))
+        await self.db.execute("DELETE FROM reports WHERE joke_id = ?", (joke_id,))
+        await self.db.execute("DELETE FROM reviews WHERE joke_id = ?", (joke_id,))
+        await self.db.execute("DELETE FROM jokes WHERE id = ?", (joke_id,))
 
     async def delete_joke(self, joke_id: int) -> bool:
         """Delete a stored joke for good (its text may be stored again); False if unknown.
@@ -290,8 +304,8 @@ class CommunityStore:
         async with self.db.transaction():
             if await self.joke(joke_id) is None:
                 return False
-            await self._sql.execute(
-                "UPDATE generated_jokes SET corpus_joke_id = NULL, blocked = 1"
+            await self.db.execute(
+                "UPDATE generated_jokes SET corpus_joke_id = NULL, blocked = TRUE"
                 " WHERE corpus_joke_id = ?",
                 (joke_id,),
             )
@@ -315,19 +329,25 @@ class CommunityStore:
         generated jokes they voted on are re-checked against the corpus rules.
         """
         async with self.db.transaction():
-            async with self._sql.execute(
-                "SELECT generated_id FROM votes WHERE user_id = ?"
-                " UNION SELECT generated_id FROM reports WHERE user_id = ?"
-                " AND generated_id IS NOT NULL",
-                (user_id, user_id),
-            ) as cursor:
-                touched = [row[0] async for row in cursor]
-            async with self._sql.execute(
-                "SELECT id FROM jokes WHERE author_id = ?", (user_id,)
-            ) as cursor:
-                own = [row[0] async for row in cursor]
-            votes = await self._sql.execute("DELETE FROM votes WHERE user_id = ?", (user_id,))
-            reports = await self._sql.execute("DELETE FROM reports WHERE user_id = ?", (user_id,))
+            touched = [
+                row[0]
+                for row in await self.db.fetchall(
+                    "SELECT generated_id FROM votes WHERE user_id = ?"
+                    " UNION SELECT generated_id FROM reports WHERE user_id = ?"
+                    " AND generated_id IS NOT NULL",
+                    (user_id, user_id),
+                )
+            ]
+            for generated_id in sorted(touched):  # in order: no two transactions deadlock
+                await self.db.serialize(_generated_lock(generated_id))
+            own = [
+                row[0]
+                for row in await self.db.fetchall(
+                    "SELECT id FROM jokes WHERE author_id = ?", (user_id,)
+                )
+            ]
+            votes = await self.db.execute("DELETE FROM votes WHERE user_id = ?", (user_id,))
+            reports = await self.db.execute("DELETE FROM reports WHERE user_id = ?", (user_id,))
             for joke_id in own:
                 await self._delete_joke_rows(joke_id)
             for generated_id in touched:
@@ -336,3 +356,8 @@ class CommunityStore:
 
 
 _NO_JOKE = GeneratedJoke(0, "", "", None, None, None)
+
+
+def _generated_lock(generated_id: int) -> str:
+    """What a vote or a report on a generated joke serializes on (see `Database.serialize`)."""
+    return f"generated:{generated_id}"

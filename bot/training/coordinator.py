@@ -11,8 +11,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import fcntl
-import hashlib
-import json
 import logging
 import os
 import shutil
@@ -23,13 +21,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bot.runners.client import RunnerError
 from bot.runners.pool import RunnerPool
 from bot.settings import Settings
 from bot.store.database import Database
 from bot.store.leader import LockHeld, cluster_lock
 from bot.training import versions
-from bot.training.gate import GatePolicy, decide
+from bot.training.gate import GatePolicy
 from bot.training.progress import TrainingProgress
 from bot.training.trainer import (
     TrainerProcess,
@@ -37,7 +34,8 @@ from bot.training.trainer import (
     resolve_train_processes,
     trainer_command,
 )
-from model.contracts.corpus import write_snapshot
+from model.contracts.corpus import corpus_hash, write_snapshot
+from model.contracts.manifest import VersionOrigin, version_name
 from model.contracts.training_events import DoneEvent, ErrorEvent, TrainerEvent
 from model.contracts.training_job import TrainJob
 
@@ -65,14 +63,6 @@ class TrainingOutcome:
     metrics: dict[str, Any] = field(default_factory=dict)
     samples: dict[str, str] = field(default_factory=dict)
     seconds: float = 0.0
-
-
-def corpus_hash(keys: list[str]) -> str:
-    """A fingerprint of the corpus content (order-independent)."""
-    digest = hashlib.sha256()
-    for key in sorted(keys):
-        digest.update(key.encode("utf-8") + b"\n")
-    return digest.hexdigest()
 
 
 class TrainingCoordinator:
@@ -162,7 +152,7 @@ class TrainingCoordinator:
         """One training per data directory (a file lock: the bot and `jokebot train`) and, on
         PostgreSQL, one across every process sharing the database (an advisory lock)."""
         async with contextlib.AsyncExitStack() as stack:
-            stack.enter_context(_host_training_lock(self.settings.data_dir))
+            stack.enter_context(host_training_lock(self.settings.data_dir))
             try:
                 await stack.enter_async_context(cluster_lock(self.db.backend, "training"))
             except LockHeld:
@@ -174,25 +164,24 @@ class TrainingCoordinator:
         corpus = await self.db.corpus()
         if len(corpus) < max(2, settings.train_min_jokes):  # shrank since train() checked
             return TrainingOutcome(run_id, "failed", await self.corpus_refusal() or "")
-        await ensure_embedded_model(self.settings)
+        await _convert_embedded_base_in_child(self.settings)
         serving = await self.db.active_version()
         base_ref = serving.path if settings.retrain_from == "serving" else settings.base_model_ref
         parent = serving.version if settings.retrain_from == "serving" else 0
         number = await self.db.next_version_number()
-        output = settings.models_dir / f"v{number}"
+        output = settings.models_dir / version_name(number)
         shutil.rmtree(output, ignore_errors=True)  # a folder no database row names is garbage
         work = settings.data_dir / "runs" / f"run-{run_id}"
         work.mkdir(parents=True, exist_ok=True)
         snapshot = work / "snapshot.jsonl"
         write_snapshot(snapshot, corpus)
-        fingerprint = corpus_hash([joke.key for joke in corpus])
         await self.db.update_run(
             run_id,
             corpus_size=len(corpus),
-            corpus_hash=fingerprint,
+            corpus_hash=corpus_hash(corpus),
             last_joke_id=corpus[-1].id,
         )
-        job = self._job(snapshot, base_ref, serving.path, output, number, parent, fingerprint)
+        job = self._job(snapshot, base_ref, serving.path, output, number, parent)
         job_file = work / "job.json"
         job_file.write_text(job.file_text(), encoding="utf-8")
 
@@ -203,49 +192,39 @@ class TrainingCoordinator:
             reason = done.message if isinstance(done, ErrorEvent) else ""
             return TrainingOutcome(run_id, "failed", reason or "the trainer ended without a result")
 
-        metrics = done.metrics
-        manifest = _read_manifest(output)
-        decision = decide(metrics["candidate"], metrics["serving"], self._policy())
-        outcome = TrainingOutcome(
-            run_id,
-            "rejected",
-            decision.reason,
-            version=number,
-            metrics=metrics,
-            samples=done.samples,
-        )
-        await self.db.add_version(
-            number,
-            str(output),
-            parent_version=parent,
-            status="rejected",
-            metrics=metrics,
-            manifest=manifest,
-        )
-        if decision.promote:
+        candidate = versions.Candidate(number, output, parent, done.metrics)
+
+        async def announce_loading() -> None:
             where = "into the runner" if self.runner else "as the serving version"
-            self.progress.phase, self.progress.detail = "loading", f"v{number} {where}"
+            self.progress.phase, self.progress.detail = "loading", f"{candidate.name} {where}"
             await on_progress(self.progress)
-            try:
-                await self.db.set_version_status(number, "promoted")
-                await versions.activate(self.db, self.runner, await self.db.version(number))
-                outcome.status = "promoted"
-            except (RunnerError, versions.VersionError) as error:
-                await self.db.set_version_status(number, "rejected")
-                outcome.message = f"the runner refused v{number}: {error}"
-        if outcome.status == "rejected":
-            shutil.rmtree(output, ignore_errors=True)
+
+        promotion = await versions.promote(
+            self.db,
+            self.runner,
+            candidate,
+            self._policy(),
+            keep=settings.keep_versions,
+            before_loading=announce_loading,
+        )
+        status = "promoted" if promotion.promoted else "rejected"
         await self.db.update_run(
             run_id,
-            status=outcome.status,
+            status=status,
             finished=True,
-            message=outcome.message,
-            metrics=metrics,
+            message=promotion.reason,
+            metrics=done.metrics,
             candidate_version=number,
         )
-        await versions.prune(self.db, settings.keep_versions)
         shutil.rmtree(work, ignore_errors=True)
-        return outcome
+        return TrainingOutcome(
+            run_id,
+            status,
+            promotion.reason,
+            version=number,
+            metrics=done.metrics,
+            samples=done.samples,
+        )
 
     def _policy(self) -> GatePolicy:
         return GatePolicy(
@@ -262,7 +241,6 @@ class TrainingCoordinator:
         output: Path,
         number: int,
         parent: int,
-        fingerprint: str,
     ) -> TrainJob:
         s = self.settings
         return TrainJob(
@@ -284,14 +262,9 @@ class TrainingCoordinator:
             sample_temperature=s.joke_temperature,  # measure what /joke will serve
             sample_top_p=s.joke_top_p,
             few_shot_examples=s.few_shot_examples,  # how a `few-shot` v0 serves
-            manifest={
-                "version": number,
-                "parent_version": parent,
-                "base_model": s.base_model_ref,
-                "started_from": base_ref,
-                "corpus_hash": fingerprint,
-                "corpus_size": sum(1 for _ in snapshot.open(encoding="utf-8")),
-            },
+            origin=VersionOrigin(
+                version=number, parent_version=parent, base_model=s.base_model_ref
+            ),
         )
 
     async def _run_trainer(
@@ -328,7 +301,7 @@ class TrainingCoordinator:
 
 
 @contextlib.contextmanager
-def _host_training_lock(data_dir: Path) -> Iterator[None]:
+def host_training_lock(data_dir: Path) -> Iterator[None]:
     """One training per data directory across processes (the bot and a CLI `jokebot train`)."""
     data_dir.mkdir(parents=True, exist_ok=True)
     with (data_dir / "training.lock").open("w") as handle:
@@ -342,8 +315,9 @@ def _host_training_lock(data_dir: Path) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
-async def ensure_embedded_model(settings: Settings) -> None:
-    """Convert the embedded model in a child process if it is the base and not converted yet."""
+async def _convert_embedded_base_in_child(settings: Settings) -> None:
+    """Have `model.embedded.ensure_embedded_model` convert the embedded base model, in a child
+    process (it imports torch, the bot never does), when it is the base and not converted yet."""
     if settings.model_base or (Path(settings.base_model_ref) / "config.json").is_file():
         return
     process = await asyncio.create_subprocess_exec(
@@ -351,13 +325,6 @@ async def ensure_embedded_model(settings: Settings) -> None:
     )
     if await process.wait() != 0:
         raise RuntimeError("converting the embedded model failed (see the log above)")
-
-
-def _read_manifest(folder: Path) -> dict[str, Any]:
-    try:
-        return json.loads((folder / "manifest.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {}
 
 
 def _read_text(path: Path) -> str:

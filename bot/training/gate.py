@@ -6,7 +6,7 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-Z_95 = 1.96  # two-sided 95% for the one-joke rate's sampling noise
+from model.contracts.votes import Z_95  # two-sided 95%: here the one-joke rate's sampling noise
 
 
 @dataclass(frozen=True)

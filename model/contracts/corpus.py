@@ -3,10 +3,13 @@
 The bot reads approved jokes from SQLite as `CorpusJoke`s and writes them with
 `write_snapshot`; the trainer reads the same file back with `read_snapshot`. JSONL, one
 `{"id", "text", "key"}` object a line, so a host can read (and hand-edit) a run's snapshot.
+`corpus_hash` is the corpus's fingerprint: the bot records it with the run, the trainer in the
+version's manifest, computed the same way from the same jokes.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -22,6 +25,14 @@ class CorpusJoke:
     id: int
     text: str
     key: str
+
+
+def corpus_hash(jokes: Iterable[CorpusJoke]) -> str:
+    """A fingerprint of the corpus's content: the sha256 of its duplicate keys, in any order."""
+    digest = hashlib.sha256()
+    for key in sorted(joke.key for joke in jokes):
+        digest.update(key.encode("utf-8") + b"\n")
+    return digest.hexdigest()
 
 
 def write_snapshot(path: str | Path, jokes: Iterable[CorpusJoke]) -> None:

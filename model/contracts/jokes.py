@@ -1,7 +1,8 @@
-"""What counts as a valid joke, and when two jokes are the same joke.
+"""What counts as a valid joke, when two jokes are the same joke, and a stored joke's status.
 
 Pure standard library: the bot uses it for `/addjoke` and `jokebot import`, and the trainer
 uses `normalise_key` to recognise a generated joke that copies a training joke verbatim.
+`reads_as_joke` is the one rule for generated text: /joke picks by it, the gate counts by it.
 """
 
 from __future__ import annotations
@@ -9,10 +10,21 @@ from __future__ import annotations
 import re
 import unicodedata
 from dataclasses import dataclass
+from enum import StrEnum
 
 MAX_JOKE_CHARS = 280
 MIN_JOKE_CHARS = 3
 MIN_GENERATED_CHARS = 10
+
+
+class JokeStatus(StrEnum):
+    """A stored joke's review status (the `jokes.status` column): only approved jokes are the
+    corpus; `bot.community.moderation` decides which new jokes wait for /review."""
+
+    APPROVED = "approved"
+    PENDING = "pending"  # waits for a moderator's /review
+    REJECTED = "rejected"  # a moderator refused it
+
 
 _WHITESPACE = re.compile(r"\s+")
 _MENTION_OR_LINK = re.compile(
@@ -48,13 +60,17 @@ _SENTENCE_END = ".!?…\"'”’)*😀😂🤣"
 
 
 def reads_as_joke(text: str) -> bool:
-    """Whether generated text reads as one joke: 10 to 280 characters on at most two lines,
-    words rather than code or markup, starting and ending like a sentence."""
+    """Whether generated text looks like one joke: 10 to 280 characters on one line, words
+    rather than code or markup, starting and ending like a sentence.
+
+    The one rule for "one joke": /joke prefers a completion that ended by itself and reads as a
+    joke, and the gate's one-joke rate (`model.evaluate`) is the share of samples that did."""
     text = text.strip()
     words = text.split()
     return (
         MIN_GENERATED_CHARS <= len(text) <= MAX_JOKE_CHARS
-        and text.count("\n") <= 1
+        and "\n" not in text
+        and "\r" not in text
         and len(words) >= 3
         and (text[0].isupper() or text[0].isdigit() or text[0] in "\"'“‘(")
         and text[-1] in _SENTENCE_END

@@ -1,6 +1,6 @@
 """The trainer's progress protocol: one JSON object a line on its stdout, nothing else there.
 
-`model/progress.py` writes these records, `bot/training/coordinator.py` reads them with
+`model/event_writer.py` writes these records, `bot/training/trainer.py` reads them with
 `parse_event` and `bot/training/progress.py` folds them into what people see. In order:
 
     start       once, when the first optimizer step is about to run

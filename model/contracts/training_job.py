@@ -13,6 +13,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from model.contracts.manifest import VersionOrigin
 from model.contracts.sampling import DEFAULT_TEMPERATURE, DEFAULT_TOP_P
 
 log = logging.getLogger(__name__)
@@ -73,7 +74,7 @@ class TrainJob(BaseModel):
     sample_top_p: float = DEFAULT_TOP_P
     few_shot_examples: int = 4  # in-context jokes when the serving model is `few-shot`
     max_example_tokens: int = 128
-    manifest: dict[str, Any] = Field(default_factory=dict)  # extra fields for manifest.json
+    origin: VersionOrigin = Field(default_factory=VersionOrigin)  # the bot's part of the manifest
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> TrainJob:
@@ -117,8 +118,8 @@ class TrainJob(BaseModel):
         return self.lora_learning_rate or 10 * self.learning_rate
 
     def hyperparameters(self) -> dict[str, Any]:
-        """The fields that shape training (for the manifest): no paths, no extra manifest."""
-        return self.model_dump(exclude={"snapshot", "output", "manifest", "base", "serving"})
+        """The fields that shape training (for the manifest): no paths, not the origin."""
+        return self.model_dump(exclude={"snapshot", "output", "origin", "base", "serving"})
 
     def file_text(self) -> str:
         """The job file: the fields that were set, as the bot has always written them."""

@@ -12,7 +12,7 @@ from discord import app_commands
 from discord.ext import commands
 
 from bot.community.moderation import initial_status
-from bot.community.submissions import duplicate_message, find_near_copy
+from bot.community.submissions import NearCopy, duplicate_message, store_unless_near_copy
 from bot.discord_app.checks import is_admin
 from bot.discord_app.commands.throttle import refuse_when_rate_limited
 from bot.discord_app.commands.votes import vote_view
@@ -21,7 +21,7 @@ from bot.discord_app.text_limits import fit_message
 from bot.runners.client import RunnerBusy, RunnerError, RunnerUnavailable
 from bot.runners.joke_teller import MAX_PROMPT_CHARS, EmptyJoke, NoCleanJoke, tell_joke
 from bot.services import Services
-from model.contracts.jokes import check_joke, normalise_key
+from model.contracts.jokes import JokeStatus, check_joke, normalise_key
 
 log = logging.getLogger(__name__)
 UNAVAILABLE = "The joke machine is unavailable, try again shortly."
@@ -64,10 +64,8 @@ class JokeCommands(commands.Cog):
         if not check.ok:
             await reply_error(interaction, f"Not stored: {check.reason}")
             return
-        index = self.services.near_duplicates
-        if copy := await find_near_copy(self.services.db, index, check.key):
-            await reply_error(interaction, duplicate_message(copy.id, copy.text))
-            return
+        # storing waits its turn behind other writes (a burst of /addjoke, votes): answer first
+        await interaction.response.defer(ephemeral=True, thinking=True)
         flag = self.services.content_policy.flags(check.text)
         settings = self.services.settings
         status = initial_status(
@@ -78,7 +76,10 @@ class JokeCommands(commands.Cog):
             new_member_jokes=settings.moderation_new_member_jokes,
             flagged=flag is not None,
         )
-        result = await self.services.db.add_joke(
+        # the near-copy check and the insert are one step: of copies sent at once, one is stored
+        result = await store_unless_near_copy(
+            self.services.db,
+            self.services.near_duplicates,
             check.text,
             check.key,
             source="user",
@@ -86,18 +87,16 @@ class JokeCommands(commands.Cog):
             guild_id=interaction.guild_id,
             status=status,
         )  # committed before we answer
-        if result.created:
-            index.add(result.id, check.key)
-        if result.created and status == "pending":
+        if isinstance(result, NearCopy):
+            message = duplicate_message(result.id, result.text)
+        elif result.created and status == JokeStatus.PENDING:
             log.info("/addjoke: #%d held for review (%s)", result.id, flag or settings.moderation)
             message = f"Stored as #{result.id}, waiting for review."
         elif result.created:
             message = f"Stored as #{result.id}. Thanks! It will be part of the next training."
         else:
             message = duplicate_message(result.id, await self.services.db.joke_text(result.id))
-        await interaction.response.send_message(
-            message, ephemeral=True, allowed_mentions=NO_MENTIONS
-        )
+        await interaction.followup.send(message, ephemeral=True, allowed_mentions=NO_MENTIONS)
 
     async def send_generated_joke(self, interaction: discord.Interaction, prompt: str) -> None:
         """Defer, ask the model, store the joke (committed), then post it with its buttons."""
@@ -108,7 +107,7 @@ class JokeCommands(commands.Cog):
                 services.runner,
                 services.settings,
                 prompt,
-                examples=await services.examples.pick(),
+                examples=services.examples,
                 accept=lambda joke: services.content_policy.flags(joke) is None,
             )
         except RunnerBusy as busy:
@@ -129,8 +128,8 @@ class JokeCommands(commands.Cog):
             await reply_error(interaction, "The model could not come up with a joke; try again.")
             return
         text = fit_message(told.text)  # within Discord's message size
-        version = told.version_number
-        if version is None:
+        version = told.version
+        if version is None:  # the runner pool could not tell: the version the database serves
             version = (await services.db.active_version()).version
         generated_id = await services.community.record_shown(
             text,

@@ -19,12 +19,14 @@ from bot.discord_app.permissions import ADMIN_REFUSAL
 from bot.discord_app.replies import NO_MENTIONS, reply_error
 from bot.services import Services
 from bot.store.community import CommunityStore, StoredJoke
+from model.contracts.jokes import JokeStatus
 
 log = logging.getLogger(__name__)
 KEEP_UNTIL_NEXT_TRAINING = (
     "Model versions already trained keep what they learnt until the next training."
 )
 NOTHING_PENDING = "Nothing waits for review."
+_DECISIONS = f"{JokeStatus.APPROVED}|{JokeStatus.REJECTED}"  # what a review button may say
 
 
 def _services(interaction: discord.Interaction) -> Services:
@@ -33,12 +35,12 @@ def _services(interaction: discord.Interaction) -> Services:
 
 class ReviewButton(
     discord.ui.DynamicItem[discord.ui.Button],
-    template=r"jokebot:review:(?P<decision>approved|rejected):(?P<id>\d+)",
+    template=rf"jokebot:review:(?P<decision>{_DECISIONS}):(?P<id>\d+)",
 ):
     """Approve or Reject under the joke `/review` shows."""
 
-    def __init__(self, decision: str, joke_id: int) -> None:
-        approve = decision == "approved"
+    def __init__(self, decision: JokeStatus, joke_id: int) -> None:
+        approve = decision == JokeStatus.APPROVED
         super().__init__(
             discord.ui.Button(
                 style=discord.ButtonStyle.success if approve else discord.ButtonStyle.danger,
@@ -54,7 +56,7 @@ class ReviewButton(
     async def from_custom_id(
         cls, interaction: discord.Interaction, item: discord.ui.Button, match: Any
     ) -> ReviewButton:
-        return cls(match["decision"], int(match["id"]))
+        return cls(JokeStatus(match["decision"]), int(match["id"]))
 
     async def callback(self, interaction: discord.Interaction) -> None:
         if not is_admin(interaction):
@@ -62,7 +64,7 @@ class ReviewButton(
             return
         store = _services(interaction).community
         done = await store.review(self.joke_id, interaction.user.id, self.decision)
-        verb = "Approved" if self.decision == "approved" else "Rejected"
+        verb = "Approved" if self.decision == JokeStatus.APPROVED else "Rejected"
         head = f"{verb} #{self.joke_id}." if done else f"#{self.joke_id} was already dealt with."
         content, view = await review_page(store, head)
         await interaction.response.edit_message(
@@ -121,8 +123,8 @@ async def review_page(store: CommunityStore, head: str = "") -> tuple[str, disco
     if joke is None:
         return prefix + NOTHING_PENDING, None
     view = discord.ui.View(timeout=None)
-    view.add_item(ReviewButton("approved", joke.id))
-    view.add_item(ReviewButton("rejected", joke.id))
+    view.add_item(ReviewButton(JokeStatus.APPROVED, joke.id))
+    view.add_item(ReviewButton(JokeStatus.REJECTED, joke.id))
     return prefix + _review_text(joke, left), view
 
 

@@ -1,9 +1,14 @@
-"""Per-row next-token choice for a batch: greedy, or temperature + top-p with a row's own RNG.
+"""The sampler: per-row next-token choice for a batch, greedy or temperature + top-p.
 
-Each sampling row draws exactly one uniform number per token from its own `torch.Generator`, and
-the token is picked by inverting the row's nucleus-truncated cumulative distribution. A request's
-choices therefore depend only on its own logits and seed, never on which other requests share
-the batch (every operation here is row-wise).
+Each sampling row draws exactly one uniform number per token from its own `torch.Generator`
+(seeded with the request's seed + the choice's index), and the token is picked by inverting the
+row's nucleus-truncated cumulative distribution. Given its logits, a row's choice therefore
+depends only on its own seed, never on which other requests share the batch (every operation
+here is row-wise). The logits themselves are another matter: the model's forward pass is not
+batch-invariant on every CPU kernel (AVX-512, for one) or GPU, so a row's logits may differ in
+their last bits between batch compositions, and sampling can turn that into another token.
+Hence what `seed` promises, as OpenAI's does: the same text for the same request in the same
+batch composition, best effort otherwise.
 
 Finding the nucleus (the smallest set of most likely tokens whose mass reaches top_p) without
 sorting the vocabulary: sorting 49k probabilities costs 3-18 ms a row on a 2-core CPU, more than
@@ -15,6 +20,7 @@ and sort only that bucket. The result is the same set a full sort gives (up to e
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -37,6 +43,15 @@ def make_generator(seed: int) -> torch.Generator:
     gen = torch.Generator(device="cpu")
     gen.manual_seed(seed % (2**64))
     return gen
+
+
+def row_sampling(temperature: float, top_p: float, seed: int | None, index: int) -> RowSampling:
+    """How choice `index` of a request samples: greedy at temperature 0, else with a generator
+    of its own, seeded with `seed + index` (a fresh random seed when the request has none)."""
+    if temperature <= 0:
+        return RowSampling(temperature, top_p, None)
+    seed = seed + index if seed is not None else secrets.randbits(63)
+    return RowSampling(temperature, top_p, make_generator(seed))
 
 
 def _rows(t: torch.Tensor, idx: list[int]) -> torch.Tensor:

@@ -1,74 +1,40 @@
-"""Settings: one clear line and exit code 2 for a bad value; the CLI without Discord."""
+"""The `jokebot` command without Discord: exit code 2 and one line for what a host must fix,
+`import`, `models`, and `runner` converting the embedded model."""
 
+import asyncio
 import json
-import os
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 
-from bot.settings import SettingsError, load_settings
-
-ROOT = Path(__file__).resolve().parents[1]
-SHARED_CSV = ROOT.parent / "shared" / "data" / "onelinefun.csv"
-
-
-def jokebot(*args, env=None, cwd=None, timeout=120):
-    merged = {k: v for k, v in os.environ.items() if not k.startswith(("DISCORD_", "RUNNER_"))}
-    merged.update(env or {})
-    return subprocess.run(
-        [sys.executable, "-m", "bot.cli", *args],
-        capture_output=True,
-        text=True,
-        env=merged,
-        cwd=cwd,
-        timeout=timeout,
-    )
-
-
-def test_comma_separated_ids_and_defaults(monkeypatch, tmp_path):
-    monkeypatch.setenv("ADMIN_ROLE_IDS", "12, 34")
-    monkeypatch.setenv("JOKEBOT_DATA_DIR", str(tmp_path))
-    settings = load_settings()
-    assert settings.admin_role_ids == [12, 34]
-    assert settings.data_dir == tmp_path
-    assert settings.base_model_ref.endswith("SmolLM2-135M-Instruct")
-
-
-@pytest.mark.parametrize(
-    ("name", "value"),
-    [("DEVICE", "gpu"), ("RETRAIN_SCHEDULE", "every tuesday"), ("RUNNER_PORT", "99999")],
-)
-def test_invalid_value_names_the_setting(monkeypatch, name, value):
-    monkeypatch.setenv(name, value)
-    with pytest.raises(SettingsError, match=name):
-        load_settings()
+from bot.store.community import CommunityStore
+from bot.store.database import Database
+from model.contracts.jokes import check_joke
+from tests.helpers import SHARED_CSV, jokebot_cli
 
 
 def test_cli_exits_2_with_one_line(tmp_path):
-    result = jokebot("models", env={"DEVICE": "gpu", "JOKEBOT_DATA_DIR": str(tmp_path)})
+    result = jokebot_cli("models", env={"DEVICE": "gpu", "JOKEBOT_DATA_DIR": str(tmp_path)})
     assert result.returncode == 2
     assert result.stderr.strip().count("\n") == 0
     assert "DEVICE" in result.stderr and "Traceback" not in result.stderr
 
 
 def test_run_without_token_exits_2(tmp_path):
-    result = jokebot("run", env={"JOKEBOT_DATA_DIR": str(tmp_path)}, cwd=tmp_path)
+    result = jokebot_cli("run", env={"JOKEBOT_DATA_DIR": str(tmp_path)}, cwd=tmp_path)
     assert result.returncode == 2
     assert "DISCORD_TOKEN" in result.stderr and "Traceback" not in result.stderr
 
 
 def test_import_tutorial_csv_then_models_json(tmp_path):
     env = {"JOKEBOT_DATA_DIR": str(tmp_path)}
-    first = jokebot("import", str(SHARED_CSV), env=env, cwd=tmp_path)
+    first = jokebot_cli("import", str(SHARED_CSV), env=env, cwd=tmp_path)
     assert first.returncode == 0, first.stderr
     # 3 exact and 6 near-copies (a word or two changed) of earlier lines are duplicates
     assert "added 2936, duplicates 9, rejected 5" in first.stdout
     assert "duplicates 6: near-copies of a stored joke" in first.stdout
-    second = jokebot("import", str(SHARED_CSV), env=env, cwd=tmp_path)
+    second = jokebot_cli("import", str(SHARED_CSV), env=env, cwd=tmp_path)
     assert "added 0, duplicates 2945" in second.stdout
-    listing = jokebot("models", "--json", env=env, cwd=tmp_path)
+    listing = jokebot_cli("models", "--json", env=env, cwd=tmp_path)
     versions = json.loads(listing.stdout)
     assert versions[0]["version"] == 0 and versions[0]["active"] is True
     assert set(versions[0]) >= {"version", "path", "created_at", "active", "metrics"}
@@ -77,30 +43,18 @@ def test_import_tutorial_csv_then_models_json(tmp_path):
 def test_import_text_file_one_joke_per_line(tmp_path):
     jokes = tmp_path / "mine.txt"
     jokes.write_text("First joke is here\n\nSecond joke is here\nfirst JOKE is here!\nok\n")
-    result = jokebot("import", str(jokes), env={"JOKEBOT_DATA_DIR": str(tmp_path)}, cwd=tmp_path)
+    result = jokebot_cli(
+        "import", str(jokes), env={"JOKEBOT_DATA_DIR": str(tmp_path)}, cwd=tmp_path
+    )
     assert "read 4, added 2, duplicates 1, rejected 1" in result.stdout
     assert "too short" in result.stdout
 
 
 def test_import_missing_file_is_a_clear_error(tmp_path):
-    result = jokebot("import", "nope.csv", env={"JOKEBOT_DATA_DIR": str(tmp_path)}, cwd=tmp_path)
+    result = jokebot_cli(
+        "import", "nope.csv", env={"JOKEBOT_DATA_DIR": str(tmp_path)}, cwd=tmp_path
+    )
     assert result.returncode == 2 and "cannot read nope.csv" in result.stderr
-
-
-def test_env_example_documents_every_setting_and_parses(monkeypatch):
-    from bot.settings import Settings
-
-    text = (ROOT / ".env.example").read_text()
-    documented = {line.split("=", 1)[0] for line in text.splitlines() if "=" in line[:40]}
-    documented = {name for name in documented if not name.startswith("#")}
-    expected = {
-        (field.validation_alias.choices[0] if field.validation_alias else name.upper())
-        for name, field in Settings.model_fields.items()
-    }
-    assert expected == documented
-    settings = Settings(_env_file=str(ROOT / ".env.example"))
-    assert settings.discord_token is None and settings.model_base is None
-    assert settings.retrain_schedule == "0 */6 * * *"
 
 
 @pytest.mark.parametrize("given", ["none", "embedded path", "other model"])
@@ -129,3 +83,29 @@ def test_runner_converts_the_embedded_model_when_it_is_what_serves(
     expected = str(tiny_model) if given == "other model" else str(embedded)
     assert served == [expected]
     assert converted == ([] if given == "other model" else [data_dir])
+
+
+def test_jokebot_models_shows_the_community_score(tmp_path, monkeypatch, capsys):
+    from bot.cli import main
+
+    data = tmp_path / "data"
+
+    async def votes():
+        db = await Database.open(data / "jokebot.sqlite3")
+        store = CommunityStore(db, promote_at=100)
+        check = check_joke("Why did the cat sit on the computer? To keep an eye on the mouse.")
+        gid = await store.record_shown(
+            check.text, check.key, prompt="", model_version=0, guild_id=1, channel_id=2
+        )
+        await store.vote(gid, 1, 1)
+        await store.vote(gid, 2, -1)
+        await db.close()
+
+    asyncio.run(votes())
+    monkeypatch.setenv("JOKEBOT_DATA_DIR", str(data))
+    monkeypatch.setenv("MODEL_BASE", str(tmp_path / "base"))
+    assert main(["models"]) == 0
+    assert "community: 50% upvoted (≥ 9% at 95%), 2 votes" in capsys.readouterr().out
+    assert main(["models", "--json"]) == 0
+    (v0,) = json.loads(capsys.readouterr().out)
+    assert v0["community"]["votes"] == 2 and v0["community"]["share"] == 0.5

@@ -1,0 +1,341 @@
+"""Every vote and every submission counts exactly once, however many arrive at once.
+
+Store level on a real SQLite file (the busy server of issue #16: 160 jokes, five voters each,
+eight presses in flight), and through the real discord.py client and the loopback Discord
+(50 members on one button, 20 near-copies and 200 distinct jokes sent together).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import sqlite3
+from collections import Counter
+
+import pytest
+
+from bot.community.importer import import_jokes
+from bot.community.near_duplicates import NearDuplicateIndex
+from bot.community.submissions import NearCopy, indexed, store_unless_near_copy
+from bot.store.community import CommunityStore
+from bot.store.database import Database
+from model.contracts.jokes import check_joke
+from tests.helpers import corpus_lines, jokebot_app
+
+NEAR = "I told my wife she was drawing her eyebrows too high, and she looked surprised."
+
+
+def _rows(path, query, params=()):
+    with sqlite3.connect(path) as raw:
+        return raw.execute(query, params).fetchall()
+
+
+def _near_copies(n: int) -> list[str]:
+    """`n` texts with distinct keys, each a one-letter change of NEAR: near-copies of each other."""
+    words = NEAR.split()
+    copies = []
+    for i in range(n):
+        changed = list(words)
+        position = i % len(words)
+        changed[position] = changed[position] + "s" * (1 + i // len(words))
+        copies.append(" ".join(changed))
+    assert len({check_joke(t).key for t in copies}) == n
+    return copies
+
+
+def _distinct_jokes(n: int) -> list[str]:
+    """`n` jokes of the tutorial's data set that one-by-one /addjoke would all store."""
+    index, chosen = NearDuplicateIndex(), []
+    for number, text in enumerate(corpus_lines(400)):
+        check = check_joke(text)
+        if check.ok and index.find(check.key) is None:
+            index.add(number + 1, check.key)
+            chosen.append(text)
+    assert len(chosen) >= n
+    return chosen[:n]
+
+
+async def _shown(store: CommunityStore, n: int) -> list[int]:
+    ids = []
+    for number in range(n):
+        check = check_joke(f"Generated joke number {number}: the punchline is {number * 7}.")
+        ids.append(
+            await store.record_shown(
+                check.text, check.key, prompt="", model_version=0, guild_id=1, channel_id=2
+            )
+        )
+    return ids
+
+
+async def _in_flight(limit: int, calls) -> list:
+    """Await every coroutine with at most `limit` in flight; exceptions are returned, not raised."""
+    gate = asyncio.Semaphore(limit)
+
+    async def one(call):
+        async with gate:
+            return await call
+
+    return await asyncio.gather(*(one(c) for c in calls), return_exceptions=True)
+
+
+def _failures(results: list) -> list[BaseException]:
+    return [r for r in results if isinstance(r, BaseException)]
+
+
+# ---- the store: votes -------------------------------------------------------------------
+
+
+async def test_160_jokes_5_voters_8_presses_at_a_time_every_vote_counted_once(tmp_path):
+    db = await Database.open(tmp_path / "j.sqlite3")
+    store = CommunityStore(db, promote_at=3, community_status="approved")
+    try:
+        jokes = await _shown(store, 160)
+        rng = random.Random(16)
+        ballots = [(gid, voter, rng.choice((1, -1))) for gid in jokes for voter in range(5)]
+        rng.shuffle(ballots)
+        results = await _in_flight(8, [store.vote(g, v, value) for g, v, value in ballots])
+        assert _failures(results) == []
+        assert all(r.change == "added" for r in results)
+        assert _rows(db.path, "SELECT count(*) FROM votes") == [(800,)]
+        expected_up = Counter(g for g, _, value in ballots if value == 1)
+        for gid in jokes:
+            counts = await store.counts(gid)
+            assert (counts.up, counts.down) == (expected_up[gid], 5 - expected_up[gid])
+        # the jokes voted up by net 3 or more, and only those, joined the corpus once each
+        promoted = {g for g in jokes if 2 * expected_up[g] - 5 >= 3}
+        in_corpus = _rows(db.path, "SELECT id FROM generated_jokes WHERE corpus_joke_id NOT NULL")
+        assert {row[0] for row in in_corpus} == promoted
+        assert await db.joke_count() == len(promoted)
+    finally:
+        await db.close()
+
+
+async def test_mixed_votes_withdrawals_reports_deletes_keep_counts_consistent(tmp_path):
+    """Members vote, change, withdraw and report; a moderator deletes what reaches the corpus;
+    one member is forgotten: at the end the tables say exactly what the members did."""
+    db = await Database.open(tmp_path / "j.sqlite3")
+    store = CommunityStore(db, promote_at=2, reports_to_hide=2, community_status="approved")
+    try:
+        jokes = await _shown(store, 12)
+        rng = random.Random(7)
+        expected_votes: dict[tuple[int, int], int] = {}
+        expected_reports: set[tuple[int, int]] = set()
+        scripts = []
+        for member in range(1, 21):
+            steps = []
+            for _ in range(12):
+                gid = rng.choice(jokes)
+                if gid in jokes[:3] and rng.random() < 0.2:  # the others may reach the corpus
+                    steps.append(("report", gid, 0))
+                    expected_reports.add((member, gid))
+                else:  # a vote, sometimes the same one again (withdrawn) or the other one
+                    value = rng.choice((1, 1, -1))
+                    steps.append(("vote", gid, value))
+                    if expected_votes.get((gid, member)) == value:
+                        del expected_votes[(gid, member)]
+                    else:
+                        expected_votes[(gid, member)] = value
+            scripts.append((member, steps))
+        forgotten = 20  # votes like everyone else, then uses /forgetme
+        expected_votes = {k: v for k, v in expected_votes.items() if k[1] != forgotten}
+        expected_reports = {r for r in expected_reports if r[0] != forgotten}
+
+        async def member(user: int, steps) -> None:
+            for action, gid, value in steps:
+                if action == "vote":
+                    await store.vote(gid, user, value)
+                else:
+                    await store.report_generated(gid, user)
+                await asyncio.sleep(0)
+            if user == forgotten:
+                await store.forget_member(user)
+
+        deleted: list[int] = []
+        members_done = asyncio.Event()
+
+        async def members() -> None:
+            try:
+                await asyncio.gather(*(member(user, steps) for user, steps in scripts))
+            finally:
+                members_done.set()
+
+        async def moderator() -> None:
+            while not members_done.is_set():
+                for joke in await db.corpus():  # the jokes the community voted in
+                    stored = await store.joke(joke.id)
+                    if stored and stored.source == "community" and await store.delete_joke(joke.id):
+                        deleted.append(joke.id)
+                await asyncio.sleep(0.001)
+
+        reported_joke = check_joke("A joke that members report.")
+        user_joke = await db.add_joke(reported_joke.text, reported_joke.key, source="user")
+
+        async def reporter(user: int) -> None:
+            await store.report_joke(user_joke.id, user)
+
+        results = await asyncio.gather(
+            members(),
+            moderator(),
+            *(reporter(user) for user in range(100, 105)),
+            return_exceptions=True,
+        )
+        assert _failures(results) == []
+
+        votes = _rows(db.path, "SELECT generated_id, user_id, value FROM votes")
+        assert {(g, u): v for g, u, v in votes} == expected_votes
+        reports = _rows(db.path, "SELECT user_id, generated_id FROM reports WHERE joke_id IS NULL")
+        assert set(reports) == expected_reports
+        on_user_joke = (user_joke.id,)
+        assert _rows(db.path, "SELECT count(*) FROM reports WHERE joke_id = ?", on_user_joke) == [
+            (5,)
+        ]
+        assert _rows(db.path, "SELECT status FROM jokes WHERE id = ?", on_user_joke) == [
+            ("pending",)
+        ]
+        reported = {g for _, g in expected_reports}
+        for gid in jokes:
+            counts = await store.counts(gid)
+            up = sum(1 for (g, _), v in expected_votes.items() if g == gid and v == 1)
+            down = sum(1 for (g, _), v in expected_votes.items() if g == gid and v == -1)
+            assert (counts.up, counts.down) == (up, down)
+            (corpus_id, blocked) = _rows(
+                db.path, "SELECT corpus_joke_id, blocked FROM generated_jokes WHERE id = ?", (gid,)
+            )[0]
+            eligible = not blocked and gid not in reported and up - down >= 2
+            assert (corpus_id is not None) == eligible, (gid, up, down, blocked)
+        # every community joke in the corpus belongs to exactly one shown joke, and back
+        community = _rows(db.path, "SELECT id FROM jokes WHERE source = 'community'")
+        linked = _rows(db.path, "SELECT corpus_joke_id FROM generated_jokes WHERE corpus_joke_id")
+        assert sorted(community) == sorted(linked)
+        assert not set(deleted) & {row[0] for row in community}
+        # the moderator deleted some, and each deletion blocked its shown joke for good
+        blocked = _rows(db.path, "SELECT count(*) FROM generated_jokes WHERE blocked")
+        assert deleted and blocked == [(len(deleted),)]
+    finally:
+        await db.close()
+
+
+# ---- the store: near-copies from two processes ------------------------------------------
+
+
+async def test_near_copies_imported_by_two_processes_at_once_store_one(tmp_path):
+    """Two processes (gateway shards) share the database, each with its own index: the check
+    runs again inside the write transaction against the rows its index had not seen."""
+    path = tmp_path / "j.sqlite3"
+    first, second = await Database.open(path), await Database.open(path)
+    try:
+        indexes = [NearDuplicateIndex(), NearDuplicateIndex()]
+        copies = _near_copies(10)
+        results = await asyncio.gather(
+            *(
+                import_jokes(db, [text], near_duplicates=indexes[i % 2])
+                for i, text in enumerate(copies)
+                for db in [(first, second)[i % 2]]
+            ),
+            return_exceptions=True,
+        )
+        assert _failures(results) == []
+        assert sum(r.added for r in results) == 1
+        assert sum(r.duplicates for r in results) == 9
+        assert _rows(path, "SELECT count(*) FROM jokes") == [(1,)]
+    finally:
+        await first.close()
+        await second.close()
+
+
+async def test_the_index_follows_rolled_back_deleted_and_reused_ids(tmp_path):
+    db = await Database.open(tmp_path / "j.sqlite3")
+    store, index = CommunityStore(db), NearDuplicateIndex()
+    a, b = (check_joke(text) for text in _distinct_jokes(2))
+
+    async def submit(text: str):
+        check = check_joke(text)
+        return await store_unless_near_copy(
+            db, index, check.text, check.key, source="user", status="approved"
+        )
+
+    try:
+        with pytest.raises(RuntimeError), indexed(index) as add_to_index:
+            async with db.transaction():
+                result = await db.add_joke(a.text, a.key, source="user")
+                add_to_index(result.id, a.key)
+                raise RuntimeError("rolled back")
+        assert (len(index), index.highest_id) == (0, 0)  # no trace of the rolled-back joke
+        stored = await submit(a.text)
+        assert stored.created
+        # the newest joke is deleted behind the index's back; SQLite gives its id again
+        assert await store.delete_joke(stored.id)
+        other = await db.add_joke(b.text, b.key, source="import")  # e.g. by another process
+        assert other.id == stored.id
+        refused = await submit(b.text[:-1] + "s" + b.text[-1])  # a near-copy of b
+        assert isinstance(refused, NearCopy) and (refused.id, refused.text) == (other.id, b.text)
+        assert (await submit(a.text)).created  # a was deleted: it may be stored again
+    finally:
+        await db.close()
+
+
+# ---- through Discord --------------------------------------------------------------------
+
+
+@pytest.fixture
+def unlimited_settings(shared_settings):
+    """No rate limits: the tests send many commands at once on purpose."""
+    return shared_settings.model_copy(
+        update={"rate_addjoke_member": "off", "rate_addjoke_server": "off"}
+    )
+
+
+async def test_50_members_press_the_same_button_at_once_all_counted(standin, shared_settings):
+    async with jokebot_app(standin, shared_settings) as app:
+        reply = await (await standin.invoke("joke", {})).wait_for_reply(timeout=30)
+        edits_before = reply.edit_count
+        presses = await asyncio.gather(
+            *(standin.press(reply, "👍", user_id=5000 + n, username=f"m{n}") for n in range(50))
+        )
+        notes = await asyncio.gather(*(p.wait_for_reply(timeout=30) for p in presses))
+        assert all(p.ack_type == 7 and p.ack_latency < 3 for p in presses)
+        assert all(n.ephemeral and n.content.startswith("You voted 👍") for n in notes)
+        assert _rows(app.db.path, "SELECT count(*), sum(value) FROM votes") == [(50, 50)]
+        assert reply.edit_count - edits_before == 50  # each press edited the counts once
+        last = await standin.press(reply, "👍", user_id=6000, username="late")
+        await last.wait_for_reply(timeout=30)
+        assert reply.buttons[0]["label"] == "Upvote · 51"
+
+
+async def test_20_concurrent_near_copies_via_addjoke_store_one(standin, unlimited_settings):
+    async with jokebot_app(standin, unlimited_settings) as app:
+        copies = _near_copies(20)
+        sent = await asyncio.gather(
+            *(
+                standin.invoke("addjoke", {"text": text}, user_id=7000 + n)
+                for n, text in enumerate(copies)
+            )
+        )
+        replies = await asyncio.gather(*(s.wait_for_reply(timeout=30) for s in sent))
+        assert all(r.ephemeral and r.mentions_disabled for r in replies)
+        stored = [r for r in replies if r.content.startswith("Stored as #")]
+        assert len(stored) == 1
+        (row,) = _rows(app.db.path, "SELECT id, text FROM jokes")
+        refusal = f"Not stored: that joke is a duplicate of #{row[0]}:\n> {row[1]}"
+        assert sorted(r.content for r in replies if r not in stored) == [refusal] * 19
+
+
+async def test_200_concurrent_distinct_addjokes_all_stored_once(standin, unlimited_settings):
+    async with jokebot_app(standin, unlimited_settings) as app:
+        jokes = _distinct_jokes(200)
+        sent = await asyncio.gather(
+            *(
+                standin.invoke("addjoke", {"text": text}, user_id=8000 + n)
+                for n, text in enumerate(jokes)
+            )
+        )
+        replies = await asyncio.gather(*(s.wait_for_reply(timeout=60) for s in sent))
+        assert all(s.ack_latency is not None and s.ack_latency < 3 for s in sent)
+        assert all(r.content.startswith("Stored as #") for r in replies), Counter(
+            r.content[:40] for r in replies
+        )
+        rows = _rows(app.db.path, "SELECT id, text, author_id FROM jokes")
+        assert len(rows) == 200
+        assert sorted(text for _, text, _ in rows) == sorted(check_joke(t).text for t in jokes)
+        ids = sorted(int(r.content.split("#")[1].split(".")[0]) for r in replies)
+        assert ids == sorted(row[0] for row in rows)
