@@ -35,6 +35,7 @@ from model.contracts.jokes import JokeStatus
 from model.contracts.manifest import version_name
 
 log = logging.getLogger(__name__)
+_VERSIONS = "model-versions"  # what changes of the serving version serialize on
 
 
 @dataclass(frozen=True)
@@ -291,6 +292,7 @@ class Database:
     async def ensure_base_version(self, path: str) -> None:
         """Record version 0 (the base model) and make it serve if nothing else does."""
         async with self.transaction():
+            await self.serialize(_VERSIONS)
             row = await self.fetchone("SELECT path FROM model_versions WHERE version = 0")
             if row is None:
                 await self.execute(
@@ -350,6 +352,7 @@ class Database:
     async def set_active(self, version: int) -> None:
         """Make `version` the serving one, in one transaction (exactly one row is active)."""
         async with self.transaction():
+            await self.serialize(_VERSIONS)
             await self.execute("UPDATE model_versions SET active = FALSE WHERE active = TRUE")
             written = await self.execute(
                 "UPDATE model_versions SET active = TRUE WHERE version = ?", (version,)
