@@ -324,6 +324,9 @@ def schedule_backups(settings: Settings) -> AsyncIOScheduler | None:
     if settings.backup_schedule == "off":
         log.info("scheduled backups are off")
         return None
+    if settings.uses_postgresql:
+        log.info("the database is PostgreSQL: back it up with its own tools (pg_dump, WAL)")
+        return None
     scheduler = AsyncIOScheduler(timezone=UTC)
     scheduler.add_job(
         run_scheduled_backup,

@@ -288,6 +288,7 @@ def cmd_db_copy(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_backup(settings: Settings, args: argparse.Namespace) -> int:
+    _refuse_on_postgresql(settings)
     from datetime import UTC, datetime
 
     from bot.store import backup as backups
@@ -307,6 +308,7 @@ def cmd_backup(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_restore(settings: Settings, args: argparse.Namespace) -> int:
+    _refuse_on_postgresql(settings)
     from bot.store import backup as backups
 
     try:
@@ -347,6 +349,15 @@ def cmd_db_status(settings: Settings, args: argparse.Namespace) -> int:
     for table, count in facts.row_counts.items():
         print(f"  {table:<{width}}  {count:>9,}")
     return 0
+
+
+def _refuse_on_postgresql(settings: Settings) -> None:
+    """`jokebot backup` and `restore` are for the SQLite file; PostgreSQL has its own tools."""
+    if settings.uses_postgresql:
+        raise SettingsError(
+            "DATABASE_URL names a PostgreSQL database: back it up with pg_dump (or WAL"
+            " archiving) and restore with pg_restore; jokebot backup/restore are for SQLite"
+        )
 
 
 def _postgres_status(settings: Settings) -> int:

@@ -33,3 +33,15 @@ def test_a_database_that_refuses_is_one_line(tmp_path, tiny_model, postgres_url)
     assert line.startswith("jokebot: DATABASE_URL: cannot use the PostgreSQL database at ")
     assert "password authentication failed" in line
     assert "hunter2" not in done.stderr
+
+
+def test_backup_and_restore_point_a_postgresql_host_to_its_own_tools(tmp_path):
+    env = {"JOKEBOT_DATA_DIR": str(tmp_path / "data"), "PATH": "/usr/bin:/bin",
+           "DATABASE_URL": "postgresql://jokebot:hunter2@127.0.0.1:1/jokebot"}  # fmt: skip
+    for args in (["backup"], ["restore", str(tmp_path / "x.sqlite3")]):
+        done = subprocess.run(
+            [sys.executable, "-m", "bot.cli", *args], env=env, cwd=ROOT, capture_output=True,
+            text=True, timeout=60,
+        )  # fmt: skip
+        assert done.returncode == 2
+        assert "pg_dump" in done.stderr and "hunter2" not in done.stderr

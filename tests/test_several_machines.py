@@ -20,7 +20,7 @@ from bot.store.backends import advisory_key, open_backend
 from bot.store.leader import LEADER_LOCK
 from loopback_discord import LoopbackDiscord
 from tests.helpers import ROOT, TOKEN, corpus_lines, free_port, wait_healthy
-from tests.test_jokebot_run import ADMIN, host_env, stop_jokebot, wait_until_serving
+from tests.test_jokebot_run import host_env, stop_jokebot, wait_until_serving
 
 
 @pytest.fixture
@@ -132,6 +132,7 @@ async def test_two_machines_one_database(tmp_path, tiny_model, own_runner, postg
 
             # kill -9 the leader: the other takes over and runs the next scheduled retrain
             (leading,) = [s for s, p in processes.items() if p.pid == leader]
+            killed_at = await db.fetchval("SELECT now()")
             processes[leading].send_signal(signal.SIGKILL)
             await processes[leading].wait()
             other = 1 - leading
@@ -148,10 +149,14 @@ async def test_two_machines_one_database(tmp_path, tiny_model, own_runner, postg
                 return len(rows) == 2 and rows[1][0] != "running"
 
             await wait_until(second_done, 300, "the next scheduled retrain")
-            admin = await (
-                await standin.invoke("status", permissions=ADMIN, guild_id=guilds[other])
-            ).wait_for_reply(timeout=20)
-            assert "Training" in admin.content or "v" in admin.content
+            rows = await db.fetch(
+                "SELECT started_at FROM training_runs WHERE trigger = 'schedule' ORDER BY id"
+            )
+            assert len(rows) == 2 and rows[1][0] > killed_at  # run by the new leader
+            status = await (await standin.invoke("status", guild_id=guilds[other])).wait_for_reply(
+                timeout=20
+            )
+            assert "Last training" in status.content or "training" in status.content.lower()
         finally:
             await db.close()
             for process in processes.values():
