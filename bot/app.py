@@ -33,7 +33,10 @@ from bot.runners.process import RunnerProcess
 from bot.services import Services
 from bot.settings import Settings
 from bot.store import backup as backups
+from bot.store.backends import DatabaseUrlError, StoreUnavailable
 from bot.store.database import Database
+from bot.store.leader import LockHeld, cluster_lock, leadership_for
+from bot.store.notify import listener_for
 from bot.training import versions
 from bot.training.coordinator import (
     TrainingBusy,
@@ -64,14 +67,22 @@ class Backend:
 
 async def open_database(settings: Settings) -> Database:
     """Open (and migrate) the database, and tidy what an earlier crash left behind."""
-    db = await Database.open(settings.database_path)
+    try:
+        db = await Database.connect(
+            settings.database_url_text,
+            pool_size=settings.database_pool_size,
+            timeout=settings.database_timeout,
+        )
+    except DatabaseUrlError as error:
+        raise StartupError(f"DATABASE_URL: {error}") from None
     try:  # processes that split the gateway shards share the data: leave a live training alone
         with host_training_lock(settings.data_dir):
-            interrupted = await db.fail_interrupted_runs()
-            if interrupted:
-                log.warning("%d training run(s) were interrupted by the last stop", interrupted)
-            versions.remove_partial_outputs(settings.models_dir)
-    except TrainingBusy:
+            async with cluster_lock(db.backend, "training"):  # processes on other machines
+                interrupted = await db.fail_interrupted_runs()
+                if interrupted:
+                    log.warning("%d training run(s) were interrupted by the last stop", interrupted)
+                versions.remove_partial_outputs(settings.models_dir)
+    except (TrainingBusy, LockHeld):
         log.info("another jokebot process is training on this data; its run is left alone")
     await db.ensure_base_version(settings.base_model_ref)
     return db
@@ -128,12 +139,19 @@ async def _started_backend(settings: Settings) -> AsyncIterator[Backend]:
         await runner.reconcile()  # replicas that serve another version catch up now
         runner.start()
         training = TrainingCoordinator(settings, db, runner)
+        # with PostgreSQL, processes on other machines share the database: one leads the
+        # schedule, and a version one of them promotes is served by all (bot.store.leader/notify)
+        leadership = leadership_for(db.backend, retry_seconds=settings.leader_retry_seconds)
+        leadership.start()
+        listener = listener_for(db.backend, lambda: follow_serving_version(db, runner))
+        if listener is not None:
+            listener.start()
         services = Services(
             settings=settings,
             db=db,
             runner=runner,
             training=training,
-            scheduler=RetrainScheduler(settings, training),  # started by run_bot
+            scheduler=RetrainScheduler(settings, training, leadership),  # started by run_bot
             near_duplicates=await load_near_duplicates(settings, db),
             rate_limiter=RateLimiter.from_settings(settings),
             content_policy=ContentPolicy.from_settings(settings),
@@ -143,7 +161,10 @@ async def _started_backend(settings: Settings) -> AsyncIterator[Backend]:
         if runner_process is not None:
 
             async def serving_version() -> tuple[str, str]:
-                active = await db.active_version()
+                try:
+                    active = await db.active_version()
+                except StoreUnavailable:  # restart with what it served; the listener catches up
+                    return runner_process.model_ref, runner_process.version
                 return active.path, active.name
 
             supervisor = asyncio.create_task(runner_process.keep_alive(serving_version))
@@ -152,6 +173,9 @@ async def _started_backend(settings: Settings) -> AsyncIterator[Backend]:
         finally:
             if supervisor is not None:
                 supervisor.cancel()
+            if listener is not None:
+                await listener.stop()
+            await leadership.stop()
             remove_runner_file(runner_file)
             if training.busy:
                 await training.cancel()
@@ -164,6 +188,18 @@ async def _started_backend(settings: Settings) -> AsyncIterator[Backend]:
         if runner_process is not None:
             await runner_process.stop(timeout=5)  # all within the 10 s a host allows
         await db.close()
+
+
+async def follow_serving_version(db: Database, runner: RunnerPool) -> None:
+    """Another process changed the serving version (or we reconnected and may have missed it):
+    serve what the database says, in every replica that does not yet."""
+    active = await db.active_version()
+    target = runner.target
+    if target is None or target.name != active.name or target.path != active.path:
+        log.info("%s serves now (changed by another jokebot process)", active.name)
+    runner.serve(active.path, active.name)
+    await runner.check_health()  # a shared runner may have swapped already
+    await runner.reconcile()
 
 
 def own_runner(settings: Settings, model_ref: str, version: str) -> RunnerProcess:
@@ -287,6 +323,9 @@ def schedule_backups(settings: Settings) -> AsyncIOScheduler | None:
     kept. None when the schedule is off."""
     if settings.backup_schedule == "off":
         log.info("scheduled backups are off")
+        return None
+    if settings.uses_postgresql:
+        log.info("the database is PostgreSQL: back it up with its own tools (pg_dump, WAL)")
         return None
     scheduler = AsyncIOScheduler(timezone=UTC)
     scheduler.add_job(

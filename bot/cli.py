@@ -1,5 +1,5 @@
 """The `jokebot` command: run, runner, sandbox, import, train, models, rollback, backup,
-restore, db.
+restore, db (status, copy).
 
 Imports neither discord nor torch at module level: each subcommand loads what it needs, so
 `jokebot run` never loads torch and `jokebot runner` never loads discord.
@@ -239,7 +239,56 @@ def cmd_rollback(settings: Settings, args: argparse.Namespace) -> int:
     return asyncio.run(run())
 
 
+def cmd_db_copy(settings: Settings, args: argparse.Namespace) -> int:
+    from bot.store.backends import (
+        DatabaseUrlError,
+        PostgresBackend,
+        SQLiteBackend,
+        open_backend,
+        redact_url,
+        url_kind,
+    )
+    from bot.store.copy import CopyRefused, copy_database
+
+    source_path = Path(args.source) if args.source else settings.database_path
+    if not source_path.is_file():
+        raise SettingsError(f"there is no SQLite database at {source_path} to copy")
+    try:
+        kind = url_kind(args.to)
+    except DatabaseUrlError:
+        kind = None
+    if kind != "postgresql":
+        raise SettingsError("--to must be a postgresql://user:password@host:port/database URL")
+
+    async def run() -> int:
+        source = await SQLiteBackend.open(source_path)
+        try:
+            await source.migrate()
+            target = await open_backend(args.to, timeout=settings.database_timeout)
+            assert isinstance(target, PostgresBackend)
+            try:
+                copied = await copy_database(source, target)
+            finally:
+                await target.close()
+        except (CopyRefused, DatabaseUrlError) as error:
+            print(f"jokebot: db copy refused: {error}", file=sys.stderr)
+            return 1
+        finally:
+            await source.close()
+        width = max(len(table.table) for table in copied)
+        for table in copied:
+            print(f"  {table.table:<{width}}  {table.rows:>9,} rows  sha256 {table.checksum[:16]}")
+        print(
+            f"copied {source_path} into {redact_url(args.to)}: every table verified"
+            " (rows and checksum). Set DATABASE_URL to it to use it."
+        )
+        return 0
+
+    return asyncio.run(run())
+
+
 def cmd_backup(settings: Settings, args: argparse.Namespace) -> int:
+    _refuse_on_postgresql(settings)
     from datetime import UTC, datetime
 
     from bot.store import backup as backups
@@ -259,6 +308,7 @@ def cmd_backup(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_restore(settings: Settings, args: argparse.Namespace) -> int:
+    _refuse_on_postgresql(settings)
     from bot.store import backup as backups
 
     try:
@@ -277,6 +327,8 @@ def cmd_restore(settings: Settings, args: argparse.Namespace) -> int:
 def cmd_db_status(settings: Settings, args: argparse.Namespace) -> int:
     from bot.store import backup as backups
 
+    if settings.uses_postgresql:
+        return _postgres_status(settings)
     path = settings.database_path.resolve()
     print(f"backend: sqlite {path}")
     if not path.is_file():
@@ -297,6 +349,43 @@ def cmd_db_status(settings: Settings, args: argparse.Namespace) -> int:
     for table, count in facts.row_counts.items():
         print(f"  {table:<{width}}  {count:>9,}")
     return 0
+
+
+def _refuse_on_postgresql(settings: Settings) -> None:
+    """`jokebot backup` and `restore` are for the SQLite file; PostgreSQL has its own tools."""
+    if settings.uses_postgresql:
+        raise SettingsError(
+            "DATABASE_URL names a PostgreSQL database: back it up with pg_dump (or WAL"
+            " archiving) and restore with pg_restore; jokebot backup/restore are for SQLite"
+        )
+
+
+def _postgres_status(settings: Settings) -> int:
+    """`jokebot db status` for DATABASE_URL=postgresql://…: the same facts, without migrating."""
+    from bot.store.backends import DatabaseUrlError, PostgresBackend, migrations
+
+    async def run() -> int:
+        try:
+            backend = await PostgresBackend.open(
+                settings.database_url_text, pool_size=1, timeout=settings.database_timeout
+            )
+        except DatabaseUrlError as error:
+            raise SettingsError(f"DATABASE_URL: {error}") from None
+        try:
+            print(f"backend: {backend.description}")
+            version, latest = await backend.schema_version(), len(migrations("postgresql"))
+            behind = "" if version == latest else " (migrated at the next start)"
+            print(f"schema version: {version} of {latest}{behind}")
+            counts = await backend.row_counts()
+        finally:
+            await backend.close()
+        width = max((len(table) for table in counts), default=0)
+        print("rows:")
+        for table, count in counts.items():
+            print(f"  {table:<{width}}  {count:>9,}")
+        return 0
+
+    return asyncio.run(run())
 
 
 def _contents(facts) -> str:
@@ -348,7 +437,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     restore = add("restore", cmd_restore, "replace the database with a backup (jokebot stopped)")
     restore.add_argument("file", help="a backup written by `jokebot backup` or the schedule")
-    db = sub.add_parser("db", help="the database: status", description="the database")
+    db = sub.add_parser("db", help="the database: status, copy", description="the database")
     db_sub = db.add_subparsers(dest="db_command", required=True, metavar="COMMAND")
     status = db_sub.add_parser(
         "status", help="backend, schema version and rows per table",
@@ -356,6 +445,15 @@ def build_parser() -> argparse.ArgumentParser:
     )  # fmt: skip
     status.set_defaults(handler=cmd_db_status)
     status.add_argument("--check", action="store_true", help="run PRAGMA integrity_check too")
+    copy = db_sub.add_parser(
+        "copy", help="copy the SQLite database into an empty PostgreSQL one, verified",
+        description="copy the SQLite database into an empty PostgreSQL one, verified",
+    )  # fmt: skip
+    copy.set_defaults(handler=cmd_db_copy)
+    copy.add_argument("--to", required=True, metavar="URL", help="postgresql://user:pw@host/db")
+    copy.add_argument(
+        "--from", dest="source", metavar="FILE", help="the SQLite file (default: the data dir's)"
+    )
     return parser
 
 

@@ -24,6 +24,10 @@ DISCORD_API_BASE = "https://discord.com/api/v10"
 DISCORD_GATEWAY_URL = "wss://gateway.discord.gg/"
 
 IdList = Annotated[list[int], NoDecode]
+_DATABASE_URL_HELP = (
+    "use postgresql://user:password@host:port/database, or leave it empty for the SQLite file"
+    " in JOKEBOT_DATA_DIR"
+)
 
 
 class SettingsError(Exception):
@@ -56,6 +60,19 @@ class Settings(BaseSettings):
     data_dir: Path = Field(
         default=Path("data"), validation_alias=AliasChoices("JOKEBOT_DATA_DIR", "data_dir")
     )
+    # empty: the SQLite file in JOKEBOT_DATA_DIR; postgresql://user:password@host:port/database
+    # shares one database between jokebot processes on several machines
+    database_url: SecretStr | None = None
+    database_pool_size: int = Field(default=10, ge=1, le=200)
+    # how long a command waits for the database before it answers "try again"
+    database_timeout: float = Field(default=2.0, gt=0, le=60)
+    # model versions (default JOKEBOT_DATA_DIR/models); a shared volume when processes on
+    # several machines share one PostgreSQL database
+    versions_dir: Path | None = Field(
+        default=None, validation_alias=AliasChoices("MODELS_DIR", "versions_dir")
+    )
+    # PostgreSQL: how often a process that does not lead the retrain schedule tries to take over
+    leader_retry_seconds: float = Field(default=5.0, gt=0, le=300)
 
     # Model runner
     model_base: str | None = None
@@ -141,6 +158,28 @@ class Settings(BaseSettings):
             return [int(part) for part in value.replace(" ", "").split(",") if part]
         return value
 
+    @field_validator("database_url", mode="before")
+    @classmethod
+    def _database_url(cls, value: object) -> object:
+        """Empty (the SQLite file) or `postgresql://user:password@host:port/database`."""
+        if isinstance(value, SecretStr):
+            value = value.get_secret_value()
+        if not isinstance(value, str) or not value.strip():
+            return None
+        from urllib.parse import urlsplit
+
+        value = value.strip()
+        try:
+            parts = urlsplit(value)
+            _ = parts.port  # raises ValueError for a port that is not a number
+        except ValueError:
+            raise ValueError(_DATABASE_URL_HELP) from None
+        if parts.scheme.lower() not in ("postgresql", "postgres"):
+            raise ValueError(_DATABASE_URL_HELP)
+        if not (parts.hostname or "host=" in parts.query):
+            raise ValueError(f"names no host; {_DATABASE_URL_HELP}")
+        return value
+
     @field_validator("discord_shard_count", mode="before")
     @classmethod
     def _shard_count(cls, value: object) -> object:
@@ -202,7 +241,19 @@ class Settings(BaseSettings):
 
     @property
     def database_path(self) -> Path:
+        """The SQLite file: the database unless DATABASE_URL names a PostgreSQL one."""
         return self.data_dir / "jokebot.sqlite3"
+
+    @property
+    def database_url_text(self) -> str:
+        """DATABASE_URL in plain text; the SQLite file's URL when it is not set."""
+        if self.database_url is None:
+            return f"sqlite://{self.database_path.absolute()}"
+        return self.database_url.get_secret_value()
+
+    @property
+    def uses_postgresql(self) -> bool:
+        return self.database_url is not None
 
     @property
     def backup_folder(self) -> Path:
@@ -211,7 +262,8 @@ class Settings(BaseSettings):
 
     @property
     def models_dir(self) -> Path:
-        return self.data_dir / "models"
+        """Where model versions are written: MODELS_DIR, else JOKEBOT_DATA_DIR/models."""
+        return self.versions_dir if self.versions_dir is not None else self.data_dir / "models"
 
     @property
     def base_model_ref(self) -> str:
@@ -244,4 +296,10 @@ def load_settings(**overrides: object) -> Settings:
         name = str(first["loc"][0]).upper() if first["loc"] else "settings"
         if name == "DATA_DIR":
             name = "JOKEBOT_DATA_DIR"
-        raise SettingsError(f"{name}: {first['msg']} (got {first.get('input')!r})") from None
+        if name == "VERSIONS_DIR":
+            name = "MODELS_DIR"
+        shown = first.get("input")
+        if name == "DATABASE_URL":  # never print the password: only the kind it names
+            text = str(shown.get_secret_value() if hasattr(shown, "get_secret_value") else shown)
+            shown = text.split("://", 1)[0] + "://…"
+        raise SettingsError(f"{name}: {first['msg']} (got {shown!r})") from None

@@ -31,6 +31,7 @@ from tests.helpers import (
     make_settings,
     wait_healthy,
 )
+from tests.postgres_server import database_url, postgres_server, postgres_url  # noqa: F401
 from tests.tiny_model import make_tiny_gpt2
 
 if DISCORD_OPENAPI.is_file():  # every loopback Discord (sandbox processes too) checks requests

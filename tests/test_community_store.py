@@ -1,4 +1,5 @@
-"""The community tables on a real SQLite file: upgrade in place, votes, reports, deletion."""
+"""The community tables on a real SQLite file and a real PostgreSQL database: upgrade in place
+(SQLite), votes, reports, deletion (both)."""
 
 from __future__ import annotations
 
@@ -14,9 +15,9 @@ from model.contracts.votes import CommunityScore, wilson_lower_bound
 from tests.helpers import add_joke
 
 
-async def _store(tmp_path, **kw) -> CommunityStore:
-    """A store on a fresh database file."""
-    db = await Database.open(tmp_path / "j.sqlite3")
+async def _store(database_url, **kw) -> CommunityStore:
+    """A store on a fresh database: the SQLite file, then a PostgreSQL database."""
+    db = await Database.connect(database_url)
     return CommunityStore(db, **kw)
 
 
@@ -63,8 +64,8 @@ def test_a_database_of_todays_schema_upgrades_in_place(tmp_path):
     assert {"generated_jokes", "votes", "reports", "reviews"} <= tables
 
 
-async def test_one_vote_per_member_changed_or_withdrawn(tmp_path):
-    store = await _store(tmp_path, promote_at=100)
+async def test_one_vote_per_member_changed_or_withdrawn(database_url):
+    store = await _store(database_url, promote_at=100)
     gid = await _shown(store)
     assert (await store.vote(gid, 1, 1)).change == "added"
     second = await store.vote(gid, 1, -1)
@@ -78,23 +79,23 @@ async def test_one_vote_per_member_changed_or_withdrawn(tmp_path):
     await store.db.close()
 
 
-async def test_upvoted_joke_joins_the_corpus_and_leaves_when_reported(tmp_path):
-    store = await _store(tmp_path, promote_at=2, community_status="approved")
+async def test_upvoted_joke_joins_the_corpus_and_leaves_when_reported(database_url):
+    store = await _store(database_url, promote_at=2, community_status="approved")
     gid = await _shown(store)
     await store.vote(gid, 1, 1)
     assert await store.db.joke_count() == 0
     await store.vote(gid, 2, 1)
     corpus = await store.db.corpus()
     assert [j.text for j in corpus] == [(await store.generated(gid)).text]
-    row = sqlite3.connect(store.db.path).execute("SELECT source FROM jokes").fetchone()
-    assert row == ("community",)
+    row = await store.db.fetchone("SELECT source FROM jokes")
+    assert tuple(row) == ("community",)
     await store.report_generated(gid, 3)
     assert await store.db.joke_count() == 0  # reported: never in the corpus
     await store.db.close()
 
 
-async def test_downvoted_joke_never_joins(tmp_path):
-    store = await _store(tmp_path, promote_at=1)
+async def test_downvoted_joke_never_joins(database_url):
+    store = await _store(database_url, promote_at=1)
     gid = await _shown(store)
     await store.vote(gid, 1, -1)
     await store.vote(gid, 2, -1)
@@ -102,8 +103,8 @@ async def test_downvoted_joke_never_joins(tmp_path):
     await store.db.close()
 
 
-async def test_version_scores_with_wilson_bound(tmp_path):
-    store = await _store(tmp_path, promote_at=100)
+async def test_version_scores_with_wilson_bound(database_url):
+    store = await _store(database_url, promote_at=100)
     gid = await _shown(store)
     for user in range(4):
         await store.vote(gid, user, 1)
@@ -118,8 +119,8 @@ async def test_version_scores_with_wilson_bound(tmp_path):
     await store.db.close()
 
 
-async def test_reports_hide_a_stored_joke_until_reviewed(tmp_path):
-    store = await _store(tmp_path, reports_to_hide=2)
+async def test_reports_hide_a_stored_joke_until_reviewed(database_url):
+    store = await _store(database_url, reports_to_hide=2)
     joke = await add_joke(store.db, "A stored joke that people dislike.")
     assert not (await store.report_joke(joke.id, 1)).hidden
     assert not (await store.report_joke(joke.id, 1)).new  # once per member
@@ -133,8 +134,8 @@ async def test_reports_hide_a_stored_joke_until_reviewed(tmp_path):
     await store.db.close()
 
 
-async def test_a_report_on_a_deleted_joke_leaves_no_report(tmp_path):
-    store = await _store(tmp_path, reports_to_hide=1)
+async def test_a_report_on_a_deleted_joke_leaves_no_report(database_url):
+    store = await _store(database_url, reports_to_hide=1)
     try:
         joke = await add_joke(store.db, "A joke deleted before the report arrives.")
         assert await store.delete_joke(joke.id)
@@ -145,8 +146,8 @@ async def test_a_report_on_a_deleted_joke_leaves_no_report(tmp_path):
         await store.db.close()
 
 
-async def test_forget_member_frees_the_text_and_erases_votes(tmp_path):
-    store = await _store(tmp_path, promote_at=100)
+async def test_forget_member_frees_the_text_and_erases_votes(database_url):
+    store = await _store(database_url, promote_at=100)
     mine = await add_joke(store.db, "My own joke about the moon.", author_id=5)
     gid = await _shown(store)
     await store.vote(gid, 5, 1)
@@ -159,8 +160,8 @@ async def test_forget_member_frees_the_text_and_erases_votes(tmp_path):
     await store.db.close()
 
 
-async def test_deleted_joke_leaves_the_corpus_and_is_not_re_promoted(tmp_path):
-    store = await _store(tmp_path, promote_at=1, community_status="approved")
+async def test_deleted_joke_leaves_the_corpus_and_is_not_re_promoted(database_url):
+    store = await _store(database_url, promote_at=1, community_status="approved")
     gid = await _shown(store)
     await store.vote(gid, 1, 1)
     (joke,) = await store.db.corpus()

@@ -1,6 +1,7 @@
 """Every vote and every submission counts exactly once, however many arrive at once.
 
-Store level on a real SQLite file (the busy server of issue #16: 160 jokes, five voters each,
+On a real SQLite file and a real PostgreSQL database (except what is SQLite's own: its reuse
+of ids). Store level (the busy server of issue #16: 160 jokes, five voters each,
 eight presses in flight), and through the real discord.py client and the loopback Discord
 (50 members on one button, 20 near-copies and 200 distinct jokes sent together).
 """
@@ -9,10 +10,10 @@ from __future__ import annotations
 
 import asyncio
 import random
-import sqlite3
 from collections import Counter
 
 import pytest
+from pydantic import SecretStr
 
 from bot.community.importer import import_jokes
 from bot.community.near_duplicates import NearDuplicateIndex
@@ -25,9 +26,9 @@ from tests.helpers import corpus_lines, jokebot_app
 NEAR = "I told my wife she was drawing her eyebrows too high, and she looked surprised."
 
 
-def _rows(path, query, params=()):
-    with sqlite3.connect(path) as raw:
-        return raw.execute(query, params).fetchall()
+async def _rows(db: Database, query: str, params=()) -> list[tuple]:
+    """What the database holds, read through a connection of its own."""
+    return [tuple(row) for row in await db.fetchall(query, params)]
 
 
 def _near_copies(n: int) -> list[str]:
@@ -85,8 +86,10 @@ def _failures(results: list) -> list[BaseException]:
 # ---- the store: votes -------------------------------------------------------------------
 
 
-async def test_160_jokes_5_voters_8_presses_at_a_time_every_vote_counted_once(tmp_path):
-    db = await Database.open(tmp_path / "j.sqlite3")
+async def test_160_jokes_5_voters_8_presses_at_a_time_every_vote_counted_once(
+    tmp_path, database_url
+):
+    db = await Database.connect(database_url)
     store = CommunityStore(db, promote_at=3, community_status="approved")
     try:
         jokes = await _shown(store, 160)
@@ -96,24 +99,28 @@ async def test_160_jokes_5_voters_8_presses_at_a_time_every_vote_counted_once(tm
         results = await _in_flight(8, [store.vote(g, v, value) for g, v, value in ballots])
         assert _failures(results) == []
         assert all(r.change == "added" for r in results)
-        assert _rows(db.path, "SELECT count(*) FROM votes") == [(800,)]
+        assert await _rows(db, "SELECT count(*) FROM votes") == [(800,)]
         expected_up = Counter(g for g, _, value in ballots if value == 1)
         for gid in jokes:
             counts = await store.counts(gid)
             assert (counts.up, counts.down) == (expected_up[gid], 5 - expected_up[gid])
         # the jokes voted up by net 3 or more, and only those, joined the corpus once each
         promoted = {g for g in jokes if 2 * expected_up[g] - 5 >= 3}
-        in_corpus = _rows(db.path, "SELECT id FROM generated_jokes WHERE corpus_joke_id NOT NULL")
+        in_corpus = await _rows(
+            db, "SELECT id FROM generated_jokes WHERE corpus_joke_id IS NOT NULL"
+        )
         assert {row[0] for row in in_corpus} == promoted
         assert await db.joke_count() == len(promoted)
     finally:
         await db.close()
 
 
-async def test_mixed_votes_withdrawals_reports_deletes_keep_counts_consistent(tmp_path):
+async def test_mixed_votes_withdrawals_reports_deletes_keep_counts_consistent(
+    tmp_path, database_url
+):
     """Members vote, change, withdraw and report; a moderator deletes what reaches the corpus;
     one member is forgotten: at the end the tables say exactly what the members did."""
-    db = await Database.open(tmp_path / "j.sqlite3")
+    db = await Database.connect(database_url)
     store = CommunityStore(db, promote_at=2, reports_to_hide=2, community_status="approved")
     try:
         jokes = await _shown(store, 12)
@@ -181,15 +188,15 @@ async def test_mixed_votes_withdrawals_reports_deletes_keep_counts_consistent(tm
         )
         assert _failures(results) == []
 
-        votes = _rows(db.path, "SELECT generated_id, user_id, value FROM votes")
+        votes = await _rows(db, "SELECT generated_id, user_id, value FROM votes")
         assert {(g, u): v for g, u, v in votes} == expected_votes
-        reports = _rows(db.path, "SELECT user_id, generated_id FROM reports WHERE joke_id IS NULL")
+        reports = await _rows(db, "SELECT user_id, generated_id FROM reports WHERE joke_id IS NULL")
         assert set(reports) == expected_reports
         on_user_joke = (user_joke.id,)
-        assert _rows(db.path, "SELECT count(*) FROM reports WHERE joke_id = ?", on_user_joke) == [
+        assert await _rows(db, "SELECT count(*) FROM reports WHERE joke_id = ?", on_user_joke) == [
             (5,)
         ]
-        assert _rows(db.path, "SELECT status FROM jokes WHERE id = ?", on_user_joke) == [
+        assert await _rows(db, "SELECT status FROM jokes WHERE id = ?", on_user_joke) == [
             ("pending",)
         ]
         reported = {g for _, g in expected_reports}
@@ -198,18 +205,20 @@ async def test_mixed_votes_withdrawals_reports_deletes_keep_counts_consistent(tm
             up = sum(1 for (g, _), v in expected_votes.items() if g == gid and v == 1)
             down = sum(1 for (g, _), v in expected_votes.items() if g == gid and v == -1)
             assert (counts.up, counts.down) == (up, down)
-            (corpus_id, blocked) = _rows(
-                db.path, "SELECT corpus_joke_id, blocked FROM generated_jokes WHERE id = ?", (gid,)
-            )[0]
+            ((corpus_id, blocked),) = await _rows(
+                db, "SELECT corpus_joke_id, blocked FROM generated_jokes WHERE id = ?", (gid,)
+            )
             eligible = not blocked and gid not in reported and up - down >= 2
             assert (corpus_id is not None) == eligible, (gid, up, down, blocked)
         # every community joke in the corpus belongs to exactly one shown joke, and back
-        community = _rows(db.path, "SELECT id FROM jokes WHERE source = 'community'")
-        linked = _rows(db.path, "SELECT corpus_joke_id FROM generated_jokes WHERE corpus_joke_id")
+        community = await _rows(db, "SELECT id FROM jokes WHERE source = 'community'")
+        linked = await _rows(
+            db, "SELECT corpus_joke_id FROM generated_jokes WHERE corpus_joke_id IS NOT NULL"
+        )
         assert sorted(community) == sorted(linked)
         assert not set(deleted) & {row[0] for row in community}
         # the moderator deleted some, and each deletion blocked its shown joke for good
-        blocked = _rows(db.path, "SELECT count(*) FROM generated_jokes WHERE blocked")
+        blocked = await _rows(db, "SELECT count(*) FROM generated_jokes WHERE blocked")
         assert deleted and blocked == [(len(deleted),)]
     finally:
         await db.close()
@@ -218,11 +227,10 @@ async def test_mixed_votes_withdrawals_reports_deletes_keep_counts_consistent(tm
 # ---- the store: near-copies from two processes ------------------------------------------
 
 
-async def test_near_copies_imported_by_two_processes_at_once_store_one(tmp_path):
+async def test_near_copies_imported_by_two_processes_at_once_store_one(database_url):
     """Two processes (gateway shards) share the database, each with its own index: the check
     runs again inside the write transaction against the rows its index had not seen."""
-    path = tmp_path / "j.sqlite3"
-    first, second = await Database.open(path), await Database.open(path)
+    first, second = await Database.connect(database_url), await Database.connect(database_url)
     try:
         indexes = [NearDuplicateIndex(), NearDuplicateIndex()]
         copies = _near_copies(10)
@@ -237,7 +245,7 @@ async def test_near_copies_imported_by_two_processes_at_once_store_one(tmp_path)
         assert _failures(results) == []
         assert sum(r.added for r in results) == 1
         assert sum(r.duplicates for r in results) == 9
-        assert _rows(path, "SELECT count(*) FROM jokes") == [(1,)]
+        assert await _rows(first, "SELECT count(*) FROM jokes") == [(1,)]
     finally:
         await first.close()
         await second.close()
@@ -278,15 +286,23 @@ async def test_the_index_follows_rolled_back_deleted_and_reused_ids(tmp_path):
 
 
 @pytest.fixture
-def unlimited_settings(shared_settings):
+def store_settings(shared_settings, database_url):
+    """The shared settings on the SQLite file, then on a PostgreSQL database."""
+    if database_url.startswith("sqlite"):
+        return shared_settings
+    return shared_settings.model_copy(update={"database_url": SecretStr(database_url)})
+
+
+@pytest.fixture
+def unlimited_settings(store_settings):
     """No rate limits: the tests send many commands at once on purpose."""
-    return shared_settings.model_copy(
+    return store_settings.model_copy(
         update={"rate_addjoke_member": "off", "rate_addjoke_server": "off"}
     )
 
 
-async def test_50_members_press_the_same_button_at_once_all_counted(standin, shared_settings):
-    async with jokebot_app(standin, shared_settings) as app:
+async def test_50_members_press_the_same_button_at_once_all_counted(standin, store_settings):
+    async with jokebot_app(standin, store_settings) as app:
         reply = await (await standin.invoke("joke", {})).wait_for_reply(timeout=30)
         edits_before = reply.edit_count
         presses = await asyncio.gather(
@@ -295,7 +311,7 @@ async def test_50_members_press_the_same_button_at_once_all_counted(standin, sha
         notes = await asyncio.gather(*(p.wait_for_reply(timeout=30) for p in presses))
         assert all(p.ack_type == 7 and p.ack_latency < 3 for p in presses)
         assert all(n.ephemeral and n.content.startswith("You voted 👍") for n in notes)
-        assert _rows(app.db.path, "SELECT count(*), sum(value) FROM votes") == [(50, 50)]
+        assert await _rows(app.db, "SELECT count(*), sum(value) FROM votes") == [(50, 50)]
         assert reply.edit_count - edits_before == 50  # each press edited the counts once
         last = await standin.press(reply, "👍", user_id=6000, username="late")
         await last.wait_for_reply(timeout=30)
@@ -315,7 +331,7 @@ async def test_20_concurrent_near_copies_via_addjoke_store_one(standin, unlimite
         assert all(r.ephemeral and r.mentions_disabled for r in replies)
         stored = [r for r in replies if r.content.startswith("Stored as #")]
         assert len(stored) == 1
-        (row,) = _rows(app.db.path, "SELECT id, text FROM jokes")
+        (row,) = await _rows(app.db, "SELECT id, text FROM jokes")
         refusal = f"Not stored: that joke is a duplicate of #{row[0]}:\n> {row[1]}"
         assert sorted(r.content for r in replies if r not in stored) == [refusal] * 19
 
@@ -334,7 +350,7 @@ async def test_200_concurrent_distinct_addjokes_all_stored_once(standin, unlimit
         assert all(r.content.startswith("Stored as #") for r in replies), Counter(
             r.content[:40] for r in replies
         )
-        rows = _rows(app.db.path, "SELECT id, text, author_id FROM jokes")
+        rows = await _rows(app.db, "SELECT id, text, author_id FROM jokes")
         assert len(rows) == 200
         assert sorted(text for _, text, _ in rows) == sorted(check_joke(t).text for t in jokes)
         ids = sorted(int(r.content.split("#")[1].split(".")[0]) for r in replies)

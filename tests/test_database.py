@@ -1,8 +1,10 @@
-"""The SQLite store on a real file: migrations, durability, duplicates, versions, runs."""
+"""The store on a real SQLite file and on a real PostgreSQL database (every test that is not
+about SQLite itself runs on both): migrations, durability, duplicates, versions, runs."""
 
 import asyncio
 import sqlite3
 
+import asyncpg
 import pytest
 
 from bot.store.database import Database
@@ -23,18 +25,19 @@ async def test_migrations_wal_and_foreign_keys(tmp_path):
     await db.close()
 
 
-async def test_an_acknowledged_joke_is_on_disk(tmp_path):
-    db = await Database.open(tmp_path / "j.sqlite3")
+async def test_an_acknowledged_joke_is_on_disk(tmp_path, database_url):
+    db = await Database.connect(database_url)
     result = await add_joke(db, "I used to hate facial hair, but then it grew on me.", author_id=7)
     # another connection (another process) sees it at once: it was committed
-    raw = sqlite3.connect(tmp_path / "j.sqlite3")
-    row = raw.execute("SELECT text, author_id, source FROM jokes WHERE id=?", (result.id,))
-    assert row.fetchone() == ("I used to hate facial hair, but then it grew on me.", 7, "user")
+    other = await Database.connect(database_url)
+    row = await other.fetchone("SELECT text, author_id, source FROM jokes WHERE id=?", (result.id,))
+    assert tuple(row) == ("I used to hate facial hair, but then it grew on me.", 7, "user")
+    await other.close()
     await db.close()
 
 
-async def test_duplicates_point_at_the_original(tmp_path):
-    db = await Database.open(tmp_path / "j.sqlite3")
+async def test_duplicates_point_at_the_original(tmp_path, database_url):
+    db = await Database.connect(database_url)
     first = await add_joke(db, "Why did the chicken cross the road?")
     again = await add_joke(db, "why did the CHICKEN cross the road!!")
     assert first.created and not again.created
@@ -43,16 +46,16 @@ async def test_duplicates_point_at_the_original(tmp_path):
     await db.close()
 
 
-async def test_bulk_add_is_all_or_nothing(tmp_path):
-    db = await Database.open(tmp_path / "j.sqlite3")
-    with pytest.raises(sqlite3.IntegrityError):
+async def test_bulk_add_is_all_or_nothing(tmp_path, database_url):
+    db = await Database.connect(database_url)
+    with pytest.raises((sqlite3.IntegrityError, asyncpg.NotNullViolationError)):
         await db.add_jokes([("a joke here", "a joke here"), ("bad", None)])  # NOT NULL key
     assert await db.joke_count() == 0
     await db.close()
 
 
-async def test_versions_have_exactly_one_active(tmp_path):
-    db = await Database.open(tmp_path / "j.sqlite3")
+async def test_versions_have_exactly_one_active(tmp_path, database_url):
+    db = await Database.connect(database_url)
     await db.ensure_base_version("/models/base")
     assert (await db.active_version()).version == 0
     await db.add_version(
@@ -69,8 +72,8 @@ async def test_versions_have_exactly_one_active(tmp_path):
     await db.close()
 
 
-async def test_runs_and_new_joke_counting(tmp_path):
-    db = await Database.open(tmp_path / "j.sqlite3")
+async def test_runs_and_new_joke_counting(tmp_path, database_url):
+    db = await Database.connect(database_url)
     for n in range(3):
         await add_joke(db, f"joke number {n} is funny")
     run = await db.start_run("cli")
@@ -100,9 +103,9 @@ async def test_databases_opened_together_migrate_once(tmp_path):
 # ---- one connection, many coroutines ------------------------------------------------------
 
 
-async def test_concurrent_transactions_and_writes_do_not_collide(tmp_path):
+async def test_concurrent_transactions_and_writes_do_not_collide(tmp_path, database_url):
     """Bulk adds, version switches and single writes at once on the one shared connection."""
-    db = await Database.open(tmp_path / "j.sqlite3")
+    db = await Database.connect(database_url)
     try:
         await db.ensure_base_version("/models/base")
         await db.add_version(1, "/v1", parent_version=0, status="promoted", metrics={}, manifest={})
@@ -125,10 +128,10 @@ async def test_concurrent_transactions_and_writes_do_not_collide(tmp_path):
         await db.close()
 
 
-async def test_a_write_beside_a_transaction_never_joins_it(tmp_path):
+async def test_a_write_beside_a_transaction_never_joins_it(tmp_path, database_url):
     """A write of one coroutine never lands inside another's open transaction (to be rolled
     back with it), and a read never sees another's uncommitted rows."""
-    db = await Database.open(tmp_path / "j.sqlite3")
+    db = await Database.connect(database_url)
     opened = asyncio.Event()
 
     async def abandoned() -> None:
@@ -153,8 +156,8 @@ async def test_a_write_beside_a_transaction_never_joins_it(tmp_path):
         await db.close()
 
 
-async def test_nested_transactions_roll_back_only_the_inner_part(tmp_path):
-    db = await Database.open(tmp_path / "j.sqlite3")
+async def test_nested_transactions_roll_back_only_the_inner_part(tmp_path, database_url):
+    db = await Database.connect(database_url)
     try:
         async with db.transaction():
             await add_joke(db, "The outer joke is kept.")

@@ -16,6 +16,7 @@ from bot.settings import Settings
 from bot.store.database import AddResult, Database
 
 QUOTE_CHARS = 300
+NEAR_COPY_CHECK = "near-copy-check"  # what check-then-store transactions serialize on
 
 
 @dataclass(frozen=True)
@@ -39,7 +40,10 @@ async def catch_up(db: Database, index: NearDuplicateIndex) -> None:
     joke: step back to an indexed joke that still stands.
 
     Call it inside the write transaction that stores on the index's verdict: then no other
-    joke can be committed until that transaction ends, so the verdict stays true."""
+    joke can be committed until that transaction ends, so the verdict stays true (SQLite has
+    one writer at a time; on PostgreSQL such transactions wait for each other here, in every
+    process)."""
+    await db.serialize(NEAR_COPY_CHECK)
     while True:  # one query, unless the newest indexed joke is gone
         newest = index.highest_id
         rows = await db.joke_keys(after_id=newest - 1) if newest else await db.joke_keys()

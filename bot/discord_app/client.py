@@ -10,9 +10,10 @@ from discord import app_commands
 from discord.ext import commands
 
 from bot.discord_app.checks import NotBotAdmin
-from bot.discord_app.replies import NO_MENTIONS, reply_error
+from bot.discord_app.replies import NO_MENTIONS, STORE_UNAVAILABLE, reply_error
 from bot.discord_app.shards import IdentifyLimiter
 from bot.services import Services
+from bot.store.backends import StoreUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -81,6 +82,10 @@ class JokeBot(commands.Bot):
             return
         if isinstance(error, app_commands.NoPrivateMessage):
             await reply_error(interaction, "This command works only in a server.")
+            return
+        if isinstance(getattr(error, "original", error), StoreUnavailable):
+            log.warning("/%s: %s", name, getattr(error, "original", error))
+            await reply_error(interaction, STORE_UNAVAILABLE)
             return
         log.error("/%s failed", name, exc_info=error)
         await reply_error(

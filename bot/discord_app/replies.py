@@ -8,6 +8,11 @@ import discord
 
 log = logging.getLogger(__name__)
 NO_MENTIONS = discord.AllowedMentions.none()
+# A command met a database that cannot be reached (PostgreSQL restarting, a network cut)
+STORE_UNAVAILABLE = (
+    "The database is not reachable right now (it may be restarting), so nothing was changed. "
+    "Please try again in a few seconds."
+)
 
 
 async def reply_error(interaction: discord.Interaction, message: str) -> None:

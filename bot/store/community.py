@@ -1,4 +1,5 @@
-"""Storage of the community loop: shown jokes, votes, reports, reviews, deletion (SQLite).
+"""Storage of the community loop: shown jokes, votes, reports, reviews, deletion (SQLite or
+PostgreSQL, through `Database`).
 
 Shares the bot's one `Database` connection, taking turns on it like every other store (never
 the raw connection); every method commits before it returns, so a vote or a deletion
@@ -20,6 +21,9 @@ from model.contracts.preferences import VotedJoke
 from model.contracts.votes import CommunityScore, VoteCounts
 
 VoteChange = Literal["added", "changed", "withdrawn"]
+# votes up and down among the rows counted (portable: no sum over a comparison)
+_UPS = "sum(CASE WHEN value = 1 THEN 1 ELSE 0 END)"
+_DOWNS = "sum(CASE WHEN value = -1 THEN 1 ELSE 0 END)"
 
 
 @dataclass(frozen=True)
@@ -107,12 +111,11 @@ class CommunityStore:
 
         `completion` is what the model wrote after `prompt` (votes train on exactly that),
         `requested_by` the member who asked (their jokes leave training on /forgetme)."""
-        written = await self.db.execute(
+        return await self.db.insert(
             "INSERT INTO generated_jokes (text, norm_key, prompt, model_version, guild_id,"
             " channel_id, completion, requested_by) VALUES (?,?,?,?,?,?,?,?)",
             (text, key, prompt, model_version, guild_id, channel_id, completion, requested_by),
         )
-        return written.lastrowid
 
     async def set_message(self, generated_id: int, message_id: int) -> None:
         await self.db.execute(
@@ -129,8 +132,7 @@ class CommunityStore:
 
     async def counts(self, generated_id: int) -> VoteCounts:
         row = await self._one(
-            "SELECT coalesce(sum(value = 1), 0), coalesce(sum(value = -1), 0) FROM votes"
-            " WHERE generated_id = ?",
+            f"SELECT coalesce({_UPS}, 0), coalesce({_DOWNS}, 0) FROM votes WHERE generated_id = ?",
             (generated_id,),
         )
         return VoteCounts(up=row[0], down=row[1]) if row else VoteCounts()
@@ -140,6 +142,7 @@ class CommunityStore:
         if value not in (1, -1):
             raise ValueError("a vote is 1 or -1")
         async with self.db.transaction():
+            await self.db.serialize(_generated_lock(generated_id))  # PostgreSQL: one at a time
             row = await self._one(
                 "SELECT value FROM votes WHERE generated_id = ? AND user_id = ?",
                 (generated_id, user_id),
@@ -169,8 +172,8 @@ class CommunityStore:
         of the event loop, and transactions take turns)."""
         row = await self._one(
             "SELECT text, norm_key, guild_id, corpus_joke_id, blocked,"
-            " (SELECT coalesce(sum(value = 1), 0) FROM votes WHERE generated_id = g.id),"
-            " (SELECT coalesce(sum(value = -1), 0) FROM votes WHERE generated_id = g.id),"
+            f" (SELECT coalesce({_UPS}, 0) FROM votes WHERE generated_id = g.id),"
+            f" (SELECT coalesce({_DOWNS}, 0) FROM votes WHERE generated_id = g.id),"
             " (SELECT count(*) FROM reports WHERE generated_id = g.id)"
             " FROM generated_jokes g WHERE id = ?",
             (generated_id,),
@@ -199,7 +202,7 @@ class CommunityStore:
     async def version_scores(self) -> dict[int, CommunityScore]:
         """Community score per model version (only versions whose jokes got votes)."""
         rows = await self.db.fetchall(
-            "SELECT g.model_version, sum(v.value = 1), sum(v.value = -1) FROM votes v"
+            f"SELECT g.model_version, {_UPS}, {_DOWNS} FROM votes v"
             " JOIN generated_jokes g ON g.id = v.generated_id"
             " WHERE g.model_version IS NOT NULL GROUP BY g.model_version"
         )
@@ -210,6 +213,7 @@ class CommunityStore:
     async def report_generated(self, generated_id: int, user_id: int) -> ReportOutcome:
         """🚩 on a shown joke: it never joins the corpus (and leaves it if it had)."""
         async with self.db.transaction():
+            await self.db.serialize(_generated_lock(generated_id))
             written = await self.db.execute(
                 "INSERT INTO reports (user_id, generated_id) VALUES (?, ?) ON CONFLICT DO NOTHING",
                 (user_id, generated_id),
@@ -223,8 +227,10 @@ class CommunityStore:
 
         A joke deleted meanwhile gets no report (`new` is False): no report outlives its joke."""
         async with self.db.transaction():
+            await self.db.serialize(f"joke:{joke_id}")
             written = await self.db.execute(
-                "INSERT INTO reports (user_id, joke_id) SELECT ?, id FROM jokes WHERE id = ?"
+                "INSERT INTO reports (user_id, joke_id)"
+                " SELECT CAST(? AS BIGINT), id FROM jokes WHERE id = ?"
                 " ON CONFLICT DO NOTHING",
                 (user_id, joke_id),
             )
@@ -305,7 +311,7 @@ class CommunityStore:
             if await self.joke(joke_id) is None:
                 return False
             await self.db.execute(
-                "UPDATE generated_jokes SET corpus_joke_id = NULL, blocked = 1"
+                "UPDATE generated_jokes SET corpus_joke_id = NULL, blocked = TRUE"
                 " WHERE corpus_joke_id = ?",
                 (joke_id,),
             )
@@ -340,6 +346,8 @@ class CommunityStore:
                     (user_id, user_id, user_id),
                 )
             ]
+            for generated_id in sorted(touched):  # in order: no two transactions deadlock
+                await self.db.serialize(_generated_lock(generated_id))
             own = [
                 row[0]
                 for row in await self.db.fetchall(
@@ -349,7 +357,7 @@ class CommunityStore:
             # the jokes they asked for (their prompts) never train again (and leave the corpus
             # below), and who asked is forgotten
             await self.db.execute(
-                "UPDATE generated_jokes SET blocked = 1, requested_by = NULL"
+                "UPDATE generated_jokes SET blocked = TRUE, requested_by = NULL"
                 " WHERE requested_by = ?",
                 (user_id,),
             )
@@ -368,17 +376,20 @@ class CommunityStore:
         `voted_at` among them ('' when none). Blocked jokes (deleted from the corpus, or asked
         for by a member who used /forgetme) are left out; a forgotten member's votes and
         reports are already gone. One statement: one consistent reading."""
-        async with self._sql.execute(
-            "SELECT g.id, g.prompt, g.completion, g.text, g.norm_key,"
-            " coalesce(sum(v.value = 1), 0), coalesce(sum(v.value = -1), 0),"
-            " EXISTS (SELECT 1 FROM reports r WHERE r.generated_id = g.id), max(v.voted_at)"
-            " FROM generated_jokes g LEFT JOIN votes v ON v.generated_id = g.id"
-            " WHERE g.blocked = 0 GROUP BY g.id"
-            " HAVING count(v.user_id) > 0"
-            " OR EXISTS (SELECT 1 FROM reports r WHERE r.generated_id = g.id)"
-            " ORDER BY g.id"
-        ) as cursor:
-            rows = [tuple(row) async for row in cursor]
+        rows = [
+            tuple(row)
+            for row in await self.db.fetchall(
+                "SELECT g.id, g.prompt, g.completion, g.text, g.norm_key,"
+                " coalesce(sum(CASE WHEN v.value = 1 THEN 1 ELSE 0 END), 0),"
+                " coalesce(sum(CASE WHEN v.value = -1 THEN 1 ELSE 0 END), 0),"
+                " EXISTS (SELECT 1 FROM reports r WHERE r.generated_id = g.id), max(v.voted_at)"
+                " FROM generated_jokes g LEFT JOIN votes v ON v.generated_id = g.id"
+                " WHERE g.blocked = FALSE GROUP BY g.id"
+                " HAVING count(v.user_id) > 0"
+                " OR EXISTS (SELECT 1 FROM reports r WHERE r.generated_id = g.id)"
+                " ORDER BY g.id"
+            )
+        ]
         jokes = [
             VotedJoke(
                 id=row[0],
@@ -396,20 +407,22 @@ class CommunityStore:
     async def new_votes(self, *, all_votes: bool = False) -> int:
         """Votes cast or changed since the newest learned export (`all_votes`: every vote) on
         jokes that may train: what PREFERENCE_MIN_VOTES is compared with."""
-        since = "" if all_votes else await self._learned_until()
+        since = (None if all_votes else await self._learned_until()) or _BEFORE_ANY_VOTE
         return await self._scalar(
             "SELECT count(*) FROM votes v JOIN generated_jokes g ON g.id = v.generated_id"
-            " WHERE g.blocked = 0 AND v.voted_at > ?",
+            " WHERE g.blocked = FALSE AND v.voted_at > ?",
             (since,),
         )
 
     async def _learned_until(self) -> str:
-        row = await self._one("SELECT max(votes_until) FROM vote_exports WHERE learned = 1")
+        row = await self._one(
+            "SELECT max(votes_until) FROM vote_exports WHERE learned = TRUE AND votes_until != ''"
+        )
         return (row[0] if row else None) or ""
 
     async def record_vote_export(self, run_id: int, votes_until: str, jokes: int) -> None:
         """Remember what a training run's preference snapshot held."""
-        await self._sql.execute(
+        await self.db.execute(
             "INSERT INTO vote_exports (run_id, votes_until, jokes) VALUES (?,?,?)"
             " ON CONFLICT (run_id) DO UPDATE SET votes_until = excluded.votes_until,"
             " jokes = excluded.jokes",
@@ -418,7 +431,10 @@ class CommunityStore:
 
     async def mark_votes_learned(self, run_id: int) -> None:
         """The run's version learned from its export and serves: its votes are no longer new."""
-        await self._sql.execute("UPDATE vote_exports SET learned = 1 WHERE run_id = ?", (run_id,))
+        await self.db.execute("UPDATE vote_exports SET learned = TRUE WHERE run_id = ?", (run_id,))
+
+
+_BEFORE_ANY_VOTE = "1970-01-01T00:00:00.000Z"  # a timestamp (PostgreSQL) older than any vote
 
 
 def _completion(stored: str | None, text: str, prompt: str) -> str:
@@ -433,3 +449,8 @@ def _completion(stored: str | None, text: str, prompt: str) -> str:
 
 
 _NO_JOKE = GeneratedJoke(0, "", "", None, None, None)
+
+
+def _generated_lock(generated_id: int) -> str:
+    """What a vote or a report on a generated joke serializes on (see `Database.serialize`)."""
+    return f"generated:{generated_id}"

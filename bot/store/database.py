@@ -1,34 +1,41 @@
-"""The bot's SQLite database: jokes, model versions and training runs (aiosqlite, WAL).
+"""The bot's database: jokes, model versions and training runs, on the embedded SQLite file
+(aiosqlite, WAL) or, with DATABASE_URL, on PostgreSQL (asyncpg, pooled).
 
 Only the bot side writes it. Every write is committed when its coroutine returns, so a joke
-acknowledged to its author is already on disk. The process's coroutines take turns on its one
-connection (see `Database`), so concurrent transactions neither collide nor mix. Schema changes
-are numbered SQL files in `bot/store/migrations/`, applied at start and tracked with
-`PRAGMA user_version`.
+acknowledged to its author is already on disk. The SQL is written once for both databases and
+runs through `bot.store.backends`, which also keeps concurrent coroutines apart: on SQLite they
+take turns on the one connection (a transaction holds it for its whole block, so nobody's
+statement slips into another's transaction); on PostgreSQL each transaction has a pooled
+connection of its own, and `serialize()` makes check-then-write transactions wait for each
+other across every process. Schema changes are numbered SQL files in `bot/store/migrations/`
+(SQLite, tracked with `PRAGMA user_version`) and `migrations/postgresql/` (tracked in
+`schema_migrations`), applied at start by one process while the others wait.
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
-import fcntl
 import json
 import logging
-import re
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
-import aiosqlite
-
+from bot.store.backends import (
+    SQLBackend,
+    SQLiteBackend,
+    migrations,
+    open_backend,
+    sql_timestamp,
+)
+from bot.store.notify import announce_version_change
 from model.contracts.corpus import CorpusJoke
 from model.contracts.jokes import JokeStatus
 from model.contracts.manifest import version_name
 
 log = logging.getLogger(__name__)
-_MIGRATION_NAME = re.compile(r"^(\d{4})_[\w-]+\.sql$")
+_VERSIONS = "model-versions"  # what changes of the serving version serialize on
 
 
 @dataclass(frozen=True)
@@ -41,10 +48,9 @@ class AddResult:
 
 @dataclass(frozen=True)
 class Written:
-    """What a write statement did: rows changed, and the id of the row it inserted."""
+    """What a write statement did: the rows it changed."""
 
     rowcount: int
-    lastrowid: int | None
 
 
 @dataclass(frozen=True)
@@ -91,28 +97,12 @@ class TrainingRun:
     message: str | None
 
 
-@contextlib.asynccontextmanager
-async def _exclusive_file_lock(lock_path: Path) -> AsyncIterator[None]:
-    """Hold an exclusive lock on ``lock_path`` across processes; wait for it in a thread."""
-    with lock_path.open("w") as handle:
-        await asyncio.to_thread(fcntl.flock, handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
-
-
 def _migrations() -> list[tuple[int, str]]:
-    folder = resources.files("bot.store") / "migrations"
-    found = []
-    for entry in folder.iterdir():
-        match = _MIGRATION_NAME.match(entry.name)
-        if match:
-            found.append((int(match.group(1)), entry.read_text(encoding="utf-8")))
-    return sorted(found)
+    """The SQLite migrations (number, script): what a backup's schema version is measured by."""
+    return migrations("sqlite")
 
 
-def _version_from_row(row: aiosqlite.Row) -> ModelVersion:
+def _version_from_row(row: Any) -> ModelVersion:
     return ModelVersion(
         version=row["version"],
         path=row["path"],
@@ -125,139 +115,69 @@ def _version_from_row(row: aiosqlite.Row) -> ModelVersion:
     )
 
 
-def _run_from_row(row: aiosqlite.Row) -> TrainingRun:
+def _run_from_row(row: Any) -> TrainingRun:
     values = dict(row)
     values["metrics"] = json.loads(values["metrics"] or "{}")
     return TrainingRun(**values)
 
 
 class Database:
-    """One connection to the jokebot database, shared by every coroutine of the process; use
-    `await Database.open(path)`.
+    """The jokebot database, shared by every coroutine of the process: `await Database.open(path)`
+    for an SQLite file, `await Database.connect(url)` for DATABASE_URL (either kind).
 
-    All work on the connection takes turns: `transaction()` holds the connection for its whole
-    block, and every other statement (`execute`, `fetchone`, `fetchall`, and the methods built
-    on them) waits for the turn too. So a write outside a transaction never lands inside
-    another coroutine's open transaction (to be rolled back with it), and a read never sees
-    another's uncommitted rows. The turn is re-entrant within one task: a method that opens a
-    transaction may be called inside another's block (it becomes a savepoint).
-
-    Why one lock rather than a connection per transaction: aiosqlite runs a connection's
-    statements one after another on its one thread anyway, and SQLite lets one writer in at a
-    time, so transactions would queue either way; dozens of connections of one process would
-    instead make SQLite's file lock arbitrate between them (busy_timeout polling, "database is
-    locked" under a burst) and open a connection and a thread per press. The price: the
-    statements of a transaction no longer overlap with other coroutines' statements, each
-    waiting a turn of the event loop, so keep transactions to few statements. Other processes
-    on the same file (gateway shards, `jokebot import`) are kept apart by SQLite itself: BEGIN
-    IMMEDIATE takes the write lock, busy_timeout waits for it.
+    `transaction()` is all or nothing; a method that opens one may be called inside another's
+    block (it becomes a savepoint). Every other statement runs on its own and commits at once.
     A task must not wait, inside a transaction, for another task that uses the database.
     """
 
-    def __init__(self, connection: aiosqlite.Connection, path: Path) -> None:
-        self._db = connection
-        self.path = path
-        self._turns = asyncio.Lock()
-        self._holder: asyncio.Task | None = None  # the task whose turn it is
-        self._savepoints = 0
+    def __init__(self, backend: SQLBackend) -> None:
+        self.backend = backend
+        self.path = backend.path if isinstance(backend, SQLiteBackend) else None
 
     @classmethod
     async def open(cls, path: Path) -> Database:
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        connection = await aiosqlite.connect(path, isolation_level=None)
-        connection.row_factory = aiosqlite.Row
-        await connection.execute("PRAGMA busy_timeout=5000")
-        await connection.execute("PRAGMA foreign_keys=ON")
-        await connection.execute("PRAGMA synchronous=FULL")
-        database = cls(connection, path)
-        # processes that share one database (split gateway shards) may start together: one
-        # switches it to WAL and migrates, the others then find both done (switching the
-        # journal mode does not wait for a busy database, so it happens under the lock too)
-        async with _exclusive_file_lock(path.with_name(path.name + ".migrate.lock")):
-            await connection.execute("PRAGMA journal_mode=WAL")
-            await database._migrate()
-        return database
+        """The SQLite file at `path` (created, switched to WAL and migrated)."""
+        return cls(await open_backend(f"sqlite://{Path(path).absolute()}"))
+
+    @classmethod
+    async def connect(cls, url: str, *, pool_size: int = 10, timeout: float = 2.0) -> Database:
+        """The database DATABASE_URL names (`sqlite://…` or `postgresql://…`), migrated.
+        Raises `backends.DatabaseUrlError` (one line) when PostgreSQL refuses or is not there."""
+        return cls(await open_backend(url, pool_size=pool_size, timeout=timeout))
+
+    @property
+    def kind(self) -> str:
+        return self.backend.kind
 
     async def close(self) -> None:
-        async with self._turn():  # after the transaction in progress, if any
-            await self._db.close()
+        await self.backend.close()
 
-    @contextlib.asynccontextmanager
-    async def _turn(self) -> AsyncIterator[None]:
-        """The connection to the current task alone until the block ends (re-entrant)."""
-        task = asyncio.current_task()
-        if task is not None and self._holder is task:
-            yield
-            return
-        async with self._turns:
-            self._holder = task
-            try:
-                yield
-            finally:
-                self._holder = None
+    def transaction(self) -> contextlib.AbstractAsyncContextManager[None]:
+        """All or nothing; inside another transaction of the same task, a savepoint."""
+        return self.backend.transaction()
 
-    @contextlib.asynccontextmanager
-    async def transaction(self) -> AsyncIterator[None]:
-        """BEGIN IMMEDIATE ... COMMIT, rolled back on any error: all or nothing. Inside another
-        transaction of the same task it is a savepoint: an error rolls back only this block."""
-        async with self._turn():
-            if self._db.in_transaction:
-                async with self._savepoint():
-                    yield
-                return
-            await self._db.execute("BEGIN IMMEDIATE")
-            try:
-                yield
-                await self._db.execute("COMMIT")
-            except BaseException:
-                if self._db.in_transaction:  # a failed COMMIT leaves it open too
-                    await self._db.execute("ROLLBACK")
-                raise
-
-    @contextlib.asynccontextmanager
-    async def _savepoint(self) -> AsyncIterator[None]:
-        self._savepoints += 1
-        name = f"nested_{self._savepoints}"
-        await self._db.execute(f"SAVEPOINT {name}")
-        try:
-            yield
-        except BaseException:
-            await self._db.execute(f"ROLLBACK TO {name}")
-            raise
-        finally:
-            await self._db.execute(f"RELEASE {name}")
-            self._savepoints -= 1
+    async def serialize(self, name: str) -> None:
+        """Inside a transaction: no other transaction that serializes on `name`, in any
+        process, runs until this one ends (PostgreSQL; SQLite has one writer at a time)."""
+        await self.backend.serialize(name)
 
     async def execute(self, query: str, params: Sequence[Any] = ()) -> Written:
-        """One statement in the caller's turn; outside a transaction it commits on its own."""
-        async with self._turn():
-            cursor = await self._db.execute(query, params)  # a write has run to its end here
-            return Written(rowcount=cursor.rowcount, lastrowid=cursor.lastrowid)
+        """One statement; outside a transaction it commits on its own."""
+        return Written(rowcount=await self.backend.execute(query, params))
 
-    async def fetchone(self, query: str, params: Sequence[Any] = ()) -> aiosqlite.Row | None:
+    async def insert(self, query: str, params: Sequence[Any] = ()) -> int:
+        """An INSERT of one row; the id it was given (`RETURNING id`, on both databases)."""
+        return await self.backend.fetchval(f"{query} RETURNING id", params)
+
+    async def fetchone(self, query: str, params: Sequence[Any] = ()) -> Any | None:
         """The first row of a query meant to return at most one (it is run to its end)."""
-        rows = await self.fetchall(query, params)
-        return rows[0] if rows else None
+        return await self.backend.fetchrow(query, params)
 
-    async def fetchall(self, query: str, params: Sequence[Any] = ()) -> list[aiosqlite.Row]:
-        async with self._turn():
-            return list(await self._db.execute_fetchall(query, params))
-
-    async def _migrate(self) -> None:
-        current = await self.schema_version()
-        for number, script in _migrations():
-            if number <= current:
-                continue
-            log.info("applying database migration %04d", number)
-            async with self._turn():
-                await self._db.executescript(
-                    f"BEGIN IMMEDIATE;\n{script}\nPRAGMA user_version = {number};\nCOMMIT;"
-                )
+    async def fetchall(self, query: str, params: Sequence[Any] = ()) -> list[Any]:
+        return await self.backend.fetch(query, params)
 
     async def schema_version(self) -> int:
-        (version,) = await self.fetchone("PRAGMA user_version")
-        return version
+        return await self.backend.schema_version()
 
     # ---- jokes -------------------------------------------------------------------------
 
@@ -276,19 +196,18 @@ class Database:
         `JokeStatus.PENDING` keeps it out of the corpus until a moderator approves it (a member's
         first jokes under MODERATION=new, or a joke the content policy flagged).
         """
-        async with self._turn():
-            while True:
-                written = await self.execute(
-                    "INSERT INTO jokes (text, norm_key, author_id, guild_id, source, status)"
-                    " VALUES (?,?,?,?,?,?) ON CONFLICT (norm_key) DO NOTHING",
-                    (text, key, author_id, guild_id, source, status),
-                )
-                if written.rowcount == 1:
-                    return AddResult(id=written.lastrowid, created=True)
-                found = await self.fetchone("SELECT id FROM jokes WHERE norm_key = ?", (key,))
-                if found is not None:
-                    return AddResult(id=found[0], created=False)
-                # the copy was deleted in between (by another process): try again
+        while True:
+            new_id = await self.backend.fetchval(
+                "INSERT INTO jokes (text, norm_key, author_id, guild_id, source, status)"
+                " VALUES (?,?,?,?,?,?) ON CONFLICT (norm_key) DO NOTHING RETURNING id",
+                (text, key, author_id, guild_id, source, status),
+            )
+            if new_id is not None:
+                return AddResult(id=new_id, created=True)
+            found = await self.fetchone("SELECT id FROM jokes WHERE norm_key = ?", (key,))
+            if found is not None:
+                return AddResult(id=found[0], created=False)
+            # the copy was deleted in between (by another task or process): try again
 
     async def add_jokes(
         self,
@@ -373,6 +292,7 @@ class Database:
     async def ensure_base_version(self, path: str) -> None:
         """Record version 0 (the base model) and make it serve if nothing else does."""
         async with self.transaction():
+            await self.serialize(_VERSIONS)
             row = await self.fetchone("SELECT path FROM model_versions WHERE version = 0")
             if row is None:
                 await self.execute(
@@ -384,9 +304,11 @@ class Database:
                     "MODEL_BASE changed from %s to %s; v0 now means the new base", row[0], path
                 )
                 await self.execute("UPDATE model_versions SET path = ? WHERE version = 0", (path,))
-            (active,) = await self.fetchone("SELECT count(*) FROM model_versions WHERE active = 1")
+            (active,) = await self.fetchone(
+                "SELECT count(*) FROM model_versions WHERE active = TRUE"
+            )
             if not active:
-                await self.execute("UPDATE model_versions SET active = 1 WHERE version = 0")
+                await self.execute("UPDATE model_versions SET active = TRUE WHERE version = 0")
 
     async def versions(self) -> list[ModelVersion]:
         rows = await self.fetchall("SELECT * FROM model_versions ORDER BY version")
@@ -397,7 +319,7 @@ class Database:
         return _version_from_row(row) if row else None
 
     async def active_version(self) -> ModelVersion:
-        row = await self.fetchone("SELECT * FROM model_versions WHERE active = 1")
+        row = await self.fetchone("SELECT * FROM model_versions WHERE active = TRUE")
         if row is None:
             raise LookupError("no active model version; call ensure_base_version first")
         return _version_from_row(row)
@@ -430,21 +352,23 @@ class Database:
     async def set_active(self, version: int) -> None:
         """Make `version` the serving one, in one transaction (exactly one row is active)."""
         async with self.transaction():
-            await self.execute("UPDATE model_versions SET active = 0 WHERE active = 1")
+            await self.serialize(_VERSIONS)
+            await self.execute("UPDATE model_versions SET active = FALSE WHERE active = TRUE")
             written = await self.execute(
-                "UPDATE model_versions SET active = 1 WHERE version = ?", (version,)
+                "UPDATE model_versions SET active = TRUE WHERE version = ?", (version,)
             )
             if written.rowcount != 1:
                 raise LookupError(f"there is no model version v{version}")
+            # every process sharing the database serves it too (PostgreSQL; sent on commit)
+            await announce_version_change(self.backend, version)
 
     # ---- training runs -----------------------------------------------------------------
 
     async def start_run(self, trigger: str, requested_by: int | None = None) -> int:
-        written = await self.execute(
+        return await self.insert(
             "INSERT INTO training_runs (trigger, requested_by) VALUES (?, ?)",
             (trigger, requested_by),
         )
-        return written.lastrowid
 
     async def update_run(self, run_id: int, **values: Any) -> None:
         """Set columns of a run; `metrics` is stored as JSON."""
@@ -486,6 +410,4 @@ class Database:
 
 
 def _now_sql() -> str:
-    from datetime import UTC, datetime
-
-    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")[:-4] + "Z"
+    return sql_timestamp()

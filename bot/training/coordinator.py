@@ -16,7 +16,7 @@ import os
 import shutil
 import sys
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,6 +25,7 @@ from bot.runners.pool import RunnerPool
 from bot.settings import Settings
 from bot.store.community import CommunityStore
 from bot.store.database import Database
+from bot.store.leader import LockHeld, cluster_lock
 from bot.training import versions
 from bot.training.gate import GatePolicy, learned_from_votes
 from bot.training.progress import TrainingProgress
@@ -118,36 +119,47 @@ class TrainingCoordinator:
         refusal = await self.corpus_refusal()
         if refusal:
             raise CorpusTooSmall(refusal)
-        async with self._lock:
-            with host_training_lock(self.settings.data_dir):
-                self._cancelled = False
-                self._stopping = None
-                self.progress = TrainingProgress()
-                started = time.monotonic()
-                run_id = await self.db.start_run(trigger, requested_by)
-                self.run_id = run_id
-                try:
-                    outcome = await self._run(run_id, on_progress or _ignore)
-                except asyncio.CancelledError:
-                    await self.db.update_run(
-                        run_id, status="cancelled", finished=True, message="jokebot stopped"
-                    )
-                    raise
-                except Exception as error:
-                    log.exception("training run #%d failed", run_id)
-                    outcome = TrainingOutcome(run_id, "failed", f"training failed: {error}")
-                finally:
-                    self._process = None
-                    versions.remove_partial_outputs(self.settings.models_dir)
-                outcome.seconds = time.monotonic() - started
-                outcome.serving = (await self.db.active_version()).name
-                if outcome.status in ("failed", "cancelled"):
-                    await self.db.update_run(
-                        run_id, status=outcome.status, finished=True, message=outcome.message
-                    )
-                self.progress.phase = "done"
-                log.info("training run #%d: %s — %s", run_id, outcome.status, outcome.message)
-                return outcome
+        async with self._lock, self._exclusive_training():
+            self._cancelled = False
+            self._stopping = None
+            self.progress = TrainingProgress()
+            started = time.monotonic()
+            run_id = await self.db.start_run(trigger, requested_by)
+            self.run_id = run_id
+            try:
+                outcome = await self._run(run_id, on_progress or _ignore)
+            except asyncio.CancelledError:
+                await self.db.update_run(
+                    run_id, status="cancelled", finished=True, message="jokebot stopped"
+                )
+                raise
+            except Exception as error:
+                log.exception("training run #%d failed", run_id)
+                outcome = TrainingOutcome(run_id, "failed", f"training failed: {error}")
+            finally:
+                self._process = None
+                versions.remove_partial_outputs(self.settings.models_dir)
+            outcome.seconds = time.monotonic() - started
+            outcome.serving = (await self.db.active_version()).name
+            if outcome.status in ("failed", "cancelled"):
+                await self.db.update_run(
+                    run_id, status=outcome.status, finished=True, message=outcome.message
+                )
+            self.progress.phase = "done"
+            log.info("training run #%d: %s — %s", run_id, outcome.status, outcome.message)
+            return outcome
+
+    @contextlib.asynccontextmanager
+    async def _exclusive_training(self) -> AsyncIterator[None]:
+        """One training per data directory (a file lock: the bot and `jokebot train`) and, on
+        PostgreSQL, one across every process sharing the database (an advisory lock)."""
+        async with contextlib.AsyncExitStack() as stack:
+            stack.enter_context(host_training_lock(self.settings.data_dir))
+            try:
+                await stack.enter_async_context(cluster_lock(self.db.backend, "training"))
+            except LockHeld:
+                raise TrainingBusy("a training run is already under way elsewhere") from None
+            yield
 
     async def _run(self, run_id: int, on_progress: ProgressCallback) -> TrainingOutcome:
         settings = self.settings

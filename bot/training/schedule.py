@@ -11,6 +11,7 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.triggers.cron import CronTrigger
 
 from bot.settings import Settings
+from bot.store.leader import Leadership
 from bot.training.coordinator import (
     CorpusTooSmall,
     TrainingBusy,
@@ -29,11 +30,21 @@ class RetrainScheduler:
     """Starts a training run on `RETRAIN_SCHEDULE` when `RETRAIN_MIN_NEW_JOKES` have arrived.
 
     Each finished scheduled run goes to `announce` (given at `start`: where results are posted
-    is known only once the Discord client exists), which words and posts it."""
+    is known only once the Discord client exists), which words and posts it.
 
-    def __init__(self, settings: Settings, training: TrainingCoordinator) -> None:
+    Processes sharing a PostgreSQL database all keep the schedule, but only the one that
+    `leadership` says leads acts on it (see `bot.store.leader`); when it dies, the next leader
+    runs the next scheduled retrain."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        training: TrainingCoordinator,
+        leadership: Leadership | None = None,
+    ) -> None:
         self.settings = settings
         self.training = training
+        self.leadership = leadership or Leadership()
         self.announce: Announcer | None = None
         self._scheduler = AsyncIOScheduler(timezone=UTC)
 
@@ -63,6 +74,9 @@ class RetrainScheduler:
 
     async def tick(self) -> TrainingOutcome | None:
         """One scheduled check; never starts a second training."""
+        if not self.leadership.is_leader:
+            log.info("scheduled retraining left to the leading jokebot process")
+            return None
         if self.training.busy:
             log.info("scheduled retraining skipped: a training run is under way")
             return None

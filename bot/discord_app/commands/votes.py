@@ -14,8 +14,9 @@ from typing import Any
 import discord
 
 from bot.discord_app.commands.throttle import refuse_when_rate_limited
-from bot.discord_app.replies import NO_MENTIONS, reply_error
+from bot.discord_app.replies import NO_MENTIONS, STORE_UNAVAILABLE, reply_error
 from bot.services import Services
+from bot.store.backends import StoreUnavailable
 from model.contracts.votes import VoteCounts
 
 log = logging.getLogger(__name__)
@@ -73,6 +74,9 @@ class JokeButton(
                 # /joke's own path (its cog), with the same prompt: no import runs back to it
                 tell = interaction.client.get_cog("JokeCommands").send_generated_joke
                 await tell(interaction, joke.prompt if joke else "")
+        except StoreUnavailable as error:
+            log.warning("the %s button on joke %d: %s", self.action, self.generated_id, error)
+            await reply_error(interaction, STORE_UNAVAILABLE)
         except Exception:
             log.exception("the %s button on joke %d failed", self.action, self.generated_id)
             await reply_error(
