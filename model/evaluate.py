@@ -297,6 +297,7 @@ def measure(
     metrics = {
         "nll": nll,
         **served_nll,
+        "dtype": str(loaded.model.dtype).removeprefix("torch."),  # the gate compares like with like
         "layout": layout,
         "shots": shots,
         "one_joke_rate": one_joke_rate(drawn),
@@ -321,16 +322,19 @@ def evaluate_model(
     device: str = "auto",
     temperature: float = SAMPLE_TEMPERATURE,
     top_p: float = SAMPLE_TOP_P,
+    precision=None,
 ) -> dict:
     """The gate's metrics dict for a model folder / hub id, or an already loaded model.
 
-    A model given by reference is loaded here and freed before returning.
+    A model given by reference is loaded here (in `precision`'s dtype when given: one
+    `model.precision.ServingPrecision` for both models of a comparison loads them alike) and
+    freed before returning.
     """
     from model.loading import LoadedModel, load_model_and_tokenizer
 
     owned = not isinstance(model_ref_or_loaded, LoadedModel)
     loaded = (
-        load_model_and_tokenizer(str(model_ref_or_loaded), device=device)
+        load_model_and_tokenizer(str(model_ref_or_loaded), device=device, precision=precision)
         if owned
         else model_ref_or_loaded
     )

@@ -56,6 +56,7 @@ from model.openai_api import (
     stream_chunk,
     usage,
 )
+from model.precision import ServingPrecision
 
 log = logging.getLogger("model.runner")
 
@@ -67,6 +68,7 @@ class RunnerConfig:
     host: str = "127.0.0.1"
     port: int = 8765
     device: str = "auto"
+    dtype: str = "auto"  # auto | float32 | bfloat16 | float16 (model.precision)
     admin_token: str | None = None
     max_queue: int = 64
     max_batch: int = 16
@@ -85,7 +87,8 @@ class RunnerState:
             max_batch=config.max_batch, max_queue=config.max_queue, metrics=self.metrics
         )
         self.metrics.bind_engine(self.engine)
-        self.swap = HotSwap(self.engine, self.metrics, config.device, config.compile)
+        precision = ServingPrecision(config.dtype, on_choice=self.metrics.set_precision)
+        self.swap = HotSwap(self.engine, self.metrics, config.device, config.compile, precision)
         self.initial_load: asyncio.Task | None = None
         self.stopping = False
         self.started = time.time()
@@ -351,6 +354,7 @@ async def health(request: web.Request) -> web.Response:
         "loading": state.swap.loading,
         "resident_versions": engine.resident_versions,
         "uptime_seconds": round(time.time() - state.started, 1),
+        **state.swap.precision.health_fields(),  # dtype, and how `DTYPE` chose it
     }
     if state.load_error and not ready:
         body["error"] = state.load_error

@@ -194,9 +194,11 @@ def train(
         world_size=world.world_size,
     )
     progress.budget = budget
+    model = load_training_model(job)
+    precision = training_precision_for(job, model, data, device, world)
     trainer, settings = build_trainer(
         job,
-        model=load_training_model(job),
+        model=model,
         tokenizer=data.tokenizer,
         train_set=data.train_set,
         eval_set=data.eval_set,
@@ -204,6 +206,7 @@ def train(
         device=device,
         callbacks=[progress, budget, cancel_check(run)],
         world_size=world.world_size,
+        precision=precision.dtype,
     )
     began = time.monotonic()
     trainer.train()
@@ -221,10 +224,25 @@ def train(
         "budget_hit": budget.hit,
         "device": device.type,
         "precision": settings["precision"],
+        "precision_choice": precision.as_dict(),  # how TRAIN_PRECISION chose it, with figures
         "world_size": world.world_size,
     }
     log.info("training ended after %d steps in %.0f s: %s", state.global_step, seconds, summary)
     return TrainingResult(model=trainer.model, summary=summary, settings=settings)
+
+
+def training_precision_for(job: TrainJob, model, data: PreparedData, device, world: World):
+    """TRAIN_PRECISION for this job (timed on a real batch on `auto`); rank 0's on every rank."""
+    from model import distributed
+    from model.precision import measure_training_precision
+
+    choice = measure_training_precision(
+        job.precision, device, model, data.train_set.examples, data.tokenizer.pad_token_id,
+        seed=job.seed,
+    )  # fmt: skip
+    choice = distributed.share_from_main(choice, world)
+    log.info("training precision: %s", choice.describe())
+    return choice
 
 
 def save_version(job: TrainJob, training: TrainingResult, tokenizer, tmp: Path, device) -> None:
@@ -261,13 +279,15 @@ def evaluate_models(
     """Measure the candidate and the serving model on the held-out jokes, each as it serves."""
     from model.evaluate import measure, release
     from model.loading import load_model_and_tokenizer
+    from model.precision import ServingPrecision
     from model.textformat import PLAIN
 
     results = {}
+    same_dtype = ServingPrecision(job.eval_dtype)  # chosen at the candidate's load, kept
     for name, ref in (("candidate", str(tmp)), ("serving", job.serving_ref)):
         run.check()
         events.emit(EvaluatingEvent(model=name))
-        loaded = load_model_and_tokenizer(ref, device=device)
+        loaded = load_model_and_tokenizer(ref, device=device, precision=same_dtype)
         try:
             results[name] = measure(
                 loaded,
@@ -401,12 +421,14 @@ def build_trainer(
     callbacks=(),
     max_steps: int = -1,
     world_size: int = 1,
+    precision: str | None = None,
 ):
     """A Trainer for `job`, and the settings it derived (recorded in the manifest).
 
-    AdamW with warm-up and `lr_scheduler` decay, gradient accumulation, bf16 (fp16 where the
-    GPU lacks bf16) on CUDA, fp32 elsewhere; evaluation and checkpoints every `eval_steps`
-    (checkpoints: weights only, inside `output_dir`), early stopping on the validation loss,
+    AdamW with warm-up and `lr_scheduler` decay, gradient accumulation, `precision` (fp32, bf16
+    or fp16 autocast; by default bf16, or fp16 where the GPU lacks bf16, on CUDA, else fp32);
+    evaluation and checkpoints every `eval_steps` (checkpoints: weights only, inside
+    `output_dir`), early stopping on the validation loss,
     the best checkpoint restored at the end. Batches group jokes of similar length. With
     `world_size` processes (DDP) each takes `batch_size // world_size` jokes a micro-step, so
     an optimizer step sees the job's batch whatever the number of processes.
@@ -435,7 +457,7 @@ def build_trainer(
     eval_steps = job.eval_steps or max(1, round(cadence / job.evals_per_epoch))
     logging_steps = max(1, min(5, eval_steps))
     gpu = device.type == "cuda"
-    precision = training_precision(device)
+    precision = precision or training_precision(device)
     args = TrainingArguments(
         output_dir=str(output_dir),
         per_device_train_batch_size=process_batch,

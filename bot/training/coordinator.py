@@ -267,6 +267,8 @@ class TrainingCoordinator:
             batch_size=s.train_batch_size,  # over all TRAIN_PROCESSES together
             grad_accum=s.train_grad_accum,
             lora=s.train_lora,
+            precision=s.train_precision,
+            eval_dtype=s.dtype,  # the gate measures both models in the dtype /joke serves in
             eval_samples=s.train_eval_samples,
             sample_max_tokens=s.joke_max_tokens,
             sample_temperature=s.joke_temperature,  # measure what /joke will serve
