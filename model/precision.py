@@ -12,13 +12,15 @@ exact. So on `auto`:
   claims, interleaved (a shared machine slows all candidates alike), best of a few after a
   warm-up. A candidate that fails or yields non-finite logits is out. The fastest serves if it
   beats float32 by `MIN_GAIN`; otherwise, and for models so small that a forward takes under
-  `SERVING_MIN_SECONDS` (per-step Python work dominates there), exact float32 serves.
+  `SERVING_MIN_SECONDS` (per-step Python work dominates there), exact float32 serves. An x86
+  CPU without AVX-512 has no candidate but float32 (`wide_vectors`): it serves float32 untimed.
   `ServingPrecision` decides once, at the first load, and every later load (a swap, an adapter)
   uses the same dtype without measuring again.
 - training (`TRAIN_PRECISION`): CUDA keeps bf16 (fp16 without bf16) autocast as before. On a CPU
-  the trainer times a few forward+backward passes of the real model on a real batch of training
-  jokes, in float32 and under bf16 autocast (what the Trainer's `bf16=True` does there), and
-  uses autocast only if it measured `MIN_GAIN` faster. Elsewhere float32.
+  with bf16 candidates the trainer times a few forward+backward passes of the real model on a
+  real batch of training jokes, in float32 and under bf16 autocast (what the Trainer's
+  `bf16=True` does there), and uses autocast only if it measured `MIN_GAIN` faster. Elsewhere
+  float32.
 
 `choose_fastest` is the decision, a pure function of the timings (tests give it timings).
 """
@@ -28,6 +30,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import logging
+import platform
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -51,6 +54,7 @@ PROBE_DECODE_STEPS = 4
 TRAIN_PROBE_ROWS = 8  # the training probe: forward+backward of 8 training jokes
 ROUNDS = 3  # timed rounds after the warm-up, fewer when BUDGET_SECONDS is spent
 BUDGET_SECONDS = 20.0
+ONLY_FLOAT32 = "this CPU has no faster precision to try (no AVX-512 or no bf16/fp16 support)"
 DROP_FACTOR = 2.0  # a candidate twice as slow as a round's fastest is timed no further
 
 
@@ -167,9 +171,20 @@ class PrecisionChoice:
         return f"{self.dtype} on {self.device} ({self.requested}: {self.reason}{timed})"
 
 
+def wide_vectors() -> bool:
+    """Whether ATen may use bf16/fp16 kernels here: an x86 CPU needs AVX-512 (with AVX2 only
+    they are slower, and SDPA refuses bf16 outright); elsewhere oneDNN's word stands."""
+    if platform.machine().lower() not in ("x86_64", "amd64", "i386", "i686", "x86"):
+        return True
+    return torch.backends.cpu.get_cpu_capability().upper().startswith("AVX512")
+
+
 def cpu_candidates() -> list[torch.dtype]:
-    """float32, then each lower precision the CPU's oneDNN claims (the probe has the last say)."""
+    """float32, then each lower precision the CPU's oneDNN claims, on a CPU with wide enough
+    vector units (`wide_vectors`); the probe has the last say."""
     found = [torch.float32]
+    if not wide_vectors():
+        return found
     mkldnn = torch.backends.mkldnn.is_available()
     if mkldnn and torch.ops.mkldnn._is_mkldnn_bf16_supported():
         found.append(torch.bfloat16)
@@ -279,10 +294,17 @@ class ServingPrecision:
         where = device.type
         if self.explicit is not None:
             name = dtype_name(self.explicit)
+            if where == "cpu" and self.explicit not in cpu_candidates():
+                raise ValueError(
+                    f"DTYPE={name}, but this CPU has no {name} kernels (x86 needs AVX-512); "
+                    "use DTYPE=auto or float32"
+                )
             return model, PrecisionChoice(name, self.requested, "set by DTYPE", where)
         untimed = untimed_dtype(device)
         if untimed is not None:
             return model, PrecisionChoice(dtype_name(untimed[0]), "auto", untimed[1], where)
+        if cpu_candidates() == [torch.float32]:
+            return model, PrecisionChoice("float32", "auto", ONLY_FLOAT32, where)
         return measure_serving_dtype(model, device, pad_token_id)
 
 
@@ -367,10 +389,13 @@ def choose_training_precision(
     untimed = untimed_training_precision(device)
     if untimed is not None:
         return PrecisionChoice(untimed[0], "auto", untimed[1], where)
+    if not bf16_trainable(device):
+        return PrecisionChoice("fp32", "auto", ONLY_FLOAT32, where)
     began = time.perf_counter()
-    runs = {"fp32": training_probe(model, batch, autocast=False)}
-    if bf16_trainable(device):
-        runs["bf16"] = training_probe(model, batch, autocast=True)
+    runs = {
+        "fp32": training_probe(model, batch, autocast=False),
+        "bf16": training_probe(model, batch, autocast=True),
+    }
     was_training = model.training
     model.train()
     try:
@@ -400,7 +425,8 @@ def measure_training_precision(
 
     from model.data import JokeCollator
 
-    if (requested or "auto").strip().lower() != "auto" or untimed_training_precision(device):
+    untimed = untimed_training_precision(device) or not bf16_trainable(device)
+    if (requested or "auto").strip().lower() != "auto" or untimed:
         return choose_training_precision(requested, device, model, {})  # nothing to time
     rows = random.Random(seed).sample(list(examples), min(TRAIN_PROBE_ROWS, len(examples)))
     batch = JokeCollator(pad_token_id=pad_token_id)([{"input_ids": r} for r in rows])
