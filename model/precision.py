@@ -308,6 +308,18 @@ class ServingPrecision:
         return measure_serving_dtype(model, device, pad_token_id)
 
 
+def gate_precision(requested: str, device: torch.device) -> ServingPrecision:
+    """The dtype the gate loads both models in: `requested` (DTYPE, or the dtype the runner
+    chose, which the bot passes on) where this device can run it, else chosen as on `auto`
+    (the runner may live on another machine)."""
+    precision = ServingPrecision(requested)
+    wanted = precision.explicit
+    if wanted is not None and device.type == "cpu" and wanted not in cpu_candidates():
+        log.warning("this CPU cannot run %s; the gate chooses its dtype itself", requested)
+        return ServingPrecision("auto")
+    return precision
+
+
 def measure_serving_dtype(model, device: torch.device, pad_token_id: int):
     """(model in the fastest dtype, PrecisionChoice): `model` (float32) and a copy per other
     candidate are timed side by side; only the winner is kept."""

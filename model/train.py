@@ -279,11 +279,11 @@ def evaluate_models(
     """Measure the candidate and the serving model on the held-out jokes, each as it serves."""
     from model.evaluate import measure, release
     from model.loading import load_model_and_tokenizer
-    from model.precision import ServingPrecision
+    from model.precision import gate_precision
     from model.textformat import PLAIN
 
     results = {}
-    same_dtype = ServingPrecision(job.eval_dtype)  # chosen at the candidate's load, kept
+    same_dtype = gate_precision(job.eval_dtype, device)  # chosen at the first load, kept
     for name, ref in (("candidate", str(tmp)), ("serving", job.serving_ref)):
         run.check()
         events.emit(EvaluatingEvent(model=name))

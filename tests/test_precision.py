@@ -28,6 +28,7 @@ from model.precision import (
     choose_fastest,
     cpu_candidates,
     dtype_name,
+    gate_precision,
     measure_training_precision,
 )
 from model.progress import EventWriter
@@ -138,6 +139,9 @@ def test_without_avx512_auto_serves_and_trains_in_float32_untimed(tiny_model, mo
         load_model_and_tokenizer(tiny_model, "cpu", precision=ServingPrecision("bfloat16"))
     with pytest.raises(ValueError, match="TRAIN_PRECISION=bf16, but this cpu device has no bf16"):
         measure_training_precision("bf16", torch.device("cpu"), loaded.model, examples, 0)
+    # the runner (another machine) serves bf16: this CPU's gate chooses for itself instead
+    assert gate_precision("bfloat16", torch.device("cpu")).requested == "auto"
+    assert gate_precision("float32", torch.device("cpu")).requested == "float32"
 
 
 @needs_bf16
@@ -303,3 +307,10 @@ async def test_admins_see_the_runner_dtype_in_status(app):
     assert "(DTYPE=auto" in line and "float32" in line, line
     member = await (await app.standin.invoke("status")).wait_for_reply()
     assert "Runner dtype" not in member.content
+
+
+async def test_the_gate_measures_in_the_dtype_the_runner_serves_in(app, monkeypatch):
+    health = await app.services.runner.health()
+    assert await app.services.training._gate_dtype() == health["dtype"] == "float32"  # tiny
+    monkeypatch.setattr(app.services.training.settings, "dtype", "bfloat16")  # DTYPE set
+    assert await app.services.training._gate_dtype() == "bfloat16"

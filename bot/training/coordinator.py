@@ -181,6 +181,7 @@ class TrainingCoordinator:
             last_joke_id=corpus[-1].id,
         )
         job = self._job(snapshot, base_ref, serving.path, output, number, parent, fingerprint)
+        job.eval_dtype = await self._gate_dtype()
         job_file = work / "job.json"
         job_file.write_text(job.file_text(), encoding="utf-8")
 
@@ -235,6 +236,18 @@ class TrainingCoordinator:
         shutil.rmtree(work, ignore_errors=True)
         return outcome
 
+    async def _gate_dtype(self) -> str:
+        """The dtype the gate measures both models in: DTYPE; with `auto`, the one the runner
+        chose (its /health says: the trainer need not time it again), else `auto`."""
+        if self.settings.dtype != "auto" or self.runner is None:
+            return self.settings.dtype
+        try:
+            health = await self.runner.health()
+        except Exception:  # no runner answer: the trainer chooses by itself
+            return "auto"
+        dtype = health.get("dtype")
+        return dtype if dtype in ("float32", "bfloat16", "float16") else "auto"
+
     def _policy(self) -> GatePolicy:
         return GatePolicy(
             min_nll_gain=self.settings.promote_min_nll_gain,
@@ -268,7 +281,6 @@ class TrainingCoordinator:
             grad_accum=s.train_grad_accum,
             lora=s.train_lora,
             precision=s.train_precision,
-            eval_dtype=s.dtype,  # the gate measures both models in the dtype /joke serves in
             eval_samples=s.train_eval_samples,
             sample_max_tokens=s.joke_max_tokens,
             sample_temperature=s.joke_temperature,  # measure what /joke will serve

@@ -38,7 +38,8 @@ class TrainJob(BaseModel):
 
     `precision` is the Trainer's mixed precision (`auto`: bf16 autocast where it measured
     faster, see model.precision); `eval_dtype` the dtype both models of the gate load in (the
-    same for both; `auto` times the candidate as the runner times what it serves).
+    same for both): the bot passes DTYPE, or on `auto` the dtype its runner chose; `auto` (no
+    runner answer) times the candidate as a runner would, once.
 
     `batch_size` is the effective batch of one optimizer step over all training processes:
     with N processes each takes `batch_size // N` jokes a micro-step.
