@@ -21,7 +21,9 @@ time until its first evaluation whose validation loss beats the base model's by 
 
 `--precisions` prints instead, for each training precision this device can run (fp32, bf16
 autocast), optimizer steps/s of jokebot's Trainer (job defaults, AdamW) after a warm-up step,
-and what `TRAIN_PRECISION=auto` chooses here with the timings it chose on (#18).
+and what `TRAIN_PRECISION=auto` chooses here with the timings it chose on; then the base
+model's gate measurements (held-out NLL, as served few-shot, one-joke and copy rates) in each
+dtype it can be served in, against float32 (#18: bf16 must stay within 1% of the NLL).
 """
 
 from __future__ import annotations
@@ -236,6 +238,45 @@ def precision_table(options, base: str, tokenizer, train_set, eval_set, device) 
     print(f"TRAIN_PRECISION=auto chooses {choice.dtype}: {choice.describe()}")
 
 
+def dtype_quality(options, base: str, validation_texts, train_texts, train_keys, device) -> None:
+    """The gate's measurements of the base model served in each dtype, against float32."""
+    from model.evaluate import measure, release
+    from model.loading import load_model_and_tokenizer
+    from model.precision import DTYPES, cpu_candidates, dtype_name
+
+    names = [dtype_name(d) for d in cpu_candidates()] if device.type == "cpu" else list(DTYPES)
+    rows = {}
+    for name in names:
+        loaded = load_model_and_tokenizer(base, device=device, dtype=DTYPES[name])
+        try:
+            rows[name] = measure(
+                loaded, validation_texts, train_keys, samples=options.samples,
+                max_new_tokens=options.max_new_tokens, seed=options.seed, layout="few-shot",
+                examples_pool=train_texts,
+            ).metrics  # fmt: skip
+        except Exception as exc:  # report, do not hide
+            rows[name] = {"error": f"{type(exc).__name__}: {str(exc)[:80]}"}
+        finally:
+            release(loaded)
+    base_nll = rows["float32"].get("nll", float("nan"))
+    print()
+    print(
+        f"{'dtype':<10} {'val NLL':>8} {'vs fp32':>8} {'served':>8} {'one-joke':>9} "
+        f"{'copies':>7} {'seconds':>8}   (base model, few-shot as v0 serves)"
+    )
+    for name, m in rows.items():
+        if "error" in m:
+            print(f"{name:<10} failed: {m['error']}")
+            continue
+        print(
+            f"{name:<10} {m['nll']:>8.4f} {(m['nll'] - base_nll) / base_nll:>+8.2%} "
+            f"{m.get('nll_served', float('nan')):>8.4f} {m['one_joke_rate']:>9.0%} "
+            f"{m['copy_rate']:>7.0%} {m['nll_seconds'] + m['sample_seconds']:>8.1f}"
+        )
+    print(f"one-joke / copies: {options.samples} samples each; their noise is about +-"
+          f"{0.5 / max(1, options.samples) ** 0.5:.0%} (one sigma at 50%)")  # fmt: skip
+
+
 def fmt_seconds(seconds: float | None) -> str:
     if seconds is None:
         return "-"
@@ -307,6 +348,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     if options.precisions:
         precision_table(options, base, tokenizer, ours_train, eval_set, device)
+        dtype_quality(options, base, validation_texts, train_texts, train_keys, device)
         print(f"load average (1 min) {load.summary()} on {os.cpu_count()} cores")
         return 0
 

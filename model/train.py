@@ -283,11 +283,13 @@ def evaluate_models(
     from model.textformat import PLAIN
 
     results = {}
-    same_dtype = gate_precision(job.eval_dtype, device)  # chosen at the first load, kept
+    # NLL in the dtype it always had (float32 on a CPU), samples in the serving dtype: the
+    # same for both models, chosen at the candidate's measurement and kept
+    same_dtype = gate_precision(job.eval_dtype, device)
     for name, ref in (("candidate", str(tmp)), ("serving", job.serving_ref)):
         run.check()
         events.emit(EvaluatingEvent(model=name))
-        loaded = load_model_and_tokenizer(ref, device=device, precision=same_dtype)
+        loaded = load_model_and_tokenizer(ref, device=device)
         try:
             results[name] = measure(
                 loaded,
@@ -303,6 +305,7 @@ def evaluate_models(
                 layout=PLAIN if name == "candidate" else loaded.prompt_layout,
                 examples_pool=data.train_texts,
                 shots=job.few_shot_examples,
+                precision=same_dtype,
             )
         finally:
             release(loaded)

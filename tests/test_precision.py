@@ -238,7 +238,8 @@ def test_bf16_training_and_a_gate_in_one_dtype(bf16_version):
     assert training["precision_choice"]["requested"] == "bf16"
     assert manifest["hyperparameters"]["precision"] == "bf16"
     candidate, serving = done["metrics"]["candidate"], done["metrics"]["serving"]
-    assert candidate["dtype"] == serving["dtype"] == "bfloat16"  # like with like
+    assert candidate["dtype"] == serving["dtype"] == "bfloat16"  # sampled like with like
+    assert candidate["nll_dtype"] == serving["nll_dtype"] == "float32"  # NLL as before #18
     assert candidate["nll"] < 0.5 * serving["nll"]  # it learnt in bf16 autocast
 
 

@@ -37,9 +37,9 @@ class TrainJob(BaseModel):
     the first training step; loading and the final evaluation (~1-2 minutes) come on top.
 
     `precision` is the Trainer's mixed precision (`auto`: bf16 autocast where it measured
-    faster, see model.precision); `eval_dtype` the dtype both models of the gate load in (the
-    same for both): the bot passes DTYPE, or on `auto` the dtype its runner chose; `auto` (no
-    runner answer) times the candidate as a runner would, once.
+    faster, see model.precision); `eval_dtype` the dtype the gate samples both models in (their
+    NLL stays in the loading dtype, float32 on a CPU): the bot passes DTYPE, or on `auto` the
+    dtype its runner chose; `auto` (no runner answer) times the candidate as a runner would.
 
     `batch_size` is the effective batch of one optimizer step over all training processes:
     with N processes each takes `batch_size // N` jokes a micro-step.
