@@ -12,8 +12,10 @@ from pathlib import Path
 import pytest
 import torch
 
+from bot.cli import build_parser
 from bot.discord_app.status_text import precision_line
 from bot.runners.process import free_port
+from bot.settings import SettingsError, load_settings
 from loopback_discord import ADMINISTRATOR, DEFAULT_MEMBER_PERMISSIONS
 from model import precision as precision_module
 from model.contracts.corpus import read_snapshot
@@ -92,6 +94,19 @@ def test_timing_rounds_drop_failures_and_keep_each_best():
     assert 2 <= calls["slow"] <= 4 and 2 <= calls["fast"] <= 4  # warm-up + timed rounds
     assert seconds["slow"] >= 0.1 and seconds["fast"] < seconds["slow"]
     assert choose_fastest(seconds, baseline="slow")[0] == "fast"
+
+
+def test_settings_and_cli_options(monkeypatch):
+    monkeypatch.delenv("DTYPE", raising=False)
+    monkeypatch.delenv("TRAIN_PRECISION", raising=False)
+    assert load_settings().dtype == "auto" and load_settings().train_precision == "auto"
+    assert load_settings(dtype="bfloat16", train_precision="fp32").dtype == "bfloat16"
+    with pytest.raises(SettingsError, match=r"^DTYPE: "):
+        load_settings(dtype="bf16")
+    with pytest.raises(SettingsError, match=r"^TRAIN_PRECISION: "):
+        load_settings(train_precision="float32")
+    assert build_parser().parse_args(["runner", "--dtype", "float16"]).dtype == "float16"
+    assert build_parser().parse_args(["runner"]).dtype is None  # then DTYPE decides
 
 
 def test_unknown_dtype_names_are_refused():
