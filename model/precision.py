@@ -165,9 +165,9 @@ class PrecisionChoice:
 
     def describe(self) -> str:
         """One line: the choice, why, and the figures."""
-        figures = ", ".join(f"{k} {v:.3f} s" for k, v in self.seconds.items())
-        figures += "".join(f", {k} failed ({v.split(':')[0]})" for k, v in self.failed.items())
-        timed = f"; {self.probe}: {figures}" if figures else ""
+        figures = [f"{k} {v:.3f} s" for k, v in self.seconds.items()]
+        figures += [f"{k} failed ({v.split(':')[0]})" for k, v in self.failed.items()]
+        timed = f"; {self.probe}: {', '.join(figures)}" if figures else ""
         return f"{self.dtype} on {self.device} ({self.requested}: {self.reason}{timed})"
 
 
