@@ -1,6 +1,7 @@
 """Fine-tuning benchmark: the 2019 tutorial's recipe against jokebot's, at equal training tokens.
 
     python benchmarks/bench_finetune.py [--csv PATH] [--tokens 24000] [--samples 48]
+    python benchmarks/bench_finetune.py --precisions [--steps 8]
 
 Both recipes start from the same base model (default: the embedded SmolLM2-135M, converted
 into --data-dir once) and see the same training jokes; both are measured on the same held-out
@@ -17,6 +18,12 @@ jokes (the stable hash split of model.data) with the gate's own measurements (mo
 Printed per recipe: validation NLL per token of complete jokes (joke + eos), one-joke rate and
 verbatim-copy rate of unprompted samples, training tokens/s and wall time; for jokebot also the
 time until its first evaluation whose validation loss beats the base model's by --margin.
+
+`--precisions` prints instead, for each training precision this device can run (fp32, bf16
+autocast), optimizer steps/s of jokebot's Trainer (job defaults, AdamW) after a warm-up step,
+and what `TRAIN_PRECISION=auto` chooses here with the timings it chose on; then the base
+model's gate measurements (held-out NLL, as served few-shot, one-joke and copy rates) in each
+dtype it can be served in, against float32 (#18: bf16 must stay within 1% of the NLL).
 """
 
 from __future__ import annotations
@@ -60,6 +67,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--learning-rate", type=float, help="jokebot: override the default")
     parser.add_argument("--batch-size", type=int, help="jokebot: override the default")
+    parser.add_argument(
+        "--precisions", action="store_true", help="only: steps/s per training precision"
+    )
+    parser.add_argument("--steps", type=int, default=8, help="--precisions: timed steps each")
     return parser.parse_args(argv)
 
 
@@ -164,6 +175,108 @@ def tutorial_blocks(tokenizer, texts: list[str], block: int) -> list[list[int]]:
     return [ids[i : i + block] for i in range(0, len(ids) - block + 1, block)]
 
 
+def make_step_timer():
+    """A callback recording the wall time of every optimizer step."""
+    from transformers import TrainerCallback
+
+    class StepTimer(TrainerCallback):
+        def __init__(self):
+            self.began = 0.0
+            self.seconds: list[float] = []
+
+        def on_step_begin(self, args, state, control, **kwargs):
+            self.began = time.perf_counter()
+
+        def on_step_end(self, args, state, control, **kwargs):
+            self.seconds.append(time.perf_counter() - self.began)
+
+    return StepTimer()
+
+
+def precision_table(options, base: str, tokenizer, train_set, eval_set, device) -> None:
+    """Steps/s of the Trainer per precision, and TRAIN_PRECISION=auto's choice."""
+    from transformers import set_seed
+
+    from model.precision import bf16_trainable, measure_training_precision
+    from model.train import TrainJob, build_trainer, load_training_model
+
+    job = TrainJob(snapshot="-", base=base, output="-", seed=options.seed, max_minutes=10**6)
+    job.eval_steps = 10**9  # no evaluation: steps only
+    job.batch_size = options.batch_size or job.batch_size
+    precisions = ["fp32", "bf16"] if bf16_trainable(device) else ["fp32"]
+    rows = []
+    for precision in precisions:
+        set_seed(options.seed)
+        timer = make_step_timer()
+        with tempfile.TemporaryDirectory(prefix=f"bench-{precision}-") as folder:
+            trainer, _ = build_trainer(
+                job, model=load_training_model(job), tokenizer=tokenizer, train_set=train_set,
+                eval_set=eval_set, output_dir=Path(folder), device=device, callbacks=[timer],
+                max_steps=options.steps + 1, precision=precision,
+            )  # fmt: skip
+            try:
+                trainer.train()
+            except Exception as exc:  # report, do not hide
+                rows.append((precision, f"failed: {type(exc).__name__}: {str(exc)[:80]}"))
+                continue
+            finally:
+                del trainer
+        timed = timer.seconds[1:]  # the first step pays one-off costs
+        rows.append((precision, len(timed) / sum(timed), min(timed)))
+    set_seed(options.seed)
+    model = load_training_model(job)
+    choice = measure_training_precision(
+        "auto", device, model, train_set.examples, tokenizer.pad_token_id, seed=options.seed
+    )
+    print()
+    print(f"{'precision':<10} {'steps/s':>8} {'best step':>10}   (batch {job.batch_size}, AdamW)")
+    for row in rows:
+        if len(row) == 2:
+            print(f"{row[0]:<10} {row[1]}")
+        else:
+            print(f"{row[0]:<10} {row[1]:>8.3f} {row[2]:>9.2f}s")
+    print(f"TRAIN_PRECISION=auto chooses {choice.dtype}: {choice.describe()}")
+
+
+def dtype_quality(options, base: str, validation_texts, train_texts, train_keys, device) -> None:
+    """The gate's measurements of the base model served in each dtype, against float32."""
+    from model.evaluate import measure, release
+    from model.loading import load_model_and_tokenizer
+    from model.precision import DTYPES, cpu_candidates, dtype_name
+
+    names = [dtype_name(d) for d in cpu_candidates()] if device.type == "cpu" else list(DTYPES)
+    rows = {}
+    for name in names:
+        loaded = load_model_and_tokenizer(base, device=device, dtype=DTYPES[name])
+        try:
+            rows[name] = measure(
+                loaded, validation_texts, train_keys, samples=options.samples,
+                max_new_tokens=options.max_new_tokens, seed=options.seed, layout="few-shot",
+                examples_pool=train_texts,
+            ).metrics  # fmt: skip
+        except Exception as exc:  # report, do not hide
+            rows[name] = {"error": f"{type(exc).__name__}: {str(exc)[:80]}"}
+        finally:
+            release(loaded)
+    base_nll = rows["float32"].get("nll", float("nan"))
+    print()
+    print(
+        f"{'dtype':<10} {'val NLL':>8} {'vs fp32':>8} {'served':>8} {'one-joke':>9} "
+        f"{'copies':>7} {'seconds':>8}   (base model, few-shot as v0 serves)"
+    )
+    for name, m in rows.items():
+        if "error" in m:
+            print(f"{name:<10} failed: {m['error']}")
+            continue
+        print(
+            f"{name:<10} {m['nll']:>8.4f} {(m['nll'] - base_nll) / base_nll:>+8.2%} "
+            f"{m.get('nll_served', float('nan')):>8.4f} {m['one_joke_rate']:>9.0%} "
+            f"{m['copy_rate']:>7.0%} {m['nll_seconds'] + m['sample_seconds']:>8.1f}"
+        )
+    print(f"one-joke / copies: {options.samples} samples each; their noise is about +-"
+          f"{0.5 / max(1, options.samples) ** 0.5:.0%} (one sigma at 50%)")  # fmt: skip
+
+
 def fmt_seconds(seconds: float | None) -> str:
     if seconds is None:
         return "-"
@@ -233,6 +346,11 @@ def main(argv: list[str] | None = None) -> int:
         f"{device.type}, {cores or '-'} threads; {options.tokens} training tokens per recipe",
         flush=True,
     )
+    if options.precisions:
+        precision_table(options, base, tokenizer, ours_train, eval_set, device)
+        dtype_quality(options, base, validation_texts, train_texts, train_keys, device)
+        print(f"load average (1 min) {load.summary()} on {os.cpu_count()} cores")
+        return 0
 
     def evaluate(loaded):
         return measure(

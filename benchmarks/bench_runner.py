@@ -1,14 +1,18 @@
 """Benchmark the model runner as a real process on the embedded default model (SmolLM2-135M).
 
-Prints one table: sequential, 4, 16 and 32 concurrent clients (tokens/s, p50, p95, errors) at
-32-token completions, a hot swap under 16 clients, and a "hardware" row: raw batched forward
-throughput of the same model at batch 16 without the server, with the server/raw ratio.
+First, plain transformers `generate` at batch 16 (32 sampled new tokens) in each dtype this
+device supports, and the dtype the runner's `DTYPE=auto` chose with its timings (#18); the
+server is then compared with the best of them. Then one table: sequential, 4, 16 and 32
+concurrent clients (tokens/s, p50, p95, errors) at 32-token completions, a hot swap under 16
+clients, and a "hardware" row: raw batched forward throughput of the same model at batch 16, in
+the served dtype, without the server, with the server/raw ratio.
 A second table: streaming (time to first token), and the bot's runner pool
 (`bot.runners.pool`) at 16 clients in front of one replica and of two replicas on this host
 (on a small CPU host two replicas share the same cores: what it shows is the cost of the
 client's routing, not a speed-up), with a swap across both replicas under load.
 
     python benchmarks/bench_runner.py [--data-dir DIR] [--model FOLDER] [--compare-cb]
+                                      [--dtype auto|float32|bfloat16|float16] [--quick]
 
 Loopback only; every client loop is bounded. `--compare-cb` adds an in-process comparison of
 this engine with transformers' continuous batching (`generate_batch`) on the same workload.
@@ -192,12 +196,15 @@ async def direct_test(url: str, clients: int, per_client: int, tokens: int) -> O
     return out
 
 
-def start_runner(folder: Path, port: int, max_batch: int, log: Path) -> subprocess.Popen:
+def start_runner(
+    folder: Path, port: int, max_batch: int, log: Path, dtype: str = "auto"
+) -> subprocess.Popen:
     """`jokebot runner` as a host starts it (settings from the environment)."""
     cmd = [sys.executable, "-m", "bot.cli", "runner", "--model", str(folder), "--version", "v0",
            "--port", str(port)]  # fmt: skip
     env = {**os.environ, "RUNNER_TOKEN": TOKEN, "MODEL_BASE": str(folder),
-           "RUNNER_MAX_BATCH": str(max_batch), "RUNNER_MAX_QUEUE": "64"}  # fmt: skip
+           "RUNNER_MAX_BATCH": str(max_batch), "RUNNER_MAX_QUEUE": "64",
+           "DTYPE": dtype}  # fmt: skip
     with log.open("w") as fh:
         return subprocess.Popen(cmd, cwd=REPO, env=env, stdout=fh, stderr=subprocess.STDOUT)
 
@@ -301,7 +308,68 @@ async def swap_test(url: str, clients: int, tokens: int, candidate: Path) -> tup
 _RAW_MODELS: dict = {}
 
 
-def raw_batched_throughput(folder: Path, batch: int, tokens: int) -> float:
+def plain_generate(folder: Path, batch: int, tokens: int, rounds: int = 2) -> dict[str, object]:
+    """Tokens/s of transformers' own `generate` at batch `batch`, `tokens` sampled new tokens
+    (temperature 0.9, top-p 0.95, eos ignored), in each dtype the device supports; best of
+    `rounds` after a warm-up. A dtype that cannot run gets its error instead."""
+    from model.devices import configure_cpu_threads, resolve_device
+    from model.evaluate import release
+    from model.loading import load_model_and_tokenizer
+    from model.precision import DTYPES, cpu_candidates, dtype_name
+
+    configure_cpu_threads()
+    device = resolve_device("auto")
+    names = [dtype_name(d) for d in cpu_candidates()] if device.type == "cpu" else list(DTYPES)
+    figures: dict[str, object] = {}
+    for name in names:
+        loaded = None
+        try:
+            loaded = load_model_and_tokenizer(str(folder), device=device, dtype=DTYPES[name])
+            generate_speed(loaded, batch, 2)  # warm-up
+            figures[name] = max(generate_speed(loaded, batch, tokens) for _ in range(rounds))
+        except Exception as exc:  # report, do not hide
+            figures[name] = f"failed: {type(exc).__name__}: {str(exc)[:80]}"
+        finally:
+            if loaded is not None:
+                release(loaded)
+    return figures
+
+
+def generate_speed(loaded, batch: int, tokens: int) -> float:
+    """Tokens/s of one `generate` call: `batch` left-padded prompts, exactly `tokens` new."""
+    import torch
+    from transformers import GenerationConfig
+
+    from model.textformat import prompt_ids
+
+    tok, model = loaded.tokenizer, loaded.model
+    rows = [prompt_ids(tok, PROMPTS[i % len(PROMPTS)]) for i in range(batch)]
+    width = max(map(len, rows))
+    ids = torch.tensor([[tok.pad_token_id] * (width - len(r)) + r for r in rows])
+    mask = torch.tensor([[0] * (width - len(r)) + [1] * len(r) for r in rows])
+    config = GenerationConfig(
+        do_sample=True, temperature=0.9, top_p=0.95, top_k=0, max_new_tokens=tokens,
+        min_new_tokens=tokens, pad_token_id=tok.pad_token_id,
+    )  # fmt: skip
+    start = time.perf_counter()
+    with torch.inference_mode():
+        out = model.generate(
+            input_ids=ids.to(loaded.device), attention_mask=mask.to(loaded.device),
+            generation_config=config,
+        )  # fmt: skip
+    return (out.shape[1] - width) * batch / (time.perf_counter() - start)
+
+
+def runner_precision(url: str) -> dict:
+    """The runner's `/health`: the dtype it serves in and how `DTYPE` chose it."""
+    import urllib.request
+
+    with urllib.request.urlopen(f"{url}/health", timeout=10) as resp:
+        health = json.loads(resp.read())
+    return {"dtype": health.get("dtype"), **(health.get("precision") or {})}
+
+
+def raw_batched_throughput(folder: Path, batch: int, tokens: int, dtype: str = "float32") -> float:
     """Tokens/s of the bare model: batched prefill + decode steps with a KV cache, no server."""
     import torch
     from transformers import DynamicCache
@@ -311,9 +379,12 @@ def raw_batched_throughput(folder: Path, batch: int, tokens: int) -> float:
     from model.textformat import prompt_ids
 
     configure_cpu_threads()
-    if str(folder) not in _RAW_MODELS:
-        _RAW_MODELS[str(folder)] = load_model_and_tokenizer(str(folder), device="auto")
-    lm = _RAW_MODELS[str(folder)]
+    key = f"{folder}:{dtype}"
+    if key not in _RAW_MODELS:
+        _RAW_MODELS[key] = load_model_and_tokenizer(
+            str(folder), device="auto", dtype=getattr(torch, dtype)
+        )
+    lm = _RAW_MODELS[key]
     tok, model = lm.tokenizer, lm.model
     rows = [prompt_ids(tok, PROMPTS[i % len(PROMPTS)]) for i in range(batch)]
     width = max(map(len, rows))
@@ -403,6 +474,81 @@ def compare_continuous_batching(folder: Path, requests: int, tokens: int) -> lis
     return rows
 
 
+def pool_scenarios(url: str, folder: Path, candidate: Path, tmp: Path, args) -> tuple:
+    """16 clients straight to one replica, through the pool over it, over two replicas, and a
+    swap across both under load: (direct, one_pool, two_pool, pool_swap, pool_info)."""
+    console.print("16 clients straight to one replica, then through the runner pool...")
+    # interleaved twice, best of each: the CPU may be shared with other work
+    directs, pools = [], []
+    for _ in range(2):
+        directs.append(asyncio.run(direct_test(url, 16, 3, args.tokens)))
+        pools.append(asyncio.run(pool_test([url], 16, 3, args.tokens))[0])
+    direct = max(directs, key=lambda r: r.tps)
+    one_pool = max(pools, key=lambda r: r.tps)
+    port2 = free_port()
+    url2 = f"http://127.0.0.1:{port2}"
+    proc2 = start_runner(folder, port2, args.max_batch, tmp / "runner2.log", args.dtype)
+    try:
+        wait_ready(url2, proc2, tmp / "runner2.log")
+        asyncio.run(load_test(url2, 2, 1, 8))  # warm-up
+        console.print("16 clients through the pool over two replicas...")
+        two_pool = max(
+            (asyncio.run(pool_test([url, url2], 16, 3, args.tokens))[0] for _ in range(2)),
+            key=lambda r: r.tps,
+        )
+        console.print("swap across both replicas under 16 clients...")
+        pool_swap, pool_info = asyncio.run(
+            pool_test([url, url2], 16, 4, args.tokens, swap_to=candidate)
+        )
+    finally:
+        stop_runner(proc2)
+    return direct, one_pool, two_pool, pool_swap, pool_info
+
+
+def pool_rows(pooled: tuple | None) -> list[tuple]:
+    """The pool scenarios' rows of the second table (none with --quick)."""
+    if pooled is None:
+        return []
+    direct, one_pool, two_pool, pool_swap, pool_info = pooled
+    overhead = 1 - one_pool.tps / direct.tps if direct.tps else float("nan")
+    two = 1 - two_pool.tps / one_pool.tps if one_pool.tps else float("nan")
+    return [
+        ("direct, 1 replica", direct, "aiohttp straight to the runner"),
+        ("pool, 1 replica", one_pool, f"routing overhead vs direct: {overhead:.1%}"),
+        ("pool, 2 replicas", two_pool, f"overhead vs pool over 1 replica: {two:.1%}"),
+        ("pool swap, 2 replicas", pool_swap,
+         f"swap {pool_info.get('swap_seconds', float('nan')):.2f} s "
+         f"({pool_info.get('status')}), versions seen {sorted(pool_swap.versions)}"),
+    ]  # fmt: skip
+
+
+def dtype_table(plain: dict[str, object], chosen: dict, sixteen: float, args) -> Table:
+    """Plain `generate` per dtype, the runner's DTYPE choice with its probe timings, and the
+    server at 16 clients against the best plain `generate` in any dtype (#18's target: 85%)."""
+    table = Table(title=f"plain transformers generate, batch 16, {args.tokens} sampled tokens, "
+                  f"vs the runner (DTYPE={args.dtype})")  # fmt: skip
+    for col in ("what", "tokens/s", "note"):
+        table.add_column(col, justify="right" if col == "tokens/s" else "left")
+    probe = chosen.get("seconds") or {}
+    for name, value in plain.items():
+        timed = f"runner probe {probe[name]:.3f} s" if name in probe else ""
+        if isinstance(value, float):
+            table.add_row(f"generate, {name}", f"{value:.1f}", timed)
+        else:
+            table.add_row(f"generate, {name}", "-", f"{value} {timed}".strip())
+    speeds = [v for v in plain.values() if isinstance(v, float)]
+    best = max(speeds, default=float("nan"))
+    table.add_row(
+        f"runner serves {chosen.get('dtype')}", "-",
+        f"{chosen.get('requested')}: {chosen.get('reason')} (chosen in "
+        f"{chosen.get('measure_seconds', 0):.1f} s)",
+    )  # fmt: skip
+    table.add_row(
+        "server, 16 clients", f"{sixteen:.1f}", f"{sixteen / best:.0%} of the best plain generate"
+    )
+    return table
+
+
 def wait_ready(url: str, proc: subprocess.Popen, log: Path, timeout: float = 240) -> None:
     import urllib.request
 
@@ -427,7 +573,13 @@ def main() -> None:
     parser.add_argument("--tokens", type=int, default=32)
     parser.add_argument("--max-batch", type=int, default=16)
     parser.add_argument("--compare-cb", action="store_true", help="also compare with HF CB")
+    parser.add_argument("--dtype", default="auto", help="the runner's DTYPE (default auto)")
+    parser.add_argument(
+        "--quick", action="store_true",
+        help="a check that it works: one round per scenario, no pool or second replica",
+    )  # fmt: skip
     args = parser.parse_args()
+    scale = 0 if args.quick else 1  # --quick: one request per client (or a few sequential)
 
     tmp = Path(tempfile.mkdtemp(prefix="jokebot-bench-"))
     try:
@@ -446,64 +598,47 @@ def main() -> None:
 
         raws: list[float] = []
         load_before = os.getloadavg()[0]
+        console.print("plain transformers generate, batch 16, in each dtype (no server)...")
+        plain = plain_generate(folder, 16, args.tokens, rounds=1 if args.quick else 2)
 
         port = free_port()
         url = f"http://127.0.0.1:{port}"
         log = tmp / "runner.log"
-        proc = start_runner(folder, port, args.max_batch, log)
+        proc = start_runner(folder, port, args.max_batch, log, args.dtype)
         try:
             wait_ready(url, proc, log)
+            chosen = runner_precision(url)
+            served = chosen.get("dtype") or "float32"
             asyncio.run(load_test(url, 2, 1, 8))  # warm-up
             results = []
             for label, clients, per_client in (
-                ("sequential", 1, 8), ("4 clients", 4, 4), ("16 clients", 16, 3),
-                ("32 clients", 32, 2),
+                ("sequential", 1, 2 + 6 * scale), ("4 clients", 4, 1 + 3 * scale),
+                ("16 clients", 16, 1 + 2 * scale), ("32 clients", 32, 1 + scale),
             ):  # fmt: skip
                 if clients == 16:  # the raw baseline right before and after (the CPU may be shared)
                     console.print(
                         "raw batched forward (batch 16, no server; the runner is idle)..."
                     )
-                    raws.append(raw_batched_throughput(folder, 16, args.tokens))
+                    raws.append(raw_batched_throughput(folder, 16, args.tokens, served))
                 console.print(f"{label}...")
                 results.append(
                     (label, clients, asyncio.run(load_test(url, clients, per_client, args.tokens)))
                 )
                 if clients == 16:
-                    raws.append(raw_batched_throughput(folder, 16, args.tokens))
+                    raws.append(raw_batched_throughput(folder, 16, args.tokens, served))
             console.print("swap under 16 clients...")
             swap, info = asyncio.run(swap_test(url, 16, args.tokens, candidate))
             # the second table: streaming, then the bot's pool over one and two replicas
             asyncio.run(swap_test_reset(url, folder))
             console.print("streaming...")
             streams = [
-                ("stream, sequential", asyncio.run(stream_test(url, 1, 6, args.tokens))),
-                ("stream, 16 clients", asyncio.run(stream_test(url, 16, 2, args.tokens))),
+                (
+                    "stream, sequential",
+                    asyncio.run(stream_test(url, 1, 2 + 4 * scale, args.tokens)),
+                ),
+                ("stream, 16 clients", asyncio.run(stream_test(url, 16, 1 + scale, args.tokens))),
             ]
-            console.print("16 clients straight to one replica, then through the runner pool...")
-            # interleaved twice, best of each: the CPU may be shared with other work
-            directs, pools = [], []
-            for _ in range(2):
-                directs.append(asyncio.run(direct_test(url, 16, 3, args.tokens)))
-                pools.append(asyncio.run(pool_test([url], 16, 3, args.tokens))[0])
-            direct = max(directs, key=lambda r: r.tps)
-            one_pool = max(pools, key=lambda r: r.tps)
-            port2 = free_port()
-            url2 = f"http://127.0.0.1:{port2}"
-            proc2 = start_runner(folder, port2, args.max_batch, tmp / "runner2.log")
-            try:
-                wait_ready(url2, proc2, tmp / "runner2.log")
-                asyncio.run(load_test(url2, 2, 1, 8))  # warm-up
-                console.print("16 clients through the pool over two replicas...")
-                two_pool = max(
-                    (asyncio.run(pool_test([url, url2], 16, 3, args.tokens))[0] for _ in range(2)),
-                    key=lambda r: r.tps,
-                )
-                console.print("swap across both replicas under 16 clients...")
-                pool_swap, pool_info = asyncio.run(
-                    pool_test([url, url2], 16, 4, args.tokens, swap_to=candidate)
-                )
-            finally:
-                stop_runner(proc2)
+            pooled = None if args.quick else pool_scenarios(url, folder, candidate, tmp, args)
         finally:
             stop_runner(proc)
 
@@ -537,6 +672,7 @@ def main() -> None:
             f"{raws[0]:.0f}/{raws[1]:.0f})",
         )  # fmt: skip
         console.print(table)
+        console.print(dtype_table(plain, chosen, sixteen, args))
         console.print(f"load average (1 min) before {load_before:.1f}, after {load_after:.1f}")
         if any(r.errors for _, _, r in results) or swap.errors:
             console.print(f"error codes: {[r.codes for _, _, r in results]} swap {swap.codes}")
@@ -549,16 +685,7 @@ def main() -> None:
                 label, str(len(r.latencies) + r.errors), str(r.errors), f"{r.tps:.1f}",
                 f"{r.p(0.5):.2f}", f"{r.p(0.95):.2f}", "p50/p95 = time to first token",
             )  # fmt: skip
-        overhead = 1 - one_pool.tps / direct.tps if direct.tps else float("nan")
-        two = 1 - two_pool.tps / one_pool.tps if one_pool.tps else float("nan")
-        for label, r, note in (
-            ("direct, 1 replica", direct, "aiohttp straight to the runner"),
-            ("pool, 1 replica", one_pool, f"routing overhead vs direct: {overhead:.1%}"),
-            ("pool, 2 replicas", two_pool, f"overhead vs pool over 1 replica: {two:.1%}"),
-            ("pool swap, 2 replicas", pool_swap,
-             f"swap {pool_info.get('swap_seconds', float('nan')):.2f} s "
-             f"({pool_info.get('status')}), versions seen {sorted(pool_swap.versions)}"),
-        ):  # fmt: skip
+        for label, r, note in pool_rows(pooled):
             more.add_row(
                 label, str(len(r.latencies) + r.errors), str(r.errors), f"{r.tps:.1f}",
                 f"{r.p(0.5):.2f}", f"{r.p(0.95):.2f}", note,

@@ -56,6 +56,7 @@ def cmd_runner(settings: Settings, args: argparse.Namespace) -> int:
             host=args.host or settings.runner_host,
             port=settings.runner_port if args.port is None else args.port,
             device=settings.device,
+            dtype=args.dtype or settings.dtype,
             admin_token=token,
             max_queue=settings.runner_max_queue,
             max_batch=settings.runner_max_batch,
@@ -419,6 +420,10 @@ def build_parser() -> argparse.ArgumentParser:
     runner.add_argument("--port", type=int, help="port (default RUNNER_PORT, 8765)")
     runner.add_argument("--model", help="model folder or hub id (default: the active version)")
     runner.add_argument("--version", help="name to report for --model, e.g. v3")
+    runner.add_argument(
+        "--dtype", choices=("auto", "float32", "bfloat16", "float16"),
+        help="weights' dtype (default DTYPE, auto: the fastest measured on this CPU)",
+    )  # fmt: skip
     runner.add_argument(
         "--listen-fd", type=int, help="serve on this inherited listening socket (`jokebot run`)"
     )

@@ -81,6 +81,8 @@ class Settings(BaseSettings):
     runner_port: int = Field(default=8765, ge=0, le=65535)
     runner_token: SecretStr | None = None
     device: Literal["auto", "cuda", "mps", "cpu"] = "auto"
+    # the runner's dtype; `auto`: timed on the CPU at the first load (model.precision)
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
     runner_max_queue: int = Field(default=64, ge=1)
     runner_max_batch: int = Field(default=16, ge=1)
     runner_compile: bool = False
@@ -116,6 +118,7 @@ class Settings(BaseSettings):
     train_batch_size: int = Field(default=16, ge=1)
     train_grad_accum: int = Field(default=1, ge=1)
     train_lora: bool = False
+    train_precision: Literal["auto", "fp32", "bf16"] = "auto"  # auto: bf16 where timed faster
     train_seed: int = 42
     train_eval_samples: int = Field(default=48, ge=1)
     # data-parallel training processes (torchrun): a number, or `auto` = one per visible GPU

@@ -1,10 +1,13 @@
-"""Pick the torch device and dtype a host asked for (`DEVICE=auto|cuda|mps|cpu`)."""
+"""Pick the torch device a host asked for (`DEVICE=auto|cuda|mps|cpu`), and the dtype and
+mixed precision that need no measuring (`model.precision` measures the rest)."""
 
 from __future__ import annotations
 
 import os
 
 import torch
+
+from model.precision import untimed_dtype, untimed_training_precision
 
 DEVICE_CHOICES = ("auto", "cuda", "mps", "cpu")
 
@@ -28,19 +31,17 @@ def resolve_device(name: str = "auto") -> torch.device:
 
 
 def serving_dtype(device: torch.device) -> torch.dtype:
-    """bf16 on GPUs that support it, else fp16; fp32 on the CPU (fastest and exact there)."""
-    if device.type == "cuda":
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    if device.type == "mps":
-        return torch.float16
-    return torch.float32
+    """The dtype without measuring: bf16 on GPUs that support it, else fp16; fp32 on the CPU.
+    (`DTYPE=auto` times the CPU candidates: `model.precision.ServingPrecision`.)"""
+    untimed = untimed_dtype(device)
+    return untimed[0] if untimed else torch.float32
 
 
 def training_precision(device: torch.device) -> str:
-    """Mixed precision of the Trainer: bf16 where the GPU has it, else fp16; fp32 off CUDA."""
-    if device.type != "cuda":
-        return "fp32"
-    return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+    """Mixed precision without measuring: bf16 where the GPU has it, else fp16; fp32 off CUDA.
+    (`TRAIN_PRECISION=auto` times the CPU: `model.precision.choose_training_precision`.)"""
+    untimed = untimed_training_precision(device)
+    return untimed[0] if untimed else "fp32"
 
 
 def configure_cpu_threads(processes: int = 1) -> int:

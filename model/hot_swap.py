@@ -25,6 +25,7 @@ from model.batch import RunningBatch
 from model.engine import Engine
 from model.loading import LoadedModel, load_model_and_tokenizer, read_layout
 from model.metrics import RunnerMetrics
+from model.precision import ServingPrecision
 from model.registry import ServedModel
 from model.textformat import prompt_ids
 
@@ -67,22 +68,33 @@ def _model_folder(ref: str) -> str:
 
 
 def load_candidate(
-    ref: str, version: str | None = None, device: str = "auto", compile: bool = False
+    ref: str,
+    version: str | None = None,
+    device: str = "auto",
+    compile: bool = False,
+    precision: ServingPrecision | None = None,
 ) -> ServedModel:
-    """Load `ref`, check tokenizer and weights, smoke-test generation; return it ready to serve."""
+    """Load `ref`, check tokenizer and weights, smoke-test generation; return it ready to serve
+    (in `precision`'s dtype: the runner's, chosen at its first load)."""
     ref = str(ref)
     version = version or default_version(ref)
     ref = _model_folder(ref)
     start = time.monotonic()
     try:
-        loaded = load_model_and_tokenizer(ref, device=device)
+        loaded = load_model_and_tokenizer(ref, device=device, precision=precision)
     except Exception as exc:
         raise CandidateError(f"could not load {ref}: {type(exc).__name__}: {exc}") from exc
-    return _prove(loaded, version, ref, compile, start, device)
+    return _prove(loaded, version, ref, compile, start, device, precision)
 
 
 def load_adapter_candidate(
-    base_ref: str, adapter: str, name: str, device: str = "auto", *, parent: str | None = None
+    base_ref: str,
+    adapter: str,
+    name: str,
+    device: str = "auto",
+    *,
+    parent: str | None = None,
+    precision: ServingPrecision | None = None,
 ) -> ServedModel:
     """A copy of the base model with the LoRA adapter at `adapter` merged in, smoke-tested."""
     folder = Path(adapter).expanduser()
@@ -92,7 +104,9 @@ def load_adapter_candidate(
     try:
         from peft import PeftModel
 
-        loaded = load_model_and_tokenizer(_model_folder(base_ref), device=device)
+        loaded = load_model_and_tokenizer(
+            _model_folder(base_ref), device=device, precision=precision
+        )
         merged = PeftModel.from_pretrained(loaded.model, str(folder)).merge_and_unload()
         merged.eval()
     except Exception as exc:
@@ -103,13 +117,19 @@ def load_adapter_candidate(
         model=merged, tokenizer=loaded.tokenizer, device=loaded.device, ref=str(folder),
         prompt_layout=read_layout(folder.parent),  # the version's manifest, beside its adapter
     )  # fmt: skip
-    served = _prove(loaded, name, str(folder), False, start, device)
+    served = _prove(loaded, name, str(folder), False, start, device, precision)
     served.parent = parent
     return served
 
 
 def _prove(
-    loaded: LoadedModel, version: str, ref: str, compile: bool, start: float, device: str
+    loaded: LoadedModel,
+    version: str,
+    ref: str,
+    compile: bool,
+    start: float,
+    device: str,
+    precision: ServingPrecision | None = None,
 ) -> ServedModel:
     check_tokenizer(loaded.tokenizer, loaded.model.get_input_embeddings().num_embeddings, ref)
     served = ServedModel(loaded, version, compile=compile)
@@ -123,10 +143,10 @@ def _prove(
                 f"smoke test of {ref} failed: {type(exc).__name__}: {exc}"
             ) from exc
         log.warning("torch.compile failed for %s (%s); serving it uncompiled", ref, exc)
-        return load_candidate(ref, version, device, compile=False)
+        return load_candidate(ref, version, device, compile=False, precision=precision)
     log.info(
-        "loaded %s as %s on %s in %.1f s (smoke test passed)",
-        ref, version, loaded.device, time.monotonic() - start,
+        "loaded %s as %s on %s in %s in %.1f s (smoke test passed)",
+        ref, version, loaded.device, loaded.model.dtype, time.monotonic() - start,
     )  # fmt: skip
     return served
 
@@ -180,8 +200,16 @@ def smoke_test(served: ServedModel) -> None:
 class HotSwap:
     """Changes what one runner serves: one load at a time, in a loader thread, then the swap."""
 
-    def __init__(self, engine: Engine, metrics: RunnerMetrics, device: str, compile: bool):
+    def __init__(
+        self,
+        engine: Engine,
+        metrics: RunnerMetrics,
+        device: str,
+        compile: bool,
+        precision: ServingPrecision | None = None,
+    ):
         self.engine = engine
+        self.precision = precision or ServingPrecision("auto")  # chosen once, kept by swaps
         self.metrics = metrics
         self.device = device
         self.compile = compile
@@ -216,7 +244,9 @@ class HotSwap:
         version = version or default_version(ref)
         log.info("loading %s as %s", ref, version)
         try:
-            served = await self._in_loader(load_candidate, ref, version, self.device, self.compile)
+            served = await self._in_loader(
+                load_candidate, ref, version, self.device, self.compile, self.precision
+            )
         except CandidateError as exc:
             if initial:
                 self.error = str(exc)
@@ -257,7 +287,12 @@ class HotSwap:
         try:
             served = await self._in_loader(
                 lambda: load_adapter_candidate(
-                    base_ref, adapter, name, self.device, parent=base_version
+                    base_ref,
+                    adapter,
+                    name,
+                    self.device,
+                    parent=base_version,
+                    precision=self.precision,
                 )
             )
         except CandidateError as exc:

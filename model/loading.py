@@ -10,6 +10,7 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel
 
 from model.devices import resolve_device, serving_dtype
+from model.precision import ServingPrecision
 from model.textformat import prompt_layout
 
 
@@ -36,16 +37,24 @@ def load_tokenizer(ref: str):
 
 
 def load_model_and_tokenizer(
-    ref: str | Path, device: str | torch.device = "auto", dtype: torch.dtype | None = None
+    ref: str | Path,
+    device: str | torch.device = "auto",
+    dtype: torch.dtype | None = None,
+    precision: ServingPrecision | None = None,
 ) -> LoadedModel:
-    """Load weights and tokenizer via `from_pretrained`; hub ids and folders share this path."""
+    """Load weights and tokenizer via `from_pretrained`; hub ids and folders share this path.
+
+    The dtype: `dtype` if given, else `precision`'s (a runner's or the gate's choice, made at
+    its first load, by timing on `auto`), else `serving_dtype` (float32 on a CPU)."""
     dev = device if isinstance(device, torch.device) else resolve_device(device)
     tokenizer = load_tokenizer(str(ref))
-    model = AutoModelForCausalLM.from_pretrained(
-        str(ref), dtype=dtype or serving_dtype(dev), attn_implementation="sdpa"
-    )
+    if dtype is None:
+        dtype = precision.load_dtype(dev) if precision is not None else serving_dtype(dev)
+    model = AutoModelForCausalLM.from_pretrained(str(ref), dtype=dtype, attn_implementation="sdpa")
     model.to(dev)
     model.eval()
+    if precision is not None:
+        model = precision.settle(model, dev, tokenizer.pad_token_id)
     return LoadedModel(
         model=model, tokenizer=tokenizer, device=dev, ref=str(ref), prompt_layout=read_layout(ref)
     )

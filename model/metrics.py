@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from model.engine import EngineMetrics
+from model.precision import PrecisionChoice
 from model.registry import ServedModel
 
 LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2, 3, 5, 8, 13, 20, 30, 60)
@@ -68,6 +69,15 @@ class RunnerMetrics(EngineMetrics):
         )
         for result in ("ok", "failed"):
             self.swaps.labels(result)
+        self.dtype = Info(
+            "jokebot_runner_dtype", "The dtype the runner serves in, and how it was chosen",
+            registry=r,
+        )  # fmt: skip
+        self.dtype_probe = Gauge(
+            "jokebot_runner_dtype_probe_seconds",
+            "DTYPE=auto: best time of the batched probe (prefill + decode steps) per dtype",
+            ["dtype"], registry=r,
+        )  # fmt: skip
 
     def bind_engine(self, engine) -> None:
         self.queue_depth.set_function(lambda: engine.queue_depth)
@@ -76,6 +86,15 @@ class RunnerMetrics(EngineMetrics):
     def set_serving(self, version: str, model_ref: str) -> None:
         self.serving.clear()
         self.serving.labels(version, model_ref).set(1)
+
+    def set_precision(self, choice: PrecisionChoice) -> None:
+        """The serving dtype, chosen once (`model.precision.ServingPrecision`)."""
+        self.dtype.info(
+            {"dtype": choice.dtype, "requested": choice.requested, "device": choice.device,
+             "reason": choice.reason}
+        )  # fmt: skip
+        for name, seconds in choice.seconds.items():
+            self.dtype_probe.labels(name).set(seconds)
 
     def observe_response(self, endpoint: str, code: int) -> None:
         self.requests.labels(endpoint, str(code)).inc()

@@ -203,9 +203,11 @@ def train(
         world_size=world.world_size,
     )
     progress.budget = budget
+    model = load_training_model(job)
+    precision = training_precision_for(job, model, data, device, world)
     trainer, settings = build_trainer(
         job,
-        model=load_training_model(job),
+        model=model,
         tokenizer=data.tokenizer,
         train_set=data.train_set,
         eval_set=data.eval_set,
@@ -213,6 +215,7 @@ def train(
         device=device,
         callbacks=[progress, budget, cancel_check(run)],
         world_size=world.world_size,
+        precision=precision.dtype,
     )
     began = time.monotonic()
     trainer.train()
@@ -230,10 +233,25 @@ def train(
         "budget_hit": budget.hit,
         "device": device.type,
         "precision": settings["precision"],
+        "precision_choice": precision.as_dict(),  # how TRAIN_PRECISION chose it, with figures
         "world_size": world.world_size,
     }
     log.info("training ended after %d steps in %.0f s: %s", state.global_step, seconds, summary)
     return TrainingResult(model=trainer.model, summary=summary, settings=settings)
+
+
+def training_precision_for(job: TrainJob, model, data: PreparedData, device, world: World):
+    """TRAIN_PRECISION for this job (timed on a real batch on `auto`); rank 0's on every rank."""
+    from model import distributed
+    from model.precision import measure_training_precision
+
+    choice = measure_training_precision(
+        job.precision, device, model, data.train_set.examples, data.tokenizer.pad_token_id,
+        seed=job.seed,
+    )  # fmt: skip
+    choice = distributed.share_from_main(choice, world)
+    log.info("training precision: %s", choice.describe())
+    return choice
 
 
 def save_version(job: TrainJob, training: TrainingResult, tokenizer, tmp: Path, device) -> None:
@@ -277,11 +295,15 @@ def evaluate_models(
     (and on the held-out voted jokes: `model.preference.gate_figures`)."""
     from model.evaluate import measure, release
     from model.loading import load_model_and_tokenizer
+    from model.precision import gate_precision
     from model.preference import gate_figures, reference_scores
     from model.textformat import PLAIN
 
     reference = reference_scores(job, votes, device)
     results = {}
+    # NLL in the dtype it always had (float32 on a CPU), samples in the serving dtype: the
+    # same for both models, chosen at the candidate's measurement and kept
+    same_dtype = gate_precision(job.eval_dtype, device)
     for name, ref in (("candidate", str(tmp)), ("serving", job.serving_ref)):
         run.check()
         events.emit(EvaluatingEvent(model=name))
@@ -301,6 +323,7 @@ def evaluate_models(
                 layout=PLAIN if name == "candidate" else loaded.prompt_layout,
                 examples_pool=data.train_texts,
                 shots=job.few_shot_examples,
+                precision=same_dtype,
             )
             results[name].metrics.update(
                 gate_figures(
@@ -422,12 +445,14 @@ def build_trainer(
     callbacks=(),
     max_steps: int = -1,
     world_size: int = 1,
+    precision: str | None = None,
 ):
     """A Trainer for `job`, and the settings it derived (recorded in the manifest).
 
-    AdamW with warm-up and `lr_scheduler` decay, gradient accumulation, bf16 (fp16 where the
-    GPU lacks bf16) on CUDA, fp32 elsewhere; evaluation and checkpoints every `eval_steps`
-    (checkpoints: weights only, inside `output_dir`), early stopping on the validation loss,
+    AdamW with warm-up and `lr_scheduler` decay, gradient accumulation, `precision` (fp32, bf16
+    or fp16 autocast; by default bf16, or fp16 where the GPU lacks bf16, on CUDA, else fp32);
+    evaluation and checkpoints every `eval_steps` (checkpoints: weights only, inside
+    `output_dir`), early stopping on the validation loss,
     the best checkpoint restored at the end. Batches group jokes of similar length. With
     `world_size` processes (DDP) each takes `batch_size // world_size` jokes a micro-step, so
     an optimizer step sees the job's batch whatever the number of processes.
@@ -456,7 +481,7 @@ def build_trainer(
     eval_steps = job.eval_steps or max(1, round(cadence / job.evals_per_epoch))
     logging_steps = max(1, min(5, eval_steps))
     gpu = device.type == "cuda"
-    precision = training_precision(device)
+    precision = precision or training_precision(device)
     args = TrainingArguments(
         output_dir=str(output_dir),
         per_device_train_batch_size=process_batch,

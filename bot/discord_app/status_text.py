@@ -81,3 +81,22 @@ def replica_lines(replicas: list[dict[str, Any]]) -> list[str]:
             state = f"down ({r['error'] or 'no answer'})"
         lines.append(f"Replica {r['url']}: {state}")
     return lines
+
+
+def precision_line(health: dict[str, Any] | None) -> str | None:
+    """For admins: the dtype the runner serves in, how `DTYPE` chose it, and the timings."""
+    if not health or not health.get("dtype"):
+        return None
+    precision = health.get("precision") or {}
+    line = f"Runner dtype: {health['dtype']}"
+    requested, reason = precision.get("requested"), precision.get("reason")
+    if requested:
+        line += f" (DTYPE={requested}" + (f": {reason}" if reason else "") + ")"
+    seconds = precision.get("seconds") or {}
+    if seconds:
+        timings = ", ".join(f"{name} {value:.3f} s" for name, value in seconds.items())
+        line += f"; {precision.get('probe') or 'timed'}: {timings}"
+    failed = precision.get("failed") or {}
+    if failed:
+        line += "; could not run: " + ", ".join(sorted(failed))
+    return line

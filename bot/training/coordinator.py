@@ -185,6 +185,7 @@ class TrainingCoordinator:
         )
         votes = await self.export_votes(run_id, work)
         job = self._job(snapshot, base_ref, serving.path, output, number, parent, votes)
+        job.eval_dtype = await self._gate_dtype()
         job_file = work / "job.json"
         job_file.write_text(job.file_text(), encoding="utf-8")
 
@@ -268,6 +269,18 @@ class TrainingCoordinator:
             "vote_reference": s.base_model_ref,  # vote figures of every version are comparable
         }
 
+    async def _gate_dtype(self) -> str:
+        """The dtype the gate measures both models in: DTYPE; with `auto`, the one the runner
+        chose (its /health says: the trainer need not time it again), else `auto`."""
+        if self.settings.dtype != "auto" or self.runner is None:
+            return self.settings.dtype
+        try:
+            health = await self.runner.health()
+        except Exception:  # no runner answer: the trainer chooses by itself
+            return "auto"
+        dtype = health.get("dtype")
+        return dtype if dtype in ("float32", "bfloat16", "float16") else "auto"
+
     def _policy(self) -> GatePolicy:
         return GatePolicy(
             min_nll_gain=self.settings.promote_min_nll_gain,
@@ -303,6 +316,7 @@ class TrainingCoordinator:
             batch_size=s.train_batch_size,  # over all TRAIN_PROCESSES together
             grad_accum=s.train_grad_accum,
             lora=s.train_lora,
+            precision=s.train_precision,
             eval_samples=s.train_eval_samples,
             sample_max_tokens=s.joke_max_tokens,
             sample_temperature=s.joke_temperature,  # measure what /joke will serve

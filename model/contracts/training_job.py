@@ -9,7 +9,7 @@ how many processes train is the launcher's business, not the job's.
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
@@ -48,6 +48,11 @@ class TrainJob(BaseModel):
     on a CPU) feed early stopping and the best-checkpoint choice. `max_minutes` counts from
     the first training step; loading and the final evaluation (~1-2 minutes) come on top.
 
+    `precision` is the Trainer's mixed precision (`auto`: bf16 autocast where it measured
+    faster, see model.precision); `eval_dtype` the dtype the gate samples both models in (their
+    NLL stays in the loading dtype, float32 on a CPU): the bot passes DTYPE, or on `auto` the
+    dtype its runner chose; `auto` (no runner answer) times the candidate as a runner would.
+
     `batch_size` is the effective batch of one optimizer step over all training processes:
     with N processes each takes `batch_size // N` jokes a micro-step.
     """
@@ -73,6 +78,8 @@ class TrainJob(BaseModel):
     eval_steps: int = 0  # 0 = about `evals_per_epoch` evaluations per epoch
     evals_per_epoch: int = 4
     early_stopping_patience: int = 3
+    precision: Literal["auto", "fp32", "bf16"] = "auto"  # TRAIN_PRECISION (model.precision)
+    eval_dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"  # the gate's, as DTYPE
     lora: bool = False  # peft LoRA adapters, merged into the weights before saving
     lora_r: int = 16
     lora_alpha: int = 32

@@ -54,6 +54,7 @@ async def health(request: web.Request) -> web.Response:
         "loading": state.swap.loading,
         "resident_versions": engine.resident_versions,
         "uptime_seconds": round(time.time() - state.started, 1),
+        **state.swap.precision.health_fields(),  # dtype, and how `DTYPE` chose it
     }
     if state.load_error and not ready:
         body["error"] = state.load_error

@@ -12,6 +12,7 @@ from aiohttp import web
 from model.engine import Engine
 from model.hot_swap import CandidateError, HotSwap
 from model.metrics import RunnerMetrics
+from model.precision import ServingPrecision
 
 
 @dataclass
@@ -21,6 +22,7 @@ class RunnerConfig:
     host: str = "127.0.0.1"
     port: int = 8765
     device: str = "auto"
+    dtype: str = "auto"  # auto | float32 | bfloat16 | float16 (model.precision)
     admin_token: str | None = None
     max_queue: int = 64
     max_batch: int = 16
@@ -39,7 +41,8 @@ class RunnerState:
             max_batch=config.max_batch, max_queue=config.max_queue, metrics=self.metrics
         )
         self.metrics.bind_engine(self.engine)
-        self.swap = HotSwap(self.engine, self.metrics, config.device, config.compile)
+        precision = ServingPrecision(config.dtype, on_choice=self.metrics.set_precision)
+        self.swap = HotSwap(self.engine, self.metrics, config.device, config.compile, precision)
         self.initial_load: asyncio.Task | None = None
         self.stopping = False
         self.started = time.time()

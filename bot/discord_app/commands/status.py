@@ -12,7 +12,7 @@ from discord.ext import commands
 from bot.discord_app.checks import is_admin
 from bot.discord_app.replies import NO_MENTIONS
 from bot.discord_app.shards import shard_status
-from bot.discord_app.status_text import StatusFacts, status_report
+from bot.discord_app.status_text import StatusFacts, precision_line, status_report
 from bot.services import Services
 from model.contracts.votes import CommunityScore
 
@@ -48,7 +48,9 @@ class StatusCommands(commands.Cog):
     @app_commands.command(name="status", description="Model version, corpus size and training")
     async def status(self, interaction: discord.Interaction) -> None:
         await interaction.response.defer(ephemeral=True, thinking=True)
-        report = status_report(await gather_status(self.services))
-        if is_admin(interaction):  # gateway shards concern the host, not the members
-            report += "\n" + shard_status(interaction.client)
+        facts = await gather_status(self.services)
+        report = status_report(facts)
+        if is_admin(interaction):  # gateway shards and the dtype concern the host, not members
+            dtype = precision_line(facts.runner_health)
+            report += "\n" + (f"{dtype}\n" if dtype else "") + shard_status(interaction.client)
         await interaction.followup.send(report, ephemeral=True, allowed_mentions=NO_MENTIONS)
