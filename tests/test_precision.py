@@ -11,17 +11,16 @@ from pathlib import Path
 
 import pytest
 import torch
-from model.progress import EventWriter
 
 from bot.cli import build_parser
 from bot.discord_app.status_text import precision_line
-from bot.runners.process import free_port
 from bot.settings import SettingsError, load_settings
 from loopback_discord import ADMINISTRATOR, DEFAULT_MEMBER_PERMISSIONS
 from model import precision as precision_module
 from model.contracts.corpus import read_snapshot
 from model.data import split_jokes
 from model.evaluate import copy_rate, one_joke_rate, sample_jokes, validation_nll
+from model.event_writer import EventWriter
 from model.loading import load_model_and_tokenizer
 from model.precision import (
     DTYPE_CHOICES,
@@ -36,7 +35,7 @@ from model.precision import (
 )
 from model.runner import STATE
 from model.train import JobError, TrainJob, run_job
-from tests.helpers import job_dict
+from tests.helpers import free_port, job_dict
 from tests.runner_helpers import runner_client, runner_process
 
 SERVED = set(DTYPE_CHOICES) - {"auto"}
@@ -288,9 +287,7 @@ def test_bf16_serves_the_same_quality_as_float32(bf16_version):
     for dtype in (torch.float32, torch.bfloat16):
         loaded = load_model_and_tokenizer(folder / "models" / "v1", "cpu", dtype=dtype)
         nll, _ = validation_nll(loaded.model, loaded.tokenizer, [j.text for j in held_out])
-        samples = sample_jokes(
-            loaded.model, loaded.tokenizer, SAMPLES, max_new_tokens=24, seed=3, top_p=1.0
-        )
+        samples = sample_jokes(loaded, SAMPLES, max_new_tokens=24, seed=3, top_p=1.0)
         figures[dtype] = (nll, one_joke_rate(samples), copy_rate(samples, keys))
     (nll32, one32, copy32), (nll16, one16, copy16) = figures[torch.float32], figures[torch.bfloat16]
     assert abs(nll16 - nll32) <= 0.01 * nll32, figures
