@@ -197,7 +197,7 @@ async def follow_serving_version(db: Database, runner: RunnerPool) -> None:
     target = runner.target
     if target is None or target.name != active.name or target.path != active.path:
         log.info("%s serves now (changed by another jokebot process)", active.name)
-    runner.serve(active.path, active.name)
+    runner.serve(active.path, active.version)
     await runner.check_health()  # a shared runner may have swapped already
     await runner.reconcile()
 
