@@ -332,6 +332,7 @@ async def test_db_status(shared_settings, tmp_path, monkeypatch, capsys):
         "reports": "0",
         "reviews": "0",
         "training_runs": "0",
+        "vote_exports": "0",
         "votes": "0",
     }
 

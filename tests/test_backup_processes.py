@@ -8,6 +8,7 @@ import asyncio
 import sys
 from pathlib import Path
 
+from bot.store.backup import latest_schema_version
 from loopback_discord import LoopbackDiscord
 from tests.helpers import ROOT, TOKEN, corpus_lines, process_env
 from tests.test_backup import add_jokes, rows
@@ -66,7 +67,8 @@ async def test_restore_refused_while_jokebot_runs_allowed_after_stop_and_kill(
             await add_jokes(standin, corpus_lines(3), first_member=100)
             code, out, err = await jokebot(env, "backup", "--to", str(three))  # online
             assert code == 0, err
-            assert out == f"backup written: {three} (schema 3, 3 jokes, 0 votes)\n"
+            schema = latest_schema_version()
+            assert out == f"backup written: {three} (schema {schema}, 3 jokes, 0 votes)\n"
             await add_jokes(standin, corpus_lines(5)[3:], first_member=200)
 
             code, out, err = await jokebot(env, "restore", str(three))
