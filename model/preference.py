@@ -119,14 +119,52 @@ def train_on_votes(
 ) -> None:
     """Run the preference phase on `training.model` (every rank) when the job asks for it;
     what it did goes to `votes.phase` and `training.summary["preference"]`."""
-    from model.distributed import share_from_main
+    from model.cancellation import cancel_check
+    from model.distributed import per_process_batch, share_from_main
 
     if votes is None:
         return
     votes.phase = share_from_main(_skip_reason(job, votes, training), world)  # all ranks agree
     if not votes.phase:
         run.check()
-        votes.phase = _train(job, votes, training, tokenizer, tmp, device, world, events, run)
+        examples = list(votes.train)
+        loss = choose_loss(job, examples)
+        random.Random(job.seed).shuffle(examples)  # mixed batches: TRL's `kto` reads in order
+        folder = tmp / "preference"
+        data = share_from_main(
+            _write_examples(examples, tokenizer, folder) if world.is_main else None, world
+        )
+        budget = _VotesBudget(_seconds_left(job, training))
+        announce = _announcement(examples, votes, loss)
+        progress = _VotesProgress(events, announce)
+        progress.budget = budget
+        process_batch = per_process_batch(job.batch_size, world.world_size)
+        if loss == "kto":
+            process_batch = max(2, process_batch)  # its KL estimate pairs examples in a batch
+        weights = class_weights(announce.liked, announce.disliked)
+        trainer = _kto_trainer(
+            job,
+            training.model,
+            tokenizer,
+            data,
+            folder / "checkpoints",
+            device,
+            world,
+            loss=loss,
+            process_batch=process_batch,
+            weights=weights,
+            callbacks=[progress, budget, cancel_check(run)],
+        )
+        began = time.monotonic()
+        trainer.train()
+        seconds = time.monotonic() - began
+        state = trainer.state
+        training.model = _without_reference(trainer.model)
+        del trainer
+        gc.collect()
+        if world.is_main:
+            shutil.rmtree(folder, ignore_errors=True)
+        votes.phase = _phase_summary(job, announce, state, seconds, budget.hit, weights)
     training.summary["preference"] = votes.phase
     log.info("preference phase: %s", votes.phase)
 
@@ -145,83 +183,50 @@ def _seconds_left(job: TrainJob, training) -> float:
     return job.max_minutes * 60 - float(training.summary.get("train_seconds", 0.0))
 
 
-def _train(
-    job: TrainJob,
-    votes: Votes,
-    training,
-    tokenizer,
-    tmp: Path,
-    device,
-    world: World,
-    events: EventWriter,
-    run: RunState,
-) -> dict[str, Any]:
-    from model.cancellation import cancel_check
-    from model.distributed import per_process_batch, share_from_main
-
-    examples = list(votes.train)
-    loss = choose_loss(job, examples)
-    random.Random(job.seed).shuffle(examples)  # mixed batches: TRL's `kto` reads them in order
-    liked = [joke for joke in examples if joke.label]
-    disliked = [joke for joke in examples if not joke.label]
-    desirable, undesirable = class_weights(len(liked), len(disliked))
-    folder = tmp / "preference"
-    data = share_from_main(
-        _write_examples(examples, tokenizer, folder) if world.is_main else None, world
-    )
-    budget = _VotesBudget(_seconds_left(job, training))
-    announce = VotesEvent(
-        liked=len(liked),
-        disliked=len(disliked),
+def _announcement(examples: list[VotedJoke], votes: Votes, loss: str) -> VotesEvent:
+    """The `votes` event that opens the phase: what it learns from."""
+    return VotesEvent(
+        liked=sum(1 for joke in examples if joke.label),
+        disliked=sum(1 for joke in examples if not joke.label),
         up=sum(joke.up for joke in examples),
         down=sum(joke.down for joke in examples),
         held_out=len(votes.held_out),
         total_steps=0,
         loss=loss,
     )
-    progress = _VotesProgress(events, announce)
-    progress.budget = budget
-    process_batch = per_process_batch(job.batch_size, world.world_size)
-    if loss == "kto":
-        process_batch = max(2, process_batch)  # its KL estimate pairs examples within a batch
-    trainer = _kto_trainer(
-        job,
-        training.model,
-        tokenizer,
-        data,
-        folder / "checkpoints",
-        device,
-        world,
-        loss=loss,
-        process_batch=process_batch,
-        weights=(desirable, undesirable),
-        callbacks=[progress, budget, cancel_check(run)],
-    )
-    began = time.monotonic()
-    trainer.train()
-    seconds = time.monotonic() - began
-    state = trainer.state
-    model = trainer.model
+
+
+def _without_reference(model):
+    """The trained model without TRL's frozen reference adapter (LoRA): only the trained
+    adapter is the version's."""
     if hasattr(model, "peft_config") and REFERENCE_ADAPTER in model.peft_config:
         model.set_adapter("default")
-        model.delete_adapter(REFERENCE_ADAPTER)  # only the trained adapter is the version's
-    training.model = model
-    del trainer
-    gc.collect()
-    if world.is_main:
-        shutil.rmtree(folder, ignore_errors=True)
+        model.delete_adapter(REFERENCE_ADAPTER)
+    return model
+
+
+def _phase_summary(
+    job: TrainJob,
+    announce: VotesEvent,
+    state,
+    seconds: float,
+    budget_hit: bool,
+    weights: tuple[float, float],
+) -> dict[str, Any]:
+    """What the phase did, for `votes.phase` and the manifest."""
+    desirable, undesirable = weights
     return {
         "ran": True,
-        "loss": loss,
-        "liked": len(liked),
-        "disliked": len(disliked),
+        "loss": announce.loss,
+        "liked": announce.liked,
+        "disliked": announce.disliked,
         "up": announce.up,
         "down": announce.down,
-        "held_out": len(votes.held_out),
+        "held_out": announce.held_out,
         "steps": state.global_step,
         "total_steps": state.max_steps,
         "seconds": round(seconds, 1),
-        "budget_hit": budget.hit,
+        "budget_hit": budget_hit,
         "beta": job.preference_beta,
         "learning_rate": job.effective_preference_learning_rate,
         "desirable_weight": round(desirable, 4),

@@ -12,9 +12,7 @@ import os
 # Idle OpenMP threads must not spin: tests, runner and trainer share 2 cores (measured 2x faster).
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-import subprocess
-import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
@@ -26,10 +24,9 @@ from tests.helpers import (
     DISCORD_OPENAPI,
     TOKEN,
     App,
-    free_port,
     jokebot_app,
     make_settings,
-    wait_healthy,
+    runner_process,
 )
 from tests.postgres_server import database_url, postgres_server, postgres_url  # noqa: F401
 from tests.tiny_model import make_tiny_gpt2
@@ -63,32 +60,10 @@ def tiny_b(tiny_model_b) -> Path:
 
 
 @pytest.fixture(scope="session")
-def shared_runner(tiny_model) -> str:
+def shared_runner(tiny_model) -> Iterator[str]:
     """One real runner process (tiny GPT-2 as v0) for tests that do not swap models."""
-    port = free_port()
-    env = {**os.environ, "RUNNER_TOKEN": "shared-secret", "MODEL_BASE": str(tiny_model)}
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "bot.cli",
-            "runner",
-            "--port",
-            str(port),
-            "--model",
-            str(tiny_model),
-            "--version",
-            "v0",
-        ],
-        env=env,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        wait_healthy(url, process)
+    with runner_process(tiny_model, token="shared-secret") as url:
         yield url
-    finally:
-        process.terminate()
-        process.wait(timeout=15)
 
 
 @pytest.fixture

@@ -11,7 +11,6 @@ import sqlite3
 import threading
 import time
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import pytest
 
@@ -21,36 +20,16 @@ from bot.settings import SettingsError, load_settings
 from bot.store import backup as backups
 from bot.store.database import Database
 from loopback_discord import LoopbackDiscord
-from tests.helpers import TOKEN, corpus_lines, jokebot_app
-
-PROMOTE_AT = 3  # net upvotes that put a generated joke into the corpus
-
-
-def rows(path: Path, query: str, params=()) -> list[tuple]:
-    connection = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
-    try:
-        return connection.execute(query, params).fetchall()
-    finally:
-        connection.close()
-
-
-def assert_consistent(path: Path) -> None:
-    """What every committed state of a jokebot database satisfies: foreign keys hold, joke ids
-    have no gaps (jokes are only added here), and a generated joke is in the corpus exactly
-    when its net score reached PROMOTE_AT (the vote and the promotion are one transaction)."""
-    assert rows(path, "PRAGMA foreign_key_check") == []
-    ids = [row[0] for row in rows(path, "SELECT id FROM jokes ORDER BY id")]
-    assert ids == list(range(1, len(ids) + 1))
-    for generated, net, corpus_id in rows(
-        path,
-        "SELECT g.id, coalesce(sum(v.value), 0), g.corpus_joke_id FROM generated_jokes g"
-        " LEFT JOIN votes v ON v.generated_id = g.id GROUP BY g.id",
-    ):
-        assert (net >= PROMOTE_AT) == (corpus_id is not None), generated
-        if corpus_id is not None:
-            assert rows(path, "SELECT source FROM jokes WHERE id = ?", (corpus_id,)) == [
-                ("community",)
-            ]
+from tests.helpers import (
+    PROMOTE_AT,
+    TOKEN,
+    add_jokes,
+    assert_consistent,
+    corpus_lines,
+    jokebot_app,
+    sqlite_rows,
+    upvote,
+)
 
 
 @pytest.fixture
@@ -63,31 +42,6 @@ def busy_settings(shared_settings):
             "community_min_score": PROMOTE_AT,
         }
     )
-
-
-async def add_jokes(standin, texts: list[str], first_member: int) -> list[int]:
-    """/addjoke from one member per joke, all at once; the ids the bot acknowledged."""
-
-    async def add(n: int, text: str) -> int:
-        interaction = await standin.invoke("addjoke", {"text": text}, user_id=first_member + n)
-        reply = await interaction.wait_for_reply(timeout=60)
-        assert reply.ephemeral and reply.content.startswith("Stored as #"), reply.content
-        return int(reply.content.removeprefix("Stored as #").split(".")[0].split(",")[0])
-
-    ids = list(await asyncio.gather(*(add(n, text) for n, text in enumerate(texts))))
-    # discord.py dispatches `app_command_completion` just after a reply went out: let that run
-    # before a caller closes the bot, or the loop closes on it ("never awaited")
-    await asyncio.sleep(0.2)
-    return ids
-
-
-async def upvote(standin, message, members: list[int]) -> None:
-    """One member after another: the store's transactions share one connection, and two
-    votes at the same instant collide there (BEGIN within BEGIN; reported, not this file's)."""
-    for member in members:
-        interaction = await standin.press(message, "👍", user_id=member, username=f"u{member}")
-        await interaction.wait_for_ack(timeout=60)  # type 7: the vote is committed before it
-        assert interaction.ack_type == 7
 
 
 async def test_backup_while_members_add_jokes_and_vote(standin, busy_settings, tmp_path):
@@ -122,10 +76,12 @@ async def test_backup_while_members_add_jokes_and_vote(standin, busy_settings, t
         assert made.path == target and made.row_counts["jokes"] == 10
         assert sorted(before) == list(range(1, 11)) and sorted(during) == list(range(11, 51))
         first_ten = "SELECT id, text FROM jokes WHERE id <= 10 ORDER BY id"
-        assert rows(target, "SELECT id, text FROM jokes ORDER BY id") == rows(database, first_ten)
-        assert rows(target, "SELECT user_id FROM votes ORDER BY user_id") == [(900,), (901,)]
-        assert rows(target, "PRAGMA integrity_check") == [("ok",)]
-        assert rows(target, "PRAGMA journal_mode") == [("delete",)]  # one file, no -wal
+        assert sqlite_rows(target, "SELECT id, text FROM jokes ORDER BY id") == sqlite_rows(
+            database, first_ten
+        )
+        assert sqlite_rows(target, "SELECT user_id FROM votes ORDER BY user_id") == [(900,), (901,)]
+        assert sqlite_rows(target, "PRAGMA integrity_check") == [("ok",)]
+        assert sqlite_rows(target, "PRAGMA journal_mode") == [("delete",)]  # one file, no -wal
         assert_consistent(target)
         assert await app.db.joke_count() == 51  # 50 members' jokes and the voted-up one
         assert_consistent(database)
@@ -270,7 +226,7 @@ async def test_restore_keeps_the_current_database_aside(shared_settings, tmp_pat
         backups.backup_database(shared_settings.database_path, tmp_path / "two.sqlite3")
         await add_jokes(standin, corpus_lines(5)[2:], first_member=200)
     database = shared_settings.database_path
-    five = rows(database, "SELECT id, text FROM jokes ORDER BY id")
+    five = sqlite_rows(database, "SELECT id, text FROM jokes ORDER BY id")
     assert len(five) == 5
     restored = backups.restore_database(
         tmp_path / "two.sqlite3", database, shared_settings.data_dir
@@ -282,7 +238,7 @@ async def test_restore_keeps_the_current_database_aside(shared_settings, tmp_pat
     assert backups.inspect_database(aside).row_counts["jokes"] == 5
     undone = backups.restore_database(aside, database, shared_settings.data_dir)
     assert undone.facts.row_counts["jokes"] == 5 and undone.kept_aside != aside
-    assert rows(database, "SELECT id, text FROM jokes ORDER BY id") == five
+    assert sqlite_rows(database, "SELECT id, text FROM jokes ORDER BY id") == five
 
 
 async def test_restore_and_a_bot_exclude_each_other(shared_settings, tmp_path):

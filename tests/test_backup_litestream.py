@@ -17,10 +17,19 @@ from pathlib import Path
 
 from bot.store import backup as backups
 from loopback_discord import LoopbackDiscord
-from tests.helpers import ROOT, TOKEN, corpus_lines
-from tests.test_backup import add_jokes, assert_consistent, rows, upvote
-from tests.test_backup_processes import bot_env, start_bot, stop_jokebot
-from tests.test_jokebot_run import wait_until_serving
+from tests.helpers import (
+    ROOT,
+    TOKEN,
+    add_jokes,
+    assert_consistent,
+    corpus_lines,
+    shared_runner_env,
+    sqlite_rows,
+    start_jokebot,
+    stop_jokebot,
+    upvote,
+    wait_until_serving,
+)
 
 LITESTREAM = Path(sys.executable).with_name("litestream")
 
@@ -64,9 +73,11 @@ async def vote_down(standin, message, member: int) -> None:
 def community_rows(database: Path) -> dict[str, list[tuple]]:
     """Every row a member's action wrote: jokes, shown jokes, votes."""
     return {
-        "jokes": rows(database, "SELECT id, text, source, status FROM jokes ORDER BY id"),
-        "generated": rows(database, "SELECT id, text, corpus_joke_id FROM generated_jokes"),
-        "votes": rows(database, "SELECT generated_id, user_id, value FROM votes ORDER BY 1, 2"),
+        "jokes": sqlite_rows(database, "SELECT id, text, source, status FROM jokes ORDER BY id"),
+        "generated": sqlite_rows(database, "SELECT id, text, corpus_joke_id FROM generated_jokes"),
+        "votes": sqlite_rows(
+            database, "SELECT generated_id, user_id, value FROM votes ORDER BY 1, 2"
+        ),
     }
 
 
@@ -80,8 +91,9 @@ async def test_litestream_restores_every_acknowledged_joke_and_vote(
     texts = corpus_lines(40)
 
     async with LoopbackDiscord(token=TOKEN) as standin:
-        env = bot_env(standin, data_dir, tiny_model, shared_runner, COMMUNITY_MIN_SCORE="3",
-                      RATE_ADDJOKE_MEMBER="off", RATE_ADDJOKE_SERVER="off")  # fmt: skip
+        env = shared_runner_env(standin, data_dir, tiny_model, shared_runner,
+                                COMMUNITY_MIN_SCORE="3", RATE_ADDJOKE_MEMBER="off",
+                                RATE_ADDJOKE_SERVER="off")  # fmt: skip
         command = f"{sys.executable} -m bot.cli run"
         with (tmp_path / "litestream.log").open("ab") as log:
             replicating = await asyncio.create_subprocess_exec(
@@ -120,8 +132,8 @@ async def test_litestream_restores_every_acknowledged_joke_and_vote(
     assert_consistent(database)
 
     async with LoopbackDiscord(token=TOKEN) as standin:  # and the bot serves from it
-        env = bot_env(standin, data_dir, tiny_model, shared_runner)
-        process = await start_bot(standin, env, tmp_path / "run.log")
+        env = shared_runner_env(standin, data_dir, tiny_model, shared_runner)
+        process = await start_jokebot(standin, env, log=tmp_path / "run.log")
         try:
             status = await (await standin.invoke("status")).wait_for_reply()
             assert "Corpus: 41 jokes" in status.content

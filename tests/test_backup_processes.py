@@ -10,33 +10,16 @@ from pathlib import Path
 
 from bot.store.backup import latest_schema_version
 from loopback_discord import LoopbackDiscord
-from tests.helpers import ROOT, TOKEN, corpus_lines, process_env
-from tests.test_backup import add_jokes, rows
-from tests.test_jokebot_run import stop_jokebot, wait_until_serving
-
-
-def bot_env(standin: LoopbackDiscord, data_dir: Path, model: Path, runner: str, **extra):
-    """A host's `jokebot run` against the stand-in, sharing the session's runner."""
-    return process_env(
-        data_dir,
-        model,
-        DISCORD_TOKEN=TOKEN,
-        DISCORD_API_BASE=standin.api_base,
-        DISCORD_GATEWAY_URL=standin.gateway_url,
-        RUNNER_URL=runner,
-        RUNNER_TOKEN="shared-secret",
-        **extra,
-    )
-
-
-async def start_bot(standin: LoopbackDiscord, env: dict[str, str], log: Path):
-    """`jokebot run`, its log in `log`, returned once the stand-in sees it serving."""
-    with log.open("ab") as out:
-        process = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "bot.cli", "run", env=env, cwd=ROOT, stderr=out
-        )
-    await wait_until_serving(standin, [process])
-    return process
+from tests.helpers import (
+    ROOT,
+    TOKEN,
+    add_jokes,
+    corpus_lines,
+    shared_runner_env,
+    sqlite_rows,
+    start_jokebot,
+    stop_jokebot,
+)
 
 
 async def jokebot(env: dict[str, str], *args: str) -> tuple[int, str, str]:
@@ -50,7 +33,7 @@ async def jokebot(env: dict[str, str], *args: str) -> tuple[int, str, str]:
 
 
 def joke_rows(database: Path) -> list[tuple]:
-    return rows(database, "SELECT id, text FROM jokes ORDER BY id")
+    return sqlite_rows(database, "SELECT id, text FROM jokes ORDER BY id")
 
 
 async def test_restore_refused_while_jokebot_runs_allowed_after_stop_and_kill(
@@ -61,8 +44,10 @@ async def test_restore_refused_while_jokebot_runs_allowed_after_stop_and_kill(
     three = tmp_path / "three.sqlite3"
     log = tmp_path / "run.log"
     async with LoopbackDiscord(token=TOKEN) as standin:
-        env = bot_env(standin, data_dir, tiny_model, shared_runner, BACKUP_SCHEDULE="0 0 1 1 *")
-        process = await start_bot(standin, env, log)
+        env = shared_runner_env(
+            standin, data_dir, tiny_model, shared_runner, BACKUP_SCHEDULE="0 0 1 1 *"
+        )
+        process = await start_jokebot(standin, env, log=log)
         try:
             await add_jokes(standin, corpus_lines(3), first_member=100)
             code, out, err = await jokebot(env, "backup", "--to", str(three))  # online
@@ -90,8 +75,8 @@ async def test_restore_refused_while_jokebot_runs_allowed_after_stop_and_kill(
     assert aside.parent == data_dir and joke_rows(aside) == five
 
     async with LoopbackDiscord(token=TOKEN) as standin:
-        env = bot_env(standin, data_dir, tiny_model, shared_runner)
-        process = await start_bot(standin, env, log)
+        env = shared_runner_env(standin, data_dir, tiny_model, shared_runner)
+        process = await start_jokebot(standin, env, log=log)
         try:
             status = await (await standin.invoke("status")).wait_for_reply()
             assert "Corpus: 3 jokes" in status.content

@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import sqlite3
-from importlib import resources
 
 import pytest
 
@@ -12,7 +11,7 @@ from bot.store.community import CommunityStore
 from bot.store.database import Database
 from model.contracts.jokes import check_joke
 from model.contracts.votes import CommunityScore, wilson_lower_bound
-from tests.helpers import add_joke
+from tests.helpers import add_joke, database_at_schema
 
 
 async def _store(database_url, **kw) -> CommunityStore:
@@ -30,9 +29,7 @@ async def _shown(store, text="Why did the cat sit on the computer? To keep an ey
 
 def test_a_database_of_todays_schema_upgrades_in_place(tmp_path):
     path = tmp_path / "old.sqlite3"
-    raw = sqlite3.connect(path)
-    first = (resources.files("bot.store") / "migrations" / "0001_initial.sql").read_text()
-    raw.executescript(first + "\nPRAGMA user_version = 1;")
+    raw = database_at_schema(path, 1)
     raw.execute(
         "INSERT INTO jokes (text, norm_key, author_id, source) VALUES ('Old joke.', 'old joke', 7,"
         " 'user')"

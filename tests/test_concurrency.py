@@ -21,7 +21,7 @@ from bot.community.submissions import NearCopy, indexed, store_unless_near_copy
 from bot.store.community import CommunityStore
 from bot.store.database import Database
 from model.contracts.jokes import check_joke
-from tests.helpers import corpus_lines, jokebot_app
+from tests.helpers import distinct_jokes, jokebot_app
 
 NEAR = "I told my wife she was drawing her eyebrows too high, and she looked surprised."
 
@@ -44,16 +44,18 @@ def _near_copies(n: int) -> list[str]:
     return copies
 
 
-def _distinct_jokes(n: int) -> list[str]:
-    """`n` jokes of the tutorial's data set that one-by-one /addjoke would all store."""
-    index, chosen = NearDuplicateIndex(), []
-    for number, text in enumerate(corpus_lines(400)):
-        check = check_joke(text)
-        if check.ok and index.find(check.key) is None:
-            index.add(number + 1, check.key)
-            chosen.append(text)
-    assert len(chosen) >= n
-    return chosen[:n]
+async def _addjoke_at_once(
+    standin, texts: list[str], first_member: int, timeout: float = 30
+) -> tuple[list, list]:
+    """/addjoke of each text by a member of its own, all sent at once: the interactions and
+    the bot's replies, in the order of `texts`."""
+    sent = await asyncio.gather(
+        *(
+            standin.invoke("addjoke", {"text": text}, user_id=first_member + n)
+            for n, text in enumerate(texts)
+        )
+    )
+    return sent, await asyncio.gather(*(s.wait_for_reply(timeout=timeout) for s in sent))
 
 
 async def _shown(store: CommunityStore, n: int) -> list[int]:
@@ -254,7 +256,7 @@ async def test_near_copies_imported_by_two_processes_at_once_store_one(database_
 async def test_the_index_follows_rolled_back_deleted_and_reused_ids(tmp_path):
     db = await Database.open(tmp_path / "j.sqlite3")
     store, index = CommunityStore(db), NearDuplicateIndex()
-    a, b = (check_joke(text) for text in _distinct_jokes(2))
+    a, b = (check_joke(text) for text in distinct_jokes(2))
 
     async def submit(text: str):
         check = check_joke(text)
@@ -320,14 +322,7 @@ async def test_50_members_press_the_same_button_at_once_all_counted(standin, sto
 
 async def test_20_concurrent_near_copies_via_addjoke_store_one(standin, unlimited_settings):
     async with jokebot_app(standin, unlimited_settings) as app:
-        copies = _near_copies(20)
-        sent = await asyncio.gather(
-            *(
-                standin.invoke("addjoke", {"text": text}, user_id=7000 + n)
-                for n, text in enumerate(copies)
-            )
-        )
-        replies = await asyncio.gather(*(s.wait_for_reply(timeout=30) for s in sent))
+        _, replies = await _addjoke_at_once(standin, _near_copies(20), first_member=7000)
         assert all(r.ephemeral and r.mentions_disabled for r in replies)
         stored = [r for r in replies if r.content.startswith("Stored as #")]
         assert len(stored) == 1
@@ -338,14 +333,8 @@ async def test_20_concurrent_near_copies_via_addjoke_store_one(standin, unlimite
 
 async def test_200_concurrent_distinct_addjokes_all_stored_once(standin, unlimited_settings):
     async with jokebot_app(standin, unlimited_settings) as app:
-        jokes = _distinct_jokes(200)
-        sent = await asyncio.gather(
-            *(
-                standin.invoke("addjoke", {"text": text}, user_id=8000 + n)
-                for n, text in enumerate(jokes)
-            )
-        )
-        replies = await asyncio.gather(*(s.wait_for_reply(timeout=60) for s in sent))
+        jokes = distinct_jokes(200)
+        sent, replies = await _addjoke_at_once(standin, jokes, first_member=8000, timeout=60)
         assert all(s.ack_latency is not None and s.ack_latency < 3 for s in sent)
         assert all(r.content.startswith("Stored as #") for r in replies), Counter(
             r.content[:40] for r in replies

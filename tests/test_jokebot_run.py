@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-import signal
 import sys
-import time
 import urllib.error
 import urllib.request
 
@@ -16,52 +14,16 @@ from loopback_discord import (
     LoopbackDiscord,
     shard_for_guild,
 )
-from tests.helpers import ADMIN, ROOT, TOKEN, corpus_lines, process_env
-
-
-def host_env(standin: LoopbackDiscord, data_dir, model) -> dict[str, str]:
-    return process_env(
-        data_dir,
-        model,
-        DISCORD_TOKEN=TOKEN,
-        DISCORD_API_BASE=standin.api_base,
-        DISCORD_GATEWAY_URL=standin.gateway_url,
-    )
-
-
-async def start_jokebot(
-    standin: LoopbackDiscord, env: dict[str, str], *, shard_count: int | None = None
-):
-    process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "bot.cli", "run", env=env, cwd=ROOT
-    )
-    await wait_until_serving(standin, [process], shard_count)
-    return process
-
-
-async def wait_until_serving(standin, processes, shard_count: int | None = None) -> None:
-    """Until the stand-in sees the bot (all `shard_count` shards); fail if a process exits."""
-    if shard_count is None:
-        ready = asyncio.create_task(standin.wait_until_ready(timeout=180))
-    else:
-        ready = asyncio.create_task(standin.wait_for_shards(shard_count, timeout=180))
-    exits = [asyncio.create_task(p.wait()) for p in processes]
-    await asyncio.wait({ready, *exits}, return_when=asyncio.FIRST_COMPLETED)
-    for process, exited in zip(processes, exits, strict=True):
-        if exited.done():
-            ready.cancel()
-            pytest.fail(f"jokebot run exited early with code {process.returncode}")
-        exited.cancel()
-    await ready
-
-
-async def stop_jokebot(process) -> float:
-    started = time.monotonic()
-    if process.returncode is None:  # one that already exited has nothing to stop
-        process.send_signal(signal.SIGTERM)
-    code = await asyncio.wait_for(process.wait(), timeout=15)
-    assert code == 0, f"jokebot run exited with code {code}"
-    return time.monotonic() - started
+from tests.helpers import (
+    ADMIN,
+    ROOT,
+    TOKEN,
+    corpus_lines,
+    host_env,
+    start_jokebot,
+    stop_jokebot,
+    wait_until_serving,
+)
 
 
 async def test_jokebot_run_end_to_end(tmp_path, tiny_model):

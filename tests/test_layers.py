@@ -166,3 +166,16 @@ def test_the_bot_uses_only_the_loopback_stand_ins_public_api():
         if source.startswith("bot")
     }
     assert {source: found for source, found in private.items() if found} == {}
+
+
+def test_no_test_module_imports_another():
+    """What tests share lives in tests/helpers.py (or conftest fixtures): importing a test
+    module runs its module-level code and ties one test file's fate to another's."""
+    found = {}
+    for path in sorted((ROOT / "tests").glob("test_*.py")):
+        name = module_name(path)
+        imports = {n for n in imported_names(path, name) if n.startswith("tests.test_")}
+        test_modules = {n.split(".")[1] for n in imports}
+        if test_modules:
+            found[name] = sorted(test_modules)
+    assert found == {}

@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
-from importlib import resources
 
 from bot.store.community import CommunityStore
 from bot.store.database import Database
 from model.contracts.jokes import check_joke
 from model.contracts.preferences import VotedJoke, read_preferences, write_preferences
+from tests.helpers import database_at_schema
 
 
 async def _store(tmp_path, **kw) -> CommunityStore:
@@ -34,15 +34,7 @@ async def _shown(store, text, prompt="", completion=None, requested_by=None) -> 
 
 def test_a_database_of_schema_3_upgrades_and_old_jokes_keep_their_completion(tmp_path):
     path = tmp_path / "old.sqlite3"
-    raw = sqlite3.connect(path)
-    folder = resources.files("bot.store") / "migrations"
-    for name in (
-        "0001_initial.sql",
-        "0002_starter_and_community_sources.sql",
-        "0003_community.sql",
-    ):
-        raw.executescript((folder / name).read_text())
-    raw.execute("PRAGMA user_version = 3")
+    raw = database_at_schema(path, 3)
     raw.execute(
         "INSERT INTO generated_jokes (id, text, norm_key, prompt) VALUES (1, 'Why did the duck"
         " cross? To quack.', 'why did the duck cross to quack', 'Why did  the\nduck')"

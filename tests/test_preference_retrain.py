@@ -12,8 +12,7 @@ from bot.training.schedule import RetrainScheduler
 from bot.training.wording import training_result, versions_table
 from model.contracts.jokes import check_joke
 from model.contracts.preferences import read_preferences
-from tests.helpers import corpus_lines, make_settings
-from tests.test_preference_training import DISLIKED, LIKED, THINGS
+from tests.helpers import DISLIKED, LIKED, THINGS, corpus_lines, make_settings
 
 VOTERS = (101, 102, 103)
 

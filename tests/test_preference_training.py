@@ -16,12 +16,15 @@ from model.contracts.preferences import VotedJoke, write_preferences
 from model.event_writer import EventWriter
 from model.loading import load_model_and_tokenizer
 from model.train import TrainJob, run_job
-from tests.helpers import ROOT, job_dict
-from tests.test_training import read_until, start_cli
-
-LIKED = ["duck", "goat", "pig", "dog"]  # the community's rule: jokes about these animals
-DISLIKED = ["cow", "horse", "sheep", "chicken"]
-THINGS = ["hat", "boat", "cake", "song", "lamp", "book", "coat", "drum", "kite", "cup"]
+from tests.helpers import (
+    DISLIKED,
+    LIKED,
+    ROOT,
+    THINGS,
+    job_dict,
+    read_events_until,
+    start_train_cli,
+)
 
 
 def write_votes(folder: Path, *, prompts: bool = False) -> Path:
@@ -130,9 +133,9 @@ def test_out_of_time_the_phase_stops_and_the_version_is_still_complete(tmp_path,
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGKILL])
 def test_a_signal_during_the_phase_leaves_no_version(tmp_path, tiny_model, signum):
     job = preference_values(tmp_path, tiny_model, epochs=1, preference_epochs=500)
-    process = start_cli(job, tmp_path)
+    process = start_train_cli(job, tmp_path)
     try:
-        read_until(process, "votes")
+        read_events_until(process, "votes")
         process.send_signal(signum)
         rest, _ = process.communicate(timeout=30)
     finally:

@@ -8,38 +8,31 @@ next scheduled retrain."""
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
-import subprocess
 import sys
-import time
 
 import pytest
 
 from bot.store.backends import advisory_key, open_backend
 from bot.store.leader import LEADER_LOCK
 from loopback_discord import LoopbackDiscord
-from tests.helpers import ROOT, TOKEN, corpus_lines, free_port, wait_healthy
-from tests.test_jokebot_run import host_env, stop_jokebot, wait_until_serving
+from tests.helpers import (
+    ROOT,
+    TOKEN,
+    corpus_lines,
+    host_env,
+    runner_process,
+    stop_jokebot,
+    wait_until,
+    wait_until_serving,
+)
 
 
 @pytest.fixture
 def own_runner(tiny_model):
     """A runner of this test's own: a promotion here must not change the session's runner."""
-    port = free_port()
-    env = {**os.environ, "RUNNER_TOKEN": "machines-secret", "MODEL_BASE": str(tiny_model)}
-    process = subprocess.Popen(
-        [sys.executable, "-m", "bot.cli", "runner", "--port", str(port),
-         "--model", str(tiny_model), "--version", "v0"],
-        env=env,
-    )  # fmt: skip
-    url = f"http://127.0.0.1:{port}"
-    try:
-        wait_healthy(url, process)
+    with runner_process(tiny_model, token="machines-secret") as url:
         yield url
-    finally:
-        process.terminate()
-        process.wait(timeout=15)
 
 
 async def leader_pid(db) -> int | None:
@@ -53,17 +46,6 @@ async def leader_pid(db) -> int | None:
         (key, key),
     )
     return int(name.split("/")[1]) if name else None
-
-
-async def wait_until(check, timeout: float, what: str):
-    began = time.monotonic()
-    while True:
-        found = await check()
-        if found:
-            return found
-        if time.monotonic() - began > timeout:
-            pytest.fail(f"timed out waiting for {what}")
-        await asyncio.sleep(0.5)
 
 
 @pytest.mark.timeout(600)
@@ -121,7 +103,7 @@ async def test_two_machines_one_database(tmp_path, tiny_model, own_runner, postg
                 rows = await db.fetch("SELECT status FROM training_runs WHERE trigger='schedule'")
                 return bool(rows) and all(r[0] != "running" for r in rows)
 
-            await wait_until(promoted, 300, "the first scheduled retrain")
+            await wait_until(promoted, 300, what="the first scheduled retrain done", every=0.5)
             runs = await db.fetch("SELECT status FROM training_runs WHERE trigger = 'schedule'")
             assert [r[0] for r in runs] == ["promoted"], runs
             for guild in guilds.values():
@@ -136,7 +118,9 @@ async def test_two_machines_one_database(tmp_path, tiny_model, own_runner, postg
             processes[leading].send_signal(signal.SIGKILL)
             await processes[leading].wait()
             other = 1 - leading
-            await wait_until(lambda: _is(leader_pid(db), processes[other].pid), 10, "the takeover")
+            await wait_until(
+                lambda: _is(leader_pid(db), processes[other].pid), 10, what="taken over", every=0.5
+            )
             for n in range(12):
                 member = {"user_id": 9000 + n, "guild_id": guilds[other]}
                 sent = await standin.invoke("addjoke", {"text": next(jokes)}, **member)
@@ -148,7 +132,7 @@ async def test_two_machines_one_database(tmp_path, tiny_model, own_runner, postg
                 )
                 return len(rows) == 2 and rows[1][0] != "running"
 
-            await wait_until(second_done, 300, "the next scheduled retrain")
+            await wait_until(second_done, 300, what="the next scheduled retrain done", every=0.5)
             rows = await db.fetch(
                 "SELECT started_at FROM training_runs WHERE trigger = 'schedule' ORDER BY id"
             )

@@ -13,24 +13,12 @@ from pathlib import Path
 import pytest
 from pydantic import SecretStr
 
-from bot.community.near_duplicates import NearDuplicateIndex
 from bot.discord_app.replies import STORE_UNAVAILABLE
 from model.contracts.jokes import check_joke
-from tests.helpers import corpus_lines, jokebot_app, make_settings
+from tests.helpers import distinct_jokes, jokebot_app, make_settings
 from tests.postgres_server import running_server
 
 ANSWER_WITHIN = 3.0
-
-
-def distinct_jokes() -> list[str]:
-    """Jokes of the tutorial's data set that are no near-copies of each other."""
-    index, chosen = NearDuplicateIndex(), []
-    for number, text in enumerate(corpus_lines(400)):
-        check = check_joke(text)
-        if check.ok and index.find(check.key) is None:
-            index.add(number + 1, check.key)
-            chosen.append(text)
-    return chosen
 
 
 @pytest.fixture

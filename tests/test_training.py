@@ -19,33 +19,19 @@ from model.event_writer import EventWriter
 from model.loading import load_model_and_tokenizer
 from model.textformat import FEW_SHOT, PLAIN
 from model.train import JobError, TrainJob, run_job
-from tests.helpers import ROOT, SHORT_JOKES, VERSION_FILES, job_dict
-
-
-def start_cli(job: dict, folder: Path) -> subprocess.Popen:
-    job_file = folder / "job.json"
-    job_file.write_text(json.dumps(job), encoding="utf-8")
-    return subprocess.Popen(
-        [sys.executable, "-m", "model.train", "--job", str(job_file)],
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        text=True,
-    )
-
-
-def read_until(process: subprocess.Popen, kind: str) -> list[dict]:
-    events = []
-    for line in process.stdout:
-        events.append(json.loads(line))
-        if events[-1]["event"] == kind:
-            return events
-    raise AssertionError(f"the trainer ended before a {kind!r} event: {events}")
+from tests.helpers import (
+    ROOT,
+    SHORT_JOKES,
+    VERSION_FILES,
+    job_dict,
+    read_events_until,
+    start_train_cli,
+)
 
 
 def test_cli_trains_a_loadable_version_and_reports_in_order(tmp_path, tiny_model):
     job = job_dict(tmp_path, tiny_model)
-    process = start_cli(job, tmp_path)
+    process = start_train_cli(job, tmp_path)
     stdout, _ = process.communicate(timeout=240)
     assert process.returncode == 0
     events = [json.loads(line) for line in stdout.splitlines()]  # every stdout line is JSON
@@ -114,9 +100,9 @@ def test_lora_is_merged_into_a_plain_model(tmp_path, tiny_model):
 
 def test_sigterm_leaves_neither_a_version_nor_a_temporary_folder(tmp_path, tiny_model):
     job = job_dict(tmp_path, tiny_model, epochs=500, max_minutes=10)
-    process = start_cli(job, tmp_path)
+    process = start_train_cli(job, tmp_path)
     try:
-        read_until(process, "progress")
+        read_events_until(process, "progress")
         process.send_signal(signal.SIGTERM)
         began = time.monotonic()
         rest, _ = process.communicate(timeout=30)
@@ -131,9 +117,9 @@ def test_sigterm_leaves_neither_a_version_nor_a_temporary_folder(tmp_path, tiny_
 
 def test_sigkill_leaves_no_version_folder(tmp_path, tiny_model):
     job = job_dict(tmp_path, tiny_model, epochs=500, max_minutes=10)
-    process = start_cli(job, tmp_path)
+    process = start_train_cli(job, tmp_path)
     try:
-        read_until(process, "progress")
+        read_events_until(process, "progress")
     finally:
         process.send_signal(signal.SIGKILL)
         process.wait(timeout=30)

@@ -29,6 +29,7 @@ from bot.store.backends import (
     advisory_key,
     is_connection_lost,
 )
+from bot.store.keeper import ConnectionKeeper, close_connection
 
 log = logging.getLogger(__name__)
 LEADER_LOCK = "leader"
@@ -52,32 +53,22 @@ class Leadership:
         return None
 
 
-class AdvisoryLeadership(Leadership):
-    """Leader while this process holds the `leader` advisory lock on its own connection."""
+class AdvisoryLeadership(ConnectionKeeper, Leadership):
+    """Leader while this process holds the `leader` advisory lock on its own connection: tries
+    for the lock every `retry_seconds`; once held, checks the connection as often."""
+
+    task_name = "leadership"
+    failed = "leadership check failed"
+    unreachable = "leadership"
 
     def __init__(self, backend: PostgresBackend, *, retry_seconds: float = 5.0) -> None:
-        self.backend = backend
-        self.retry_seconds = retry_seconds
+        super().__init__(backend, retry_seconds=retry_seconds)
         self._leader = False
-        self._connection: Any = None
-        self._task: asyncio.Task | None = None
         self.changed = asyncio.Event()  # set on every change of leadership (tests, logs)
 
     @property
     def is_leader(self) -> bool:
         return self._leader and self._connection is not None and not self._connection.is_closed()
-
-    def start(self) -> None:
-        if self._task is None:
-            self._task = asyncio.create_task(self._hold(), name="leadership")
-
-    async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
-        await self._drop_connection()
 
     def _set(self, leader: bool) -> None:
         if leader != self._leader:
@@ -85,38 +76,16 @@ class AdvisoryLeadership(Leadership):
             log.info("%s the retrain schedule", "leading" if leader else "no longer leading")
             self.changed.set()
 
-    async def _drop_connection(self) -> None:
-        connection, self._connection = self._connection, None
-        self._set(False)
-        if connection is not None and not connection.is_closed():
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(connection.close(), timeout=2)
-            if not connection.is_closed():
-                connection.terminate()
+    def _lost(self) -> None:
+        self._set(False)  # the server released the lock with the connection
 
-    async def _hold(self) -> None:
-        """Try for the lock every `retry_seconds`; once held, check the connection as often."""
-        key = advisory_key(LEADER_LOCK)
-        while True:
-            try:
-                if self._connection is None or self._connection.is_closed():
-                    self._set(False)
-                    self._connection = await self.backend.connect()
-                if self._leader:
-                    await self._connection.fetchval("SELECT 1", timeout=self.retry_seconds)
-                elif await self._connection.fetchval(
-                    "SELECT pg_try_advisory_lock($1)", key, timeout=self.retry_seconds
-                ):
-                    self._set(True)
-            except asyncio.CancelledError:
-                raise
-            except Exception as error:
-                if not is_connection_lost(error):
-                    log.exception("leadership check failed")
-                else:
-                    log.warning("leadership: the database is not reachable (%s)", error)
-                await self._drop_connection()
-            await asyncio.sleep(self.retry_seconds)
+    async def _use(self, connection: Any) -> None:
+        if self._leader:
+            await connection.fetchval("SELECT 1", timeout=self.retry_seconds)
+        elif await connection.fetchval(
+            "SELECT pg_try_advisory_lock($1)", advisory_key(LEADER_LOCK), timeout=self.retry_seconds
+        ):
+            self._set(True)
 
 
 def leadership_for(backend: SQLBackend, *, retry_seconds: float = 5.0) -> Leadership:
@@ -146,7 +115,4 @@ async def cluster_lock(backend: SQLBackend, name: str) -> AsyncIterator[None]:
             raise LockHeld(name)
         yield
     finally:
-        with contextlib.suppress(Exception):
-            await asyncio.wait_for(connection.close(), timeout=2)  # the lock goes with it
-        if not connection.is_closed():
-            connection.terminate()
+        await close_connection(connection)  # the lock goes with it

@@ -22,8 +22,8 @@ from bot.store.backends import (
     PostgresBackend,
     SQLBackend,
     StoreUnavailable,
-    is_connection_lost,
 )
+from bot.store.keeper import ConnectionKeeper
 
 log = logging.getLogger(__name__)
 VERSIONS_CHANNEL = "jokebot_versions"
@@ -37,71 +37,45 @@ async def announce_version_change(backend: SQLBackend, version: int) -> None:
         await backend.execute("SELECT pg_notify(?, ?)", (VERSIONS_CHANNEL, str(version)))
 
 
-class VersionListener:
+class VersionListener(ConnectionKeeper):
     """Calls `on_change` when another process changed the serving version (PostgreSQL)."""
+
+    task_name = "version-listener"
+    failed = "listening for version changes failed"
+    unreachable = "version changes"
 
     def __init__(
         self, backend: PostgresBackend, on_change: OnChange, *, retry_seconds: float = 2.0
     ) -> None:
-        self.backend = backend
+        super().__init__(backend, retry_seconds=retry_seconds)
         self.on_change = on_change
-        self.retry_seconds = retry_seconds
-        self._task: asyncio.Task | None = None
-        self._connection: Any = None
         self._wake = asyncio.Event()
         self.listening = asyncio.Event()  # set while the listening connection is up
-
-    def start(self) -> None:
-        if self._task is None:
-            self._task = asyncio.create_task(self._listen(), name="version-listener")
-
-    async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
-        await self._close()
 
     def _notified(self, *_: Any) -> None:
         self._wake.set()
 
-    async def _close(self) -> None:
-        connection, self._connection = self._connection, None
+    def _lost(self) -> None:
         self.listening.clear()
-        if connection is not None and not connection.is_closed():
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(connection.close(), timeout=2)
-            if not connection.is_closed():
-                connection.terminate()
 
-    async def _listen(self) -> None:
-        while True:
-            try:
-                self._connection = await self.backend.connect()
-                self._connection.add_termination_listener(self._notified)
-                await self._connection.add_listener(VERSIONS_CHANNEL, self._notified)
-                self.listening.set()
-                self._wake.set()  # (re)connected: notifications may have been missed
-                while not self._connection.is_closed():
-                    with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(self._wake.wait(), timeout=self.retry_seconds)
-                    if self._wake.is_set():
-                        self._wake.clear()
-                        if not await self._changed():
-                            self._wake.set()  # not followed yet: again after a pause
-                            await asyncio.sleep(self.retry_seconds)
-                    else:  # quiet: make sure the connection still works
-                        await self._connection.fetchval("SELECT 1", timeout=self.retry_seconds)
-            except asyncio.CancelledError:
-                raise
-            except Exception as error:
-                if not is_connection_lost(error):
-                    log.exception("listening for version changes failed")
-                else:
-                    log.warning("version changes: the database is not reachable (%s)", error)
-            await self._close()
-            await asyncio.sleep(self.retry_seconds)
+    async def _connected(self, connection: Any) -> None:
+        connection.add_termination_listener(self._notified)
+        await connection.add_listener(VERSIONS_CHANNEL, self._notified)
+        self.listening.set()
+        self._wake.set()  # (re)connected: notifications may have been missed
+
+    async def _use(self, connection: Any) -> None:
+        """Follow each notification until the connection ends."""
+        while not connection.is_closed():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), timeout=self.retry_seconds)
+            if self._wake.is_set():
+                self._wake.clear()
+                if not await self._changed():
+                    self._wake.set()  # not followed yet: again after a pause
+                    await asyncio.sleep(self.retry_seconds)
+            else:  # quiet: make sure the connection still works
+                await connection.fetchval("SELECT 1", timeout=self.retry_seconds)
 
     async def _changed(self) -> bool:
         """Run `on_change`; False when it failed (it is tried again)."""

@@ -8,6 +8,7 @@ after a restart, and the bot checks who pressed them.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Any
 
 import discord
@@ -31,6 +32,22 @@ _DECISIONS = f"{JokeStatus.APPROVED}|{JokeStatus.REJECTED}"  # what a review but
 
 def _services(interaction: discord.Interaction) -> Services:
     return interaction.client.services  # type: ignore[attr-defined]
+
+
+def _takes_joke_id(command: Callable[..., Any]) -> Callable[..., Any]:
+    """The `joke_id` parameter as members see it: `id`, a joke's number."""
+    described = app_commands.describe(joke_id="The joke's number, e.g. 42 for #42")(command)
+    return app_commands.rename(joke_id="id")(described)
+
+
+async def _stored_joke(
+    interaction: discord.Interaction, store: CommunityStore, joke_id: int
+) -> StoredJoke | None:
+    """Joke #`joke_id`, or None after telling the member there is no such joke."""
+    joke = await store.joke(joke_id)
+    if joke is None:
+        await reply_error(interaction, f"There is no joke #{joke_id}.")
+    return joke
 
 
 class ReviewButton(
@@ -138,14 +155,12 @@ class CommunityCommands(commands.Cog):
         )
 
     @app_commands.command(name="report", description="Report a stored joke to the moderators")
-    @app_commands.rename(joke_id="id")
-    @app_commands.describe(joke_id="The joke's number, e.g. 42 for #42")
+    @_takes_joke_id
     async def report(
         self, interaction: discord.Interaction, joke_id: app_commands.Range[int, 1]
     ) -> None:
         store = self.services.community
-        if await store.joke(joke_id) is None:
-            await reply_error(interaction, f"There is no joke #{joke_id}.")
+        if await _stored_joke(interaction, store, joke_id) is None:
             return
         outcome = await store.report_joke(joke_id, interaction.user.id)
         if not outcome.new:
@@ -166,15 +181,13 @@ class CommunityCommands(commands.Cog):
             await self._reply(interaction, content, view=view)
 
     @app_commands.command(name="deljoke", description="Delete a joke you added")
-    @app_commands.rename(joke_id="id")
-    @app_commands.describe(joke_id="The joke's number, e.g. 42 for #42")
+    @_takes_joke_id
     async def deljoke(
         self, interaction: discord.Interaction, joke_id: app_commands.Range[int, 1]
     ) -> None:
         store = self.services.community
-        joke = await store.joke(joke_id)
+        joke = await _stored_joke(interaction, store, joke_id)
         if joke is None:
-            await reply_error(interaction, f"There is no joke #{joke_id}.")
             return
         if joke.author_id != interaction.user.id and not is_admin(interaction):
             await reply_error(
