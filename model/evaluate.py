@@ -7,8 +7,8 @@
 - `nll_served`: for a model served `few-shot`, the same NLL with in-context examples before each
   joke (ending at the separator, as that layout does); what the model achieves as served.
 - `one_joke_rate`: share of N unprompted samples that ended by themselves (eos, a second start
-  token, or the end of the line for a `few-shot` model) within the token limit and read as one
-  joke (`model.contracts.jokes.reads_as_joke`, the rule /joke picks its jokes by).
+  token, or the end of the line for a `few-shot` model) within the token limit and have the
+  shape of one joke (`model.contracts.jokes.is_one_joke`, the rule /joke picks its jokes by).
 - `copy_rate`: share of the samples whose duplicate key (`model.contracts.jokes.normalise_key`)
   is the key of a training joke, i.e. verbatim copies after normalisation.
 
@@ -27,7 +27,8 @@ import time
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass, replace
 
-from model.contracts.jokes import normalise_key, reads_as_joke
+from model.contracts.jokes import is_one_joke as one_joke_shape
+from model.contracts.jokes import normalise_key
 from model.contracts.sampling import DEFAULT_TEMPERATURE, DEFAULT_TOP_P
 from model.textformat import FEW_SHOT, PLAIN
 
@@ -52,8 +53,9 @@ class Sample:
 
 
 def is_one_joke(sample: Sample) -> bool:
-    """Ended by itself and reads as one joke (the rule /joke picks by)."""
-    return sample.finished and reads_as_joke(sample.text)
+    """Ended by itself and has the shape of one joke (`model.contracts.jokes.is_one_joke`, the
+    rule /joke picks by)."""
+    return sample.finished and one_joke_shape(sample.text)
 
 
 def one_joke_rate(samples: Sequence[Sample]) -> float:

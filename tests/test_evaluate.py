@@ -25,7 +25,8 @@ JOKE = "I told my wife she was drawing her eyebrows too high. She looked surpris
 
 
 def test_one_joke_rule():
-    """Ended by itself and reads as a joke (`reads_as_joke`, the rule /joke picks by)."""
+    """Ended by itself, one line of 10 to 280 characters (`model.contracts.jokes.is_one_joke`,
+    the rule /joke picks by); reading like a sentence is /joke's preference, not the gate's."""
     assert is_one_joke(Sample(JOKE, finished=True))
     assert is_one_joke(Sample("  Ha ha, ha. \n", finished=True))  # 10 chars after trimming
     assert not is_one_joke(Sample("Ha ha ha!", finished=True))  # too short
@@ -34,7 +35,7 @@ def test_one_joke_rule():
     assert not is_one_joke(Sample(long + "!!", finished=True))  # too long
     assert not is_one_joke(Sample(JOKE, finished=False))  # ran out of tokens
     assert not is_one_joke(Sample("First joke here.\nSecond joke here.", finished=True))
-    assert not is_one_joke(Sample("def joke(): return 'the punchline'", finished=True))
+    assert is_one_joke(Sample(" opens mid-sentence and ends without a stop", finished=True))
 
 
 def test_rates_over_samples():

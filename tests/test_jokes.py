@@ -3,7 +3,13 @@ generated text reads as one joke."""
 
 import pytest
 
-from model.contracts.jokes import MAX_JOKE_CHARS, check_joke, normalise_key, reads_as_joke
+from model.contracts.jokes import (
+    MAX_JOKE_CHARS,
+    check_joke,
+    is_one_joke,
+    normalise_key,
+    reads_as_joke,
+)
 
 
 @pytest.mark.parametrize(
@@ -86,3 +92,13 @@ def test_generated_text_reads_as_one_joke_on_one_line():
     assert not reads_as_joke("Why did the duck cross the road?\r To prove it.")
     assert not reads_as_joke("x" * 10 + ".")  # one word
     assert not reads_as_joke("A duck walks into a bar " * 12 + ".")  # over 280 characters
+
+
+def test_one_joke_is_a_shape_and_reading_as_a_joke_adds_the_sentence():
+    """The gate counts the shape; /joke also prefers text that reads like a sentence."""
+    mid_sentence = " landowners can reboot their computers and solve complex problems."
+    assert is_one_joke(mid_sentence) and not reads_as_joke(mid_sentence)
+    assert not is_one_joke("Why did the duck cross the road?\nTo prove he was no chicken!")
+    assert not is_one_joke("Too short")
+    assert not is_one_joke("x" * (MAX_JOKE_CHARS + 1))
+    assert not reads_as_joke("def joke(): return 'the punchline'")

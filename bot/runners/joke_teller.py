@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from bot.runners.pool import RunnerPool
 from bot.settings import Settings
 from bot.store.database import Database
-from model.contracts.jokes import fold_whitespace, reads_as_joke
+from model.contracts.jokes import fold_whitespace, is_one_joke, reads_as_joke
 
 MAX_PROMPT_CHARS = 200
 ATTEMPTS = 3
@@ -82,7 +82,8 @@ async def tell_joke(
     accept: Callable[[str], bool] | None = None,
 ) -> ToldJoke:
     """One complete joke: the first completion that ended by itself and reads as a joke, else
-    the first that ended by itself, else the first non-empty one (up to ATTEMPTS tries).
+    the first that ended by itself as one joke (`is_one_joke`, the gate's rule), else the first
+    that ended by itself, else the first non-empty one (up to ATTEMPTS tries).
 
     `examples` draws the in-context jokes for a `few-shot` serving model, once per joke. A
     joke that `accept` refuses (the content policy) is never shown: the model writes another;
@@ -91,6 +92,7 @@ async def tell_joke(
     shots = await examples.pick() if examples is not None else []
     fallback: ToldJoke | None = None
     finished: ToldJoke | None = None
+    one_joke: ToldJoke | None = None
     refused = 0
     for _ in range(ATTEMPTS):
         completion = await runner.complete(
@@ -110,10 +112,12 @@ async def tell_joke(
         if completion.finish_reason == "stop":
             if reads_as_joke(text):
                 return told
+            if is_one_joke(text):
+                one_joke = one_joke or told
             finished = finished or told
         fallback = fallback or told
-    if finished or fallback:
-        return finished or fallback
+    if one_joke or finished or fallback:
+        return one_joke or finished or fallback
     if refused:
         raise NoCleanJoke(f"the content policy refused all {refused} jokes")
     raise EmptyJoke("the model came up empty")

@@ -66,18 +66,24 @@ _CODE_OR_MARKUP = re.compile(r"```|[{}\\<>|$^~`]|==|=>|->|\w\(|\bdef |#include|\
 _SENTENCE_END = ".!?…\"'”’)*😀😂🤣"
 
 
-def reads_as_joke(text: str) -> bool:
-    """Whether generated text looks like one joke: 10 to 280 characters on one line, words
-    rather than code or markup, starting and ending like a sentence.
+def is_one_joke(text: str) -> bool:
+    """Whether generated text has the shape of one joke: 10 to 280 characters on one line.
 
-    The one rule for "one joke": /joke prefers a completion that ended by itself and reads as a
-    joke, and the gate's one-joke rate (`model.evaluate`) is the share of samples that did."""
+    The one rule for "one joke": the gate's one-joke rate (`model.evaluate`) is the share of
+    samples that ended by themselves and have this shape, and /joke picks the first completion
+    that did (preferring one that also `reads_as_joke`). A second line is a second joke."""
+    text = text.strip()
+    return MIN_GENERATED_CHARS <= len(text) <= MAX_JOKE_CHARS and not ("\n" in text or "\r" in text)
+
+
+def reads_as_joke(text: str) -> bool:
+    """One joke (`is_one_joke`) that also reads like a sentence: words rather than code or
+    markup, starting and ending like a sentence. What /joke prefers among the completions it
+    got; not a gate check (a fresh fine-tune often opens mid-sentence yet tells one joke)."""
     text = text.strip()
     words = text.split()
     return (
-        MIN_GENERATED_CHARS <= len(text) <= MAX_JOKE_CHARS
-        and "\n" not in text
-        and "\r" not in text
+        is_one_joke(text)
         and len(words) >= 3
         and (text[0].isupper() or text[0].isdigit() or text[0] in "\"'“‘(")
         and text[-1] in _SENTENCE_END
