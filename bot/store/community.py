@@ -368,7 +368,7 @@ class CommunityStore:
         `voted_at` among them ('' when none). Blocked jokes (deleted from the corpus, or asked
         for by a member who used /forgetme) are left out; a forgotten member's votes and
         reports are already gone. One statement: one consistent reading."""
-        async with self._sql.execute(
+        found = await self.db.fetchall(
             "SELECT g.id, g.prompt, g.completion, g.text, g.norm_key,"
             " coalesce(sum(v.value = 1), 0), coalesce(sum(v.value = -1), 0),"
             " EXISTS (SELECT 1 FROM reports r WHERE r.generated_id = g.id), max(v.voted_at)"
@@ -377,8 +377,8 @@ class CommunityStore:
             " HAVING count(v.user_id) > 0"
             " OR EXISTS (SELECT 1 FROM reports r WHERE r.generated_id = g.id)"
             " ORDER BY g.id"
-        ) as cursor:
-            rows = [tuple(row) async for row in cursor]
+        )
+        rows = [tuple(row) for row in found]
         jokes = [
             VotedJoke(
                 id=row[0],
@@ -409,7 +409,7 @@ class CommunityStore:
 
     async def record_vote_export(self, run_id: int, votes_until: str, jokes: int) -> None:
         """Remember what a training run's preference snapshot held."""
-        await self._sql.execute(
+        await self.db.execute(
             "INSERT INTO vote_exports (run_id, votes_until, jokes) VALUES (?,?,?)"
             " ON CONFLICT (run_id) DO UPDATE SET votes_until = excluded.votes_until,"
             " jokes = excluded.jokes",
@@ -418,7 +418,7 @@ class CommunityStore:
 
     async def mark_votes_learned(self, run_id: int) -> None:
         """The run's version learned from its export and serves: its votes are no longer new."""
-        await self._sql.execute("UPDATE vote_exports SET learned = 1 WHERE run_id = ?", (run_id,))
+        await self.db.execute("UPDATE vote_exports SET learned = 1 WHERE run_id = ?", (run_id,))
 
 
 def _completion(stored: str | None, text: str, prompt: str) -> str:
