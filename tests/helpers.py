@@ -478,3 +478,17 @@ def plain_bot(*, dynamic_items: tuple[type, ...] = (), guild_id: int | None = No
 
     bot.setup_hook = setup_hook  # type: ignore[method-assign]
     return bot
+
+
+TRAINING_RESULT = "Training run #"  # how the final message of a /retrain begins
+
+
+async def retrain(standin, timeout: float = 240):
+    """An admin's /retrain through Discord: its first (public) answer and its final result."""
+    interaction = await standin.invoke("retrain", permissions=ADMIN)
+    first = await interaction.wait_for_reply(timeout=10)
+    assert not first.ephemeral
+    final = await interaction.wait_for_reply(
+        lambda m: TRAINING_RESULT in m.content, timeout=timeout
+    )
+    return first, final

@@ -14,23 +14,15 @@ from tests.helpers import (
     ROOT,
     SHORT_JOKES,
     TOKEN,
+    TRAINING_RESULT,
     corpus_lines,
     jokebot_app,
     jokebot_cli,
     make_settings,
     process_env,
+    retrain,
     wait_until,
 )
-
-FINAL = "Training run #"
-
-
-async def retrain(standin: LoopbackDiscord, timeout: float = 240):
-    interaction = await standin.invoke("retrain", permissions=ADMIN)
-    first = await interaction.wait_for_reply(timeout=10)
-    assert not first.ephemeral
-    final = await interaction.wait_for_reply(lambda m: FINAL in m.content, timeout=timeout)
-    return first, final
 
 
 async def test_retrain_promotes_swaps_rolls_back_and_survives_restart(tmp_path, tiny_model):
@@ -98,7 +90,7 @@ async def test_cancel_stops_training_and_keeps_serving(tmp_path, tiny_model):
         await interaction.wait_for_reply(lambda m: "step" in m.content, timeout=120)
         cancel = await (await standin.invoke("cancel", permissions=ADMIN)).wait_for_reply()
         assert "Cancelling" in cancel.content
-        final = await interaction.wait_for_reply(lambda m: FINAL in m.content, timeout=60)
+        final = await interaction.wait_for_reply(lambda m: TRAINING_RESULT in m.content, timeout=60)
         assert "cancelled, **v0** keeps serving" in final.content
         assert (await app.services.runner.health())["version"] == "v0"
         models_dir = tmp_path / "data" / "models"

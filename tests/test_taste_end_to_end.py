@@ -32,8 +32,7 @@ from loopback_discord import LoopbackDiscord
 from model.contracts.jokes import normalise_key
 from model.event_writer import EventWriter
 from model.train import TrainJob, run_job
-from tests.helpers import ADMIN, TOKEN, App, jokebot_app, make_settings
-from tests.test_retrain_flow import FINAL
+from tests.helpers import ADMIN, TOKEN, TRAINING_RESULT, App, jokebot_app, make_settings
 
 ANIMALS = ["duck", "goat", "cow", "horse", "sheep", "pig", "dog", "cat"]
 VERBS = ["likes", "hates", "eats", "sells", "paints", "hides"]
@@ -147,7 +146,7 @@ async def test_members_votes_steer_the_next_version(tmp_path, taste_base):
             assert raw.execute("SELECT count(*) FROM votes").fetchone() == (SHOWN * VOTERS,)
 
         retrain = await standin.invoke("retrain", permissions=ADMIN)
-        final = await retrain.wait_for_reply(lambda m: FINAL in m.content, timeout=240)
+        final = await retrain.wait_for_reply(lambda m: TRAINING_RESULT in m.content, timeout=240)
         assert "promoted: **v1** now serves" in final.content, final.content
         assert (await app.services.runner.health())["version"] == "v1"
         after = await rule_share(app)

@@ -23,6 +23,11 @@ from model.contracts.votes import CommunityScore, VoteCounts
 VoteChange = Literal["added", "changed", "withdrawn"]
 # votes up and down among the rows counted (portable: no sum over a comparison)
 _UPS = "sum(CASE WHEN value = 1 THEN 1 ELSE 0 END)"
+# What every write of the community's tables serializes on (PostgreSQL; SQLite's writers take
+# turns already): a vote, a report, a review, a deletion and /forgetme touch rows of several
+# tables (votes, reports, generated jokes, the corpus) in different orders, and one lock for
+# all of them is what keeps two of them from deadlocking, across processes.
+COMMUNITY_WRITES = "community-writes"
 _DOWNS = "sum(CASE WHEN value = -1 THEN 1 ELSE 0 END)"
 
 
@@ -142,7 +147,7 @@ class CommunityStore:
         if value not in (1, -1):
             raise ValueError("a vote is 1 or -1")
         async with self.db.transaction():
-            await self.db.serialize(_generated_lock(generated_id))  # PostgreSQL: one at a time
+            await self.db.serialize(COMMUNITY_WRITES)  # PostgreSQL: one at a time
             row = await self._one(
                 "SELECT value FROM votes WHERE generated_id = ? AND user_id = ?",
                 (generated_id, user_id),
@@ -213,7 +218,7 @@ class CommunityStore:
     async def report_generated(self, generated_id: int, user_id: int) -> ReportOutcome:
         """🚩 on a shown joke: it never joins the corpus (and leaves it if it had)."""
         async with self.db.transaction():
-            await self.db.serialize(_generated_lock(generated_id))
+            await self.db.serialize(COMMUNITY_WRITES)
             written = await self.db.execute(
                 "INSERT INTO reports (user_id, generated_id) VALUES (?, ?) ON CONFLICT DO NOTHING",
                 (user_id, generated_id),
@@ -227,7 +232,7 @@ class CommunityStore:
 
         A joke deleted meanwhile gets no report (`new` is False): no report outlives its joke."""
         async with self.db.transaction():
-            await self.db.serialize(f"joke:{joke_id}")
+            await self.db.serialize(COMMUNITY_WRITES)
             written = await self.db.execute(
                 "INSERT INTO reports (user_id, joke_id)"
                 " SELECT CAST(? AS BIGINT), id FROM jokes WHERE id = ?"
@@ -281,6 +286,7 @@ class CommunityStore:
         if decision not in (JokeStatus.APPROVED, JokeStatus.REJECTED):
             raise ValueError("decision is 'approved' or 'rejected'")
         async with self.db.transaction():
+            await self.db.serialize(COMMUNITY_WRITES)
             update = await self.db.execute(
                 "UPDATE jokes SET status = ? WHERE id = ? AND status = ?",
                 (decision, joke_id, JokeStatus.PENDING),
@@ -308,6 +314,7 @@ class CommunityStore:
         back.
         """
         async with self.db.transaction():
+            await self.db.serialize(COMMUNITY_WRITES)
             if await self.joke(joke_id) is None:
                 return False
             await self.db.execute(
@@ -336,6 +343,7 @@ class CommunityStore:
         those and the ones they voted on are re-checked against the corpus rules.
         """
         async with self.db.transaction():
+            await self.db.serialize(COMMUNITY_WRITES)
             touched = [
                 row[0]
                 for row in await self.db.fetchall(
@@ -346,8 +354,6 @@ class CommunityStore:
                     (user_id, user_id, user_id),
                 )
             ]
-            for generated_id in sorted(touched):  # in order: no two transactions deadlock
-                await self.db.serialize(_generated_lock(generated_id))
             own = [
                 row[0]
                 for row in await self.db.fetchall(
@@ -449,8 +455,3 @@ def _completion(stored: str | None, text: str, prompt: str) -> str:
 
 
 _NO_JOKE = GeneratedJoke(0, "", "", None, None, None)
-
-
-def _generated_lock(generated_id: int) -> str:
-    """What a vote or a report on a generated joke serializes on (see `Database.serialize`)."""
-    return f"generated:{generated_id}"
