@@ -131,8 +131,8 @@ class Settings(BaseSettings):
     # Learning from votes: the preference phase of a training run, and the gate's vote checks
     preference_training: Literal["auto", "off"] = "auto"
     preference_min_votes: int = Field(default=50, ge=1)
-    preference_beta: float = Field(default=0.1, gt=0.0)
-    preference_learning_rate: float = Field(default=2e-5, gt=0.0)
+    preference_beta: float = Field(default=1.0, gt=0.0)
+    preference_learning_rate: float = Field(default=5e-5, gt=0.0)
     preference_epochs: float = Field(default=3.0, gt=0.0)
     preference_loss: Literal["auto", "kto", "apo_zero_unpaired"] = "auto"
     preference_holdout: float = Field(default=0.2, gt=0.0, lt=1.0)
