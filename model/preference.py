@@ -271,7 +271,7 @@ def _kto_trainer(
     from transformers import PrinterCallback
     from trl import KTOConfig, KTOTrainer
 
-    from model.devices import training_precision
+    from model.devices import optimizer_name, training_precision
     from model.distributed import backend_for
 
     datasets.disable_progress_bars()
@@ -286,7 +286,7 @@ def _kto_trainer(
         warmup_steps=job.warmup_ratio,
         weight_decay=job.weight_decay,
         max_grad_norm=job.max_grad_norm,
-        optim="adamw_torch_fused" if device.type == "cuda" else "adamw_torch",
+        optim=optimizer_name(device),
         bf16=precision == "bf16",  # KTOConfig would pick bf16 even on a CPU
         fp16=precision == "fp16",
         use_cpu=device.type == "cpu",

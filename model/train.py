@@ -449,10 +449,10 @@ def build_trainer(
 ):
     """A Trainer for `job`, and the settings it derived (recorded in the manifest).
 
-    AdamW with warm-up and `lr_scheduler` decay, gradient accumulation, `precision` (fp32, bf16
-    or fp16 autocast; by default bf16, or fp16 where the GPU lacks bf16, on CUDA, else fp32);
-    evaluation and checkpoints every `eval_steps` (checkpoints: weights only, inside
-    `output_dir`), early stopping on the validation loss,
+    AdamW (fused on CUDA and CPUs) with warm-up and `lr_scheduler` decay, gradient
+    accumulation, `precision` (fp32, bf16 or fp16 autocast; by default bf16, or fp16 where the
+    GPU lacks bf16, on CUDA, else fp32); evaluation and checkpoints every `eval_steps`
+    (checkpoints: weights only, inside `output_dir`), early stopping on the validation loss,
     the best checkpoint restored at the end. Batches group jokes of similar length. With
     `world_size` processes (DDP) each takes `batch_size // world_size` jokes a micro-step, so
     an optimizer step sees the job's batch whatever the number of processes.
@@ -465,7 +465,7 @@ def build_trainer(
     )
 
     from model.data import JokeCollator
-    from model.devices import training_precision
+    from model.devices import optimizer_name, training_precision
     from model.distributed import backend_for, per_process_batch
 
     process_batch = per_process_batch(job.batch_size, world_size)
@@ -480,7 +480,6 @@ def build_trainer(
     cadence = total_steps if max_steps == job.min_steps else min(steps_per_epoch, total_steps)
     eval_steps = job.eval_steps or max(1, round(cadence / job.evals_per_epoch))
     logging_steps = max(1, min(5, eval_steps))
-    gpu = device.type == "cuda"
     precision = precision or training_precision(device)
     args = TrainingArguments(
         output_dir=str(output_dir),
@@ -494,7 +493,7 @@ def build_trainer(
         warmup_steps=job.warmup_ratio,  # below 1: a share of the total steps
         weight_decay=job.weight_decay,
         max_grad_norm=job.max_grad_norm,
-        optim="adamw_torch_fused" if gpu else "adamw_torch",
+        optim=optimizer_name(device),
         bf16=precision == "bf16",
         fp16=precision == "fp16",
         use_cpu=device.type == "cpu",

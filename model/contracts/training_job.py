@@ -67,7 +67,7 @@ class TrainJob(BaseModel):
     seed: int = 42
     max_minutes: float = 10.0  # training time budget; then the best checkpoint so far is used
     epochs: float = 1.0
-    min_steps: int = 60  # a small corpus still gets this many optimizer steps (more epochs)
+    min_steps: int = 45  # a small corpus still gets this many optimizer steps (more epochs)
     learning_rate: float = 1e-4
     lr_scheduler: str = "cosine"  # any transformers scheduler name (linear, cosine, ...)
     batch_size: int = 16  # effective batch over all processes (see above)
