@@ -114,11 +114,13 @@ class TrainingCoordinator:
         requested_by: int | None = None,
         on_progress: ProgressCallback | None = None,
     ) -> TrainingOutcome:
-        if self._lock.locked():
-            raise TrainingBusy("a training run is already under way")
         refusal = await self.corpus_refusal()
         if refusal:
             raise CorpusTooSmall(refusal)
+        # No await between this check and taking the lock (an unlocked asyncio.Lock is taken
+        # without yielding): of two runs asked for at once, one runs and the other is refused.
+        if self._lock.locked():
+            raise TrainingBusy("a training run is already under way")
         async with self._lock, self._exclusive_training():
             self._cancelled = False
             self._stopping = None
