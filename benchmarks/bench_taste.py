@@ -367,6 +367,10 @@ async def run_benchmark(options: Options, base: Path) -> tuple[list[RunResult], 
                     options,
                 )
                 results.append(result)
+                if options.json:  # after every run: an hour's benchmark keeps what it measured
+                    options.json.write_text(
+                        json.dumps([asdict(r) for r in results], indent=1), "utf-8"
+                    )
                 progress.console.print(
                     f"seed {seed}, {rule.name}, {community}, {mechanism}: "
                     f"{result.before:.0%} -> {result.after:.0%}, NLL {result.nll:.3f}, "
