@@ -266,15 +266,13 @@ def _kto_trainer(
     weights: tuple[float, float],
     callbacks: list,
 ):
-    """TRL's KTOTrainer (`VotesKTOTrainer`) with the corpus phase's optimiser settings and no
-    checkpoints."""
+    """TRL's KTOTrainer with the corpus phase's optimiser settings and no checkpoints."""
     import datasets
     from transformers import PrinterCallback
-    from trl import KTOConfig
+    from trl import KTOConfig, KTOTrainer
 
     from model.devices import optimizer_name, training_precision
     from model.distributed import backend_for
-    from model.votes_trainer import VotesKTOTrainer
 
     datasets.disable_progress_bars()
     precision = training_precision(device)
@@ -314,7 +312,7 @@ def _kto_trainer(
         max_length=2 * job.max_example_tokens,
         train_sampling_strategy="sequential" if loss == "kto" else "random",
     )
-    trainer = VotesKTOTrainer(  # a 👎 joke is learnt without its ending (model.votes_trainer)
+    trainer = KTOTrainer(
         model=model,
         args=args,
         train_dataset=datasets.load_from_disk(data),
