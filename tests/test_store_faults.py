@@ -83,3 +83,25 @@ async def test_a_postgresql_restart_under_load(standin, tmp_path, tiny_model, sh
         assert stored_ids.get(joke_id) == check_joke(text).text
     after = [reply for _, reply, _ in answers[-8:]]
     assert all(reply.startswith("Stored as #") for reply in after), after  # recovered
+
+
+async def test_a_connection_left_mid_operation_is_a_try_again(
+    restartable_server,
+):
+    """asyncpg's "another operation is in progress" (a connection the restart left half-way)
+    is a "try again", not a crash, and the store goes on answering."""
+    import asyncpg
+
+    from bot.store.backends import PostgresBackend, StoreUnavailable, unavailable_as_store_error
+
+    broken = asyncpg.InternalClientError(
+        "cannot switch to state 12; another operation (2) is in progress"
+    )
+    backend = await PostgresBackend.open(restartable_server.url(), pool_size=1)
+    try:
+        with pytest.raises(StoreUnavailable):
+            async with backend.connection(), unavailable_as_store_error():
+                raise broken  # what conn.fetch raised in the failing run
+        assert [tuple(row) for row in await backend.fetch("SELECT 1")] == [(1,)]
+    finally:
+        await backend.close()

@@ -324,6 +324,10 @@ def is_connection_lost(error: BaseException) -> bool:
     )
     if isinstance(error, lost):
         return True
+    if isinstance(error, asyncpg.InternalClientError):
+        # a connection the server dropped mid-operation, reused: "cannot switch to state 12;
+        # another operation is in progress" (seen while PostgreSQL restarts under load)
+        return True
     return isinstance(error, asyncpg.InterfaceError) and "closed" in str(error)
 
 
@@ -413,7 +417,7 @@ class PostgresBackend(SQLBackend):
             conn = await self._pool.acquire(timeout=self.timeout)
         try:
             yield conn
-        finally:
+        finally:  # a broken connection fails its reset here and the pool closes it
             with contextlib.suppress(Exception):
                 await self._pool.release(conn)
 
