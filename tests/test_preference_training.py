@@ -100,20 +100,21 @@ def test_lora_with_prompts_uses_kto_and_keeps_one_adapter(tmp_path, tiny_model):
         tiny_model,
         prompts=True,
         lora=True,
-        lora_r=4,
-        lora_alpha=8,
+        lora_r=8,
+        lora_alpha=16,
         preference_learning_rate=1e-2,  # x10 for LoRA: a tiny random model needs a big step
         preference_beta=0.1,
     )
     done = run_job(job, EventWriter())
     candidate = done["metrics"]["candidate"]
     assert candidate["preference"]["ran"] and candidate["preference"]["loss"] == "kto"
-    # clearly above chance (0.5); the exact figure moves with the CPU's kernels (0.71 with
-    # ATEN_CPU_CAPABILITY=avx2, above 0.75 with avx512), so the bound leaves room for both
-    assert candidate["vote_separation"] > 0.65
+    # clearly above chance (0.5); the exact figure moves with the CPU's kernels and the
+    # optimiser's implementation (rank 4 gave 0.63 with ATEN_CPU_CAPABILITY=avx2 and 0.76 with
+    # avx512 under fused AdamW; rank 8 gives 0.84 and 0.91), so the bound leaves room for both
+    assert candidate["vote_separation"] > 0.7
     output = Path(done["output"])
     adapter = json.loads((output / "adapter" / "adapter_config.json").read_text("utf-8"))
-    assert adapter["r"] == 4
+    assert adapter["r"] == 8
     assert not (output / "adapter" / "ref").exists()  # TRL's frozen reference copy is gone
     loaded = load_model_and_tokenizer(output, device="cpu")
     assert not any("lora" in name for name in loaded.model.state_dict())
