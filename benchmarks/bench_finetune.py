@@ -37,6 +37,10 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from benchmarks.common import add_data_dir_argument  # noqa: E402
+
 DEFAULT_CSV = ROOT.parent / "shared" / "data" / "onelinefun.csv"
 TUTORIAL_BLOCK = 512
 TUTORIAL_BATCH = 2
@@ -46,12 +50,7 @@ TUTORIAL_LR = 5e-5
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--csv", type=Path, default=DEFAULT_CSV, help="jokes CSV (column Joke)")
-    parser.add_argument(
-        "--data-dir",
-        type=Path,
-        default=Path(os.environ.get("JOKEBOT_DATA_DIR", ROOT / "data")),
-        help="where the embedded model is converted once (default: JOKEBOT_DATA_DIR or ./data)",
-    )
+    add_data_dir_argument(parser)
     parser.add_argument("--base", help="base model folder or hub id (default: embedded)")
     parser.add_argument("--tokens", type=int, default=24000, help="training tokens per recipe")
     parser.add_argument("--samples", type=int, default=48, help="unprompted samples per model")

@@ -32,17 +32,15 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+from benchmarks.common import add_data_dir_argument  # noqa: E402
+
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument(
-        "--data-dir",
-        type=Path,
-        default=Path(os.environ.get("JOKEBOT_DATA_DIR", ROOT / "data")),
-        help="where the embedded model is converted once (default: JOKEBOT_DATA_DIR or ./data)",
-    )
+    add_data_dir_argument(parser)
     parser.add_argument("--samples", type=int, default=48, help="samples per model")
     parser.add_argument("--shots", default="0,2,4,6", help="in-context examples to compare")
     parser.add_argument("--seed", type=int, default=42)

@@ -58,6 +58,8 @@ from rich.console import Console  # noqa: E402
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn  # noqa: E402
 from rich.table import Table  # noqa: E402
 
+from benchmarks.common import add_data_dir_argument  # noqa: E402
+
 console = Console(width=160)
 IN_FLIGHT = 16  # /joke requests at once: the runner's batch
 MECHANISMS = {"corpus": "off", "votes": "auto"}  # name -> PREFERENCE_TRAINING
@@ -518,12 +520,7 @@ def print_targets(results: list[RunResult], rule: Rule, max_minutes: float) -> N
 
 def parse_args(argv: list[str] | None = None) -> Options:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument(
-        "--data-dir",
-        type=Path,
-        default=Path(os.environ.get("JOKEBOT_DATA_DIR", ROOT / "data")),
-        help="where the embedded model is converted once (default: JOKEBOT_DATA_DIR or ./data)",
-    )
+    add_data_dir_argument(parser)
     parser.add_argument("--work-dir", type=Path, help="for the installs (default: a temp dir)")
     parser.add_argument("--jokes", type=int, default=160, help="jokes shown and voted on")
     parser.add_argument("--voters", type=int, default=5, help="votes per joke")
