@@ -150,6 +150,7 @@ async def running_bot(
     finally:
         try:
             if not bot.is_closed():
+                await _finish_pending_ready(bot, close_timeout)
                 await asyncio.wait_for(bot.close(), close_timeout)
             if run.task is not None and not run.task.done():
                 try:
@@ -169,3 +170,16 @@ async def running_bot(
     problems = run.problems(errors=not allow_errors, unhandled_routes=fail_on_unhandled_routes)
     if problems:
         raise BotFailure("the bot run had problems:\n" + "\n".join(problems))
+
+
+async def _finish_pending_ready(bot: Any, timeout: float) -> None:
+    """Let discord.py's delayed READY dispatch finish before the bot closes: `Client.close`
+    leaves `ConnectionState._delay_ready` running, and when a run ends within
+    `guild_ready_timeout` of READY that task later dispatches 'ready' on the closed client
+    (`self.loop` is MISSING) and dies with an AttributeError nobody retrieves. Cancelling it is
+    not enough: on Python 3.11 its `wait_for` can turn the cancel into a timeout and dispatch."""
+    state = bot._connection
+    tasks = [getattr(state, "_ready_task", None), *getattr(state, "_ready_tasks", {}).values()]
+    pending = {task for task in tasks if task is not None and not task.done()}
+    if pending:
+        await asyncio.wait(pending, timeout=timeout)

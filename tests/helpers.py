@@ -462,12 +462,19 @@ THINGS = ["hat", "boat", "cake", "song", "lamp", "book", "coat", "drum", "kite",
 # ---- the loopback Discord's own tests ----------------------------------------------------
 
 
-def plain_bot(*, dynamic_items: tuple[type, ...] = (), guild_id: int | None = None) -> commands.Bot:
+def plain_bot(
+    *,
+    dynamic_items: tuple[type, ...] = (),
+    guild_id: int | None = None,
+    guild_ready_timeout: float = 0.1,
+) -> commands.Bot:
     """A small discord.py bot (no jokebot) for testing the stand-in: the test adds its app
     commands; at login it registers `dynamic_items` and syncs the commands (globally, and to
     `guild_id`'s server when given)."""
     bot = commands.Bot(
-        command_prefix="!", intents=discord.Intents.default(), guild_ready_timeout=0.1
+        command_prefix="!",
+        intents=discord.Intents.default(),
+        guild_ready_timeout=guild_ready_timeout,
     )
 
     async def setup_hook() -> None:

@@ -558,3 +558,21 @@ async def test_failed_sync_stops_the_run(standin: LoopbackDiscord) -> None:
     with pytest.raises(discord.Forbidden):
         async with running_bot(bot, standin, ready_timeout=5):
             pass
+
+
+async def test_a_run_that_ends_at_once_leaves_no_ready_dispatch_behind(
+    standin: LoopbackDiscord,
+) -> None:
+    """discord.py's `Client.close` leaves its delayed READY dispatch running; a run that ends
+    before it fires must let it finish first, or it later dies on the closed client (CI)."""
+    bot = plain_bot(guild_ready_timeout=1.0)
+
+    @bot.event
+    async def on_ready() -> None:  # what jokebot has: 'ready' is dispatched to it
+        pass
+
+    async with running_bot(bot, standin):
+        pending = bot._connection._ready_task  # READY waits guild_ready_timeout for more guilds
+    assert pending is not None
+    await asyncio.wait_for(pending, bot._connection.guild_ready_timeout + 5)
+    assert pending.exception() is None
