@@ -66,8 +66,8 @@ async def litestream(*args: str) -> tuple[int, str]:
 
 async def vote_down(standin, message, member: int) -> None:
     interaction = await standin.press(message, "👎", user_id=member, username=f"u{member}")
-    await interaction.wait_for_ack(timeout=60)
-    assert interaction.ack_type == 7
+    await interaction.wait_for_reply(timeout=60)  # the note follows the committed vote
+    assert interaction.ack_type in (6, 7)  # 6: deferred while the store was busy
 
 
 def community_rows(database: Path) -> dict[str, list[tuple]]:

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 
 import pytest
 
+from bot.discord_app.commands import votes
 from loopback_discord import CommandHidden
 from tests.helpers import ADMIN, jokebot_app, wait_until
 
@@ -91,6 +93,27 @@ async def test_votes_change_withdraw_and_show_on_the_message(app):
     assert _labels(reply)[:2] == ["Upvote · 1", "Downvote"]
     assert "withdrawn" in (await withdrawn.wait_for_reply()).content
     assert _rows(app.db.path, "SELECT user_id, value FROM votes") == [(BOB, 1)]
+
+
+async def test_a_vote_the_store_is_slow_to_commit_is_deferred_then_shown(app, monkeypatch):
+    """A burst of presses queues on the store: a press whose vote takes longer than
+    ANSWER_WITHIN is deferred (type 6) inside Discord's 3 s, then the counts and the note come
+    once the vote is committed."""
+    reply = await _joke(app.standin)
+    community = app.services.community
+    vote = community.vote
+    delay = votes.ANSWER_WITHIN + 0.5
+
+    async def slow_vote(*args):
+        await asyncio.sleep(delay)
+        return await vote(*args)
+
+    monkeypatch.setattr(community, "vote", slow_vote)
+    press = await _press(app.standin, reply, "👍")
+    assert press.ack_type == 6 and press.ack_latency < 3
+    assert _labels(reply)[:2] == ["Upvote · 1", "Downvote"]
+    assert "You voted 👍" in (await press.wait_for_reply()).content
+    assert _rows(app.db.path, "SELECT user_id, value FROM votes") == [(ALICE, 1)]
 
 
 async def test_a_press_on_a_message_from_before_a_restart(standin, shared_settings):

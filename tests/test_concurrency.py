@@ -311,7 +311,7 @@ async def test_50_members_press_the_same_button_at_once_all_counted(standin, sto
             *(standin.press(reply, "👍", user_id=5000 + n, username=f"m{n}") for n in range(50))
         )
         notes = await asyncio.gather(*(p.wait_for_reply(timeout=30) for p in presses))
-        assert all(p.ack_type == 7 and p.ack_latency < 3 for p in presses)
+        assert all(p.ack_type in (6, 7) and p.ack_latency < 3 for p in presses)  # 6: deferred
         assert all(n.ephemeral and n.content.startswith("You voted 👍") for n in notes)
         assert await _rows(app.db, "SELECT count(*), sum(value) FROM votes") == [(50, 50)]
         assert reply.edit_count - edits_before == 50  # each press edited the counts once

@@ -2,12 +2,15 @@
 
 The buttons are `DynamicItem`s whose custom id carries the generated joke's id
 (`jokebot:joke:up:42`), registered at start-up, so a press on a message sent before a restart
-still reaches the bot. Every press is answered at once (the vote is one small SQLite write):
-a vote edits the message in place (response type 7) with the new counts.
+still reaches the bot. A vote edits the message in place with the new counts once it is
+committed: in the answer itself (response type 7) when the store takes less than
+`ANSWER_WITHIN`, else (a burst of presses queued on the store) after a deferred update
+(type 6), so that Discord always gets its answer within 3 s.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import Any
 
@@ -17,9 +20,11 @@ from bot.discord_app.commands.throttle import refuse_when_rate_limited
 from bot.discord_app.replies import NO_MENTIONS, STORE_UNAVAILABLE, reply_error
 from bot.services import Services
 from bot.store.backends import StoreUnavailable
+from bot.store.community import VoteOutcome
 from model.contracts.votes import VoteCounts
 
 log = logging.getLogger(__name__)
+ANSWER_WITHIN = 2.0  # seconds the vote may take before the press is deferred (Discord: 3 s)
 BUTTONS = {  # action: (emoji, label, style)
     "up": ("👍", "Upvote", discord.ButtonStyle.secondary),
     "down": ("👎", "Downvote", discord.ButtonStyle.secondary),
@@ -98,18 +103,40 @@ def vote_view(generated_id: int, counts: VoteCounts | None = None) -> discord.ui
 async def _vote(
     services: Services, interaction: discord.Interaction, generated_id: int, action: str
 ) -> None:
-    if await services.community.generated(generated_id) is None:
+    value = 1 if action == "up" else -1
+    recording = asyncio.ensure_future(
+        _record_vote(services, generated_id, interaction.user.id, value)
+    )
+    done, _ = await asyncio.wait({recording}, timeout=ANSWER_WITHIN)
+    if not done:  # a burst of presses queues on the store: answer Discord in time (type 6)
+        try:
+            await interaction.response.defer()
+        except discord.HTTPException:  # too late already: the vote still counts
+            log.warning("could not defer a vote on joke %d in time", generated_id)
+    outcome = await recording
+    if outcome is None:
         await reply_error(interaction, "This joke is no longer stored, so it cannot be voted on.")
         return
-    value = 1 if action == "up" else -1
-    outcome = await services.community.vote(generated_id, interaction.user.id, value)
-    await interaction.response.edit_message(view=vote_view(generated_id, outcome.counts))
+    view = vote_view(generated_id, outcome.counts)
+    if interaction.response.is_done():
+        await interaction.edit_original_response(view=view)
+    else:
+        await interaction.response.edit_message(view=view)  # type 7: counts and answer in one
     emoji = BUTTONS[action][0]
     await interaction.followup.send(
         _VOTE_REPLIES[outcome.change].format(emoji=emoji),
         ephemeral=True,
         allowed_mentions=NO_MENTIONS,
     )
+
+
+async def _record_vote(
+    services: Services, generated_id: int, member: int, value: int
+) -> VoteOutcome | None:
+    """The member's vote, committed; None when the joke is no longer stored."""
+    if await services.community.generated(generated_id) is None:
+        return None
+    return await services.community.vote(generated_id, member, value)
 
 
 async def _report(services: Services, interaction: discord.Interaction, generated_id: int) -> None:
