@@ -167,3 +167,17 @@ async def test_deleted_joke_leaves_the_corpus_and_is_not_re_promoted(database_ur
     assert await store.db.corpus() == []
     assert not await store.delete_joke(joke.id)
     await store.db.close()
+
+
+async def test_a_delete_for_a_member_removes_only_that_members_joke(database_url):
+    """/deljoke's ownership check is in the delete's own transaction: an id freed by a deletion
+    goes to the next joke added, which may be someone else's."""
+    store = await _store(database_url)
+    try:
+        joke = await add_joke(store.db, "A joke that only its author may delete.", author_id=1)
+        assert not await store.delete_joke(joke.id, author_id=2)
+        assert await store.joke(joke.id) is not None
+        assert await store.delete_joke(joke.id, author_id=1)
+        assert await store.joke(joke.id) is None
+    finally:
+        await store.db.close()

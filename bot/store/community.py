@@ -307,15 +307,18 @@ class CommunityStore:
         await self.db.execute("DELETE FROM reviews WHERE joke_id = ?", (joke_id,))
         await self.db.execute("DELETE FROM jokes WHERE id = ?", (joke_id,))
 
-    async def delete_joke(self, joke_id: int) -> bool:
-        """Delete a stored joke for good (its text may be stored again); False if unknown.
+    async def delete_joke(self, joke_id: int, *, author_id: int | None = None) -> bool:
+        """Delete a stored joke for good (its text may be stored again); False if unknown, or
+        not `author_id`'s when given (checked in the same transaction: an id freed by a
+        deletion can be given to the next joke added).
 
         A community joke's generated original is blocked so that later votes do not bring it
         back.
         """
         async with self.db.transaction():
             await self.db.serialize(COMMUNITY_WRITES)
-            if await self.joke(joke_id) is None:
+            joke = await self.joke(joke_id)
+            if joke is None or (author_id is not None and joke.author_id != author_id):
                 return False
             await self.db.execute(
                 "UPDATE generated_jokes SET corpus_joke_id = NULL, blocked = TRUE"

@@ -196,7 +196,10 @@ class CommunityCommands(commands.Cog):
                 "(server admins can delete any).",
             )
             return
-        await store.delete_joke(joke_id)
+        owner = None if is_admin(interaction) else interaction.user.id
+        if not await store.delete_joke(joke_id, author_id=owner):  # gone since the check
+            await reply_error(interaction, f"#{joke_id} is no longer stored; nothing to delete.")
+            return
         await self._reply(
             interaction,
             f"Deleted #{joke_id}; it will not be used again. {KEEP_UNTIL_NEXT_TRAINING}",
