@@ -371,17 +371,24 @@ def reference_scores(job: TrainJob, votes: Votes | None, device) -> list[float]:
         release(loaded)
 
 
-def gate_figures(
-    loaded, votes: Votes | None, reference: list[float], samples, *, candidate: bool
-) -> dict[str, Any]:
-    """What the gate needs beyond the corpus metrics: distinct-2 of the samples always; with
-    voted jokes the vote separation; for the candidate, what it learned from votes."""
-    from model.preference_eval import distinct_n, vote_figures
+def vote_figures_of(loaded, votes: Votes | None, reference: list[float]) -> dict[str, Any]:
+    """The vote separation of one model on the held-out voted jokes (nothing without votes);
+    measured in the dtype the model was loaded in, as `reference` was."""
+    from model.preference_eval import vote_figures
+
+    if votes is None:
+        return {}
+    return vote_figures(loaded.model, loaded.tokenizer, votes.held_out, reference)
+
+
+def gate_figures(votes: Votes | None, samples, *, candidate: bool) -> dict[str, Any]:
+    """What the gate needs beyond the corpus metrics and the vote separation: distinct-2 of the
+    samples always; for the candidate, what it learned from votes."""
+    from model.preference_eval import distinct_n
 
     figures: dict[str, Any] = {"distinct_2": distinct_n([sample.text for sample in samples])}
     if votes is None:
         return figures
-    figures.update(vote_figures(loaded.model, loaded.tokenizer, votes.held_out, reference))
     if candidate:
         phase = votes.phase or {"ran": False}
         figures["votes_up"] = phase.get("up", 0) if phase.get("ran") else 0

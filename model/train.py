@@ -292,11 +292,11 @@ def evaluate_models(
     votes: Votes | None = None,
 ) -> dict[str, Evaluation]:
     """Measure the candidate and the serving model on the held-out jokes, each as it serves
-    (and on the held-out voted jokes: `model.preference.gate_figures`)."""
+    (and on the held-out voted jokes: `model.preference.vote_figures_of`, `gate_figures`)."""
     from model.evaluate import measure, release
     from model.loading import load_model_and_tokenizer
     from model.precision import gate_precision
-    from model.preference import gate_figures, reference_scores
+    from model.preference import gate_figures, reference_scores, vote_figures_of
     from model.textformat import PLAIN
 
     reference = reference_scores(job, votes, device)
@@ -309,6 +309,10 @@ def evaluate_models(
         events.emit(EvaluatingEvent(model=name))
         loaded = load_model_and_tokenizer(ref, device=device)
         try:
+            # the held-out votes first, in the dtype the reference was scored in: `measure`
+            # then settles the model in the serving dtype, whose rounding alone would move a
+            # model's log-ratios to the reference (the base itself would not score 0.5)
+            voted = vote_figures_of(loaded, votes, reference)
             results[name] = measure(
                 loaded,
                 data.validation_texts,
@@ -325,10 +329,9 @@ def evaluate_models(
                 shots=job.few_shot_examples,
                 precision=same_dtype,
             )
+            results[name].metrics.update(voted)
             results[name].metrics.update(
-                gate_figures(
-                    loaded, votes, reference, results[name].samples, candidate=name == "candidate"
-                )
+                gate_figures(votes, results[name].samples, candidate=name == "candidate")
             )
         finally:
             release(loaded)

@@ -94,6 +94,14 @@ def test_the_phase_learns_the_rule_and_the_gate_measures_it(tmp_path, tiny_model
     assert candidate["distinct_2"] > 0
 
 
+def test_the_base_separates_nothing_whatever_dtype_the_gate_samples_in(tmp_path, tiny_model):
+    """The serving model here is the vote reference itself: 0.5 exactly, also when the gate
+    samples in bfloat16 (the votes are scored before, in the dtype the reference was)."""
+    job = preference_job(tmp_path, tiny_model, preference_phase=False, eval_dtype="bfloat16")
+    serving = run_job(job, EventWriter())["metrics"]["serving"]
+    assert serving["vote_separation"] == 0.5
+
+
 def test_lora_with_prompts_uses_kto_and_keeps_one_adapter(tmp_path, tiny_model):
     job = preference_job(
         tmp_path,
