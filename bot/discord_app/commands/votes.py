@@ -104,7 +104,7 @@ async def _vote(
     services: Services, interaction: discord.Interaction, generated_id: int, action: str
 ) -> None:
     value = 1 if action == "up" else -1
-    recording = asyncio.ensure_future(
+    recording = asyncio.create_task(
         _record_vote(services, generated_id, interaction.user.id, value)
     )
     done, _ = await asyncio.wait({recording}, timeout=ANSWER_WITHIN)
