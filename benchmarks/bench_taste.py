@@ -2,7 +2,7 @@
 follows, and fresh /joke samples show whether the new version follows the votes (issue #16).
 
     python benchmarks/bench_taste.py [--quick] [--seeds 3] [--jokes 160] [--voters 5]
-                                     [--rules number,person] [--json results.json]
+                                     [--rules number,person] [--mechanisms corpus,votes] [--json F]
 
 On the embedded model (SmolLM2-135M) and the starter corpus, for each seed:
 
@@ -122,6 +122,7 @@ class Options:
     min_steps: int | None
     keep: bool
     json: Path | None = None
+    mechanisms: tuple[str, ...] = tuple(MECHANISMS)
 
 
 def bench_settings(data_dir: Path, base: Path, seed: int, mechanism: str, options: Options):
@@ -323,7 +324,7 @@ async def run_benchmark(options: Options, base: Path) -> tuple[list[RunResult], 
         (rule, community, mechanism)
         for rule in rules
         for community in ("likes", "dislikes")
-        for mechanism in MECHANISMS
+        for mechanism in options.mechanisms
     ]
     results: list[RunResult] = []
     shown_by_seed: dict[int, list] = {}
@@ -532,6 +533,9 @@ def parse_args(argv: list[str] | None = None) -> Options:
     parser.add_argument("--quick", action="store_true", help="one rule, one seed, 96 jokes")
     parser.add_argument("--keep", action="store_true", help="keep the installs' folders")
     parser.add_argument("--json", type=Path, help="also write every run's figures here")
+    parser.add_argument(
+        "--mechanisms", default=",".join(MECHANISMS), help="which retrains (default: both)"
+    )
     args = parser.parse_args(argv)
     if args.quick:
         args.seeds, args.jokes, args.fresh = 1, min(args.jokes, 96), min(args.fresh, 64)
@@ -540,10 +544,13 @@ def parse_args(argv: list[str] | None = None) -> Options:
     unknown = [name for name in rules if name not in RULES]
     if unknown:
         parser.error(f"unknown rule {', '.join(unknown)}; choose from {', '.join(RULES)}")
+    mechanisms = tuple(name.strip() for name in args.mechanisms.split(",") if name.strip())
+    if not mechanisms or set(mechanisms) - set(MECHANISMS):
+        parser.error(f"--mechanisms: choose from {', '.join(MECHANISMS)}")
     work = args.work_dir or Path(tempfile.mkdtemp(prefix="jokebot-taste-"))
     options = Options(
         args.data_dir, work, args.jokes, args.voters, args.follow, args.fresh, args.seeds,
-        rules, args.min_steps, args.keep, args.json,
+        rules, args.min_steps, args.keep, args.json, mechanisms,
     )  # fmt: skip
     return options
 

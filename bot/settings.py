@@ -134,8 +134,9 @@ class Settings(BaseSettings):
     preference_training: Literal["auto", "off"] = "auto"
     preference_min_votes: int = Field(default=50, ge=1)
     preference_beta: float = Field(default=1.0, gt=0.0)
-    preference_learning_rate: float = Field(default=5e-5, gt=0.0)
+    preference_learning_rate: float = Field(default=7e-5, gt=0.0)
     preference_epochs: float = Field(default=3.0, gt=0.0)
+    preference_sft_weight: float = Field(default=1.0, ge=0.0)
     preference_loss: Literal["auto", "kto", "apo_zero_unpaired"] = "auto"
     preference_holdout: float = Field(default=0.2, gt=0.0, lt=1.0)
     preference_time_share: float = Field(default=0.3, ge=0.0, lt=1.0)

@@ -229,6 +229,7 @@ def _phase_summary(
         "budget_hit": budget_hit,
         "beta": job.preference_beta,
         "learning_rate": job.effective_preference_learning_rate,
+        "sft_weight": job.preference_sft_weight,
         "desirable_weight": round(desirable, 4),
         "undesirable_weight": round(undesirable, 4),
     }
@@ -269,10 +270,11 @@ def _kto_trainer(
     """TRL's KTOTrainer with the corpus phase's optimiser settings and no checkpoints."""
     import datasets
     from transformers import PrinterCallback
-    from trl import KTOConfig, KTOTrainer
+    from trl import KTOConfig
 
     from model.devices import optimizer_name, training_precision
     from model.distributed import backend_for
+    from model.votes_trainer import AnchoredKTOTrainer
 
     datasets.disable_progress_bars()
     precision = training_precision(device)
@@ -312,12 +314,13 @@ def _kto_trainer(
         max_length=2 * job.max_example_tokens,
         train_sampling_strategy="sequential" if loss == "kto" else "random",
     )
-    trainer = KTOTrainer(
+    trainer = AnchoredKTOTrainer(
         model=model,
         args=args,
         train_dataset=datasets.load_from_disk(data),
         processing_class=tokenizer,
         callbacks=callbacks,
+        sft_weight=job.preference_sft_weight,
     )
     trainer.remove_callback(PrinterCallback)
     return trainer

@@ -1,0 +1,83 @@
+"""The preference phase's loss is KTO's plus the liked jokes' NLL times PREFERENCE_SFT_WEIGHT
+(model.votes_trainer), read from KTO's own forward pass: checked against a plain forward of the
+tiny GPT-2 on the same jokes."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from datasets import Dataset
+from trl import KTOConfig
+
+from model.loading import load_model_and_tokenizer
+from model.lora import add_lora
+from model.preference import prompt_text
+from model.votes_trainer import AnchoredKTOTrainer
+
+JOKES = [  # (completion, liked)
+    ("My cat likes the piano.", True),
+    ("My dog likes the piano.", False),
+    ("My cat likes the moon, and the moon likes my cat.", True),
+    ("My dog likes the moon.", False),
+]
+
+
+def kto_loss(
+    tmp_path, model_path, sft_weight: float, jokes=JOKES, *, lora: bool = False
+) -> tuple[float, object]:
+    loaded = load_model_and_tokenizer(str(model_path), device="cpu")
+    tokenizer = loaded.tokenizer
+    model = add_lora(loaded.model, r=4, alpha=8, dropout=0.0) if lora else loaded.model
+    rows = [
+        {"prompt": prompt_text(tokenizer, ""), "completion": text, "label": liked}
+        for text, liked in jokes
+    ]
+    args = KTOConfig(
+        output_dir=str(tmp_path / "out"), use_cpu=True, report_to=[], bf16=False,
+        per_device_train_batch_size=len(rows), max_length=64, precompute_ref_log_probs=True,
+    )  # fmt: skip
+    trainer = AnchoredKTOTrainer(
+        model=model, args=args, train_dataset=Dataset.from_list(rows),
+        processing_class=tokenizer, sft_weight=sft_weight,
+    )  # fmt: skip
+    batch = next(iter(trainer.get_train_dataloader()))
+    loss = trainer.compute_loss(trainer.model, batch)
+    assert loss.requires_grad
+    return float(loss.detach()), loaded
+
+
+def liked_nll(loaded, jokes=JOKES) -> float:
+    """Mean NLL per token of the liked completions, their eos included, after the start token."""
+    tokenizer, model = loaded.tokenizer, loaded.model
+    total, count = 0.0, 0
+    with torch.no_grad():
+        for text, liked in jokes:
+            if not liked:
+                continue
+            prompt = tokenizer(prompt_text(tokenizer, "")).input_ids
+            words = tokenizer(text, add_special_tokens=False).input_ids
+            completion = [*words, tokenizer.eos_token_id]
+            ids = torch.tensor([prompt + completion])
+            log_probs = model(input_ids=ids).logits[0, :-1].float().log_softmax(-1)
+            targets = ids[0, 1:]
+            picked = log_probs.gather(1, targets[:, None])[:, 0][len(prompt) - 1 :]
+            total -= float(picked.sum())
+            count += len(completion)
+    return total / count
+
+
+@pytest.mark.parametrize(("sft_weight", "lora"), [(0.5, False), (2.0, False), (1.0, True)])
+def test_the_loss_adds_the_liked_jokes_nll_times_the_weight(tmp_path, tiny_model, sft_weight, lora):
+    """Also through a LoRA-wrapped model (a new adapter changes nothing yet: same NLL)."""
+    plain, loaded = kto_loss(tmp_path / "plain", tiny_model, 0.0)
+    anchored, _ = kto_loss(tmp_path / "anchored", tiny_model, sft_weight, lora=lora)
+    nll = liked_nll(loaded)
+    assert nll > 1.0  # a random tiny model: the term is far from nothing
+    assert anchored - plain == pytest.approx(sft_weight * nll, rel=1e-3)
+
+
+def test_a_batch_without_liked_jokes_is_plain_kto(tmp_path, tiny_model):
+    disliked = [(text, False) for text, _ in JOKES]
+    plain, _ = kto_loss(tmp_path / "plain", tiny_model, 0.0, disliked)
+    anchored, _ = kto_loss(tmp_path / "anchored", tiny_model, 1.0, disliked)
+    assert anchored == pytest.approx(plain, rel=1e-6)
