@@ -571,6 +571,7 @@ def main(argv: list[str] | None = None) -> int:
         f"PREFERENCE_BETA={defaults.preference_beta} "
         f"PREFERENCE_LEARNING_RATE={defaults.preference_learning_rate} "
         f"PREFERENCE_EPOCHS={defaults.preference_epochs} "
+        f"PREFERENCE_SFT_WEIGHT={defaults.preference_sft_weight} "
         f"PREFERENCE_LOSS={defaults.preference_loss} TRAIN_MIN_STEPS={steps}"
     )
     began = time.monotonic()
