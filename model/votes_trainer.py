@@ -27,9 +27,19 @@ class AnchoredKTOTrainer(KTOTrainer):
         super().__init__(*args, **kwargs)
         self.sft_weight = sft_weight
         self._policy_log_probs: torch.Tensor | None = None
+        self._hook = None
         if sft_weight > 0:
             policy = self.accelerator.unwrap_model(self.model)
-            policy.register_forward_hook(self._keep_policy_log_probs)
+            self._hook = policy.register_forward_hook(self._keep_policy_log_probs)
+
+    def train(self, *args, **kwargs):
+        """Train; the model leaves without the hook (the gate and the saved model never see it)."""
+        try:
+            return super().train(*args, **kwargs)
+        finally:
+            if self._hook is not None:
+                self._hook.remove()
+                self._hook = None
 
     def _keep_policy_log_probs(self, module, args, output) -> None:
         log_probs = getattr(output, "log_probs", None)

@@ -22,9 +22,7 @@ JOKES = [  # (completion, liked)
 ]
 
 
-def kto_loss(
-    tmp_path, model_path, sft_weight: float, jokes=JOKES, *, lora: bool = False
-) -> tuple[float, object]:
+def kto_trainer(tmp_path, model_path, sft_weight: float, jokes=JOKES, *, lora: bool = False):
     loaded = load_model_and_tokenizer(str(model_path), device="cpu")
     tokenizer = loaded.tokenizer
     model = add_lora(loaded.model, r=4, alpha=8, dropout=0.0) if lora else loaded.model
@@ -35,11 +33,19 @@ def kto_loss(
     args = KTOConfig(
         output_dir=str(tmp_path / "out"), use_cpu=True, report_to=[], bf16=False,
         per_device_train_batch_size=len(rows), max_length=64, precompute_ref_log_probs=True,
+        max_steps=1, save_strategy="no", disable_tqdm=True,
     )  # fmt: skip
     trainer = AnchoredKTOTrainer(
         model=model, args=args, train_dataset=Dataset.from_list(rows),
         processing_class=tokenizer, sft_weight=sft_weight,
     )  # fmt: skip
+    return trainer, loaded
+
+
+def kto_loss(
+    tmp_path, model_path, sft_weight: float, jokes=JOKES, *, lora: bool = False
+) -> tuple[float, object]:
+    trainer, loaded = kto_trainer(tmp_path, model_path, sft_weight, jokes, lora=lora)
     batch = next(iter(trainer.get_train_dataloader()))
     loss = trainer.compute_loss(trainer.model, batch)
     assert loss.requires_grad
@@ -81,3 +87,10 @@ def test_a_batch_without_liked_jokes_is_plain_kto(tmp_path, tiny_model):
     plain, _ = kto_loss(tmp_path / "plain", tiny_model, 0.0, disliked)
     anchored, _ = kto_loss(tmp_path / "anchored", tiny_model, 1.0, disliked)
     assert anchored == pytest.approx(plain, rel=1e-6)
+
+
+def test_the_trained_model_leaves_without_the_hook(tmp_path, tiny_model):
+    trainer, loaded = kto_trainer(tmp_path, tiny_model, 1.0)
+    assert loaded.model._forward_hooks  # the term is read through it while training
+    trainer.train()
+    assert not loaded.model._forward_hooks
