@@ -56,7 +56,5 @@ class AnchoredKTOTrainer(KTOTrainer):
         liked = torch.as_tensor(inputs["label"], dtype=mask.dtype, device=mask.device)
         weight = mask * liked.unsqueeze(1)
         log_probs = log_probs[:, -mask.shape[1] :]
-        tokens = weight.sum()
-        if tokens == 0:  # no 👍 in this batch: nothing to add, but stay in the graph
-            return loss + 0.0 * log_probs.sum()
+        tokens = weight.sum().clamp(min=1)  # a batch without 👍 adds 0 and stays in the graph
         return loss + self.sft_weight * -(log_probs * weight).sum() / tokens
