@@ -40,6 +40,7 @@ from typing import TYPE_CHECKING, Any
 from model.contracts.preferences import VotedJoke, is_held_out, read_preferences
 from model.contracts.training_events import VotesEvent
 from model.contracts.training_job import TrainJob
+from model.epoch_check import EpochCheck
 from model.event_writer import TrainingEvents
 from model.time_budget import TimeBudget
 
@@ -144,6 +145,7 @@ def train_on_votes(
         if loss == "kto":
             process_batch = max(2, process_batch)  # its KL estimate pairs examples in a batch
         weights = class_weights(announce.liked, announce.disliked)
+        check = EpochCheck(job, training.model, tokenizer, device, world)
         trainer = _kto_trainer(
             job,
             training.model,
@@ -156,7 +158,7 @@ def train_on_votes(
             process_batch=process_batch,
             weights=weights,
             corpus=corpus,
-            callbacks=[progress, budget, cancel_check(run)],
+            callbacks=[progress, budget, check, cancel_check(run)],
         )
         began = time.monotonic()
         trainer.train()
@@ -168,6 +170,7 @@ def train_on_votes(
         if world.is_main:
             shutil.rmtree(folder, ignore_errors=True)
         votes.phase = _phase_summary(job, announce, state, seconds, budget.hit, weights)
+        votes.phase.update(check.summary())
     training.summary["preference"] = votes.phase
     log.info("preference phase: %s", votes.phase)
 
