@@ -11,7 +11,7 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-from model.contracts.votes import Z_95  # two-sided 95%: here the one-joke rate's sampling noise
+from model.contracts.votes import Z_95, share_difference_noise
 
 
 @dataclass(frozen=True)
@@ -33,12 +33,8 @@ def one_joke_tolerance(candidate: dict[str, Any], serving: dict[str, Any], floor
     """How far the one-joke rate may drop: `floor`, or the 95% noise of the difference of two
     rates measured on `n_samples` samples each, whichever is larger. With 16 samples one
     unlucky sample is a 6% drop; only a drop beyond the noise says the candidate is worse."""
-    noise = 0.0
-    for metrics in (candidate, serving):
-        n, p = metrics.get("n_samples"), float(metrics["one_joke_rate"])
-        if n:
-            noise += p * (1 - p) / n
-    return max(floor, Z_95 * math.sqrt(noise))
+    rates = [(float(m["one_joke_rate"]), m.get("n_samples") or 0) for m in (candidate, serving)]
+    return max(floor, share_difference_noise(*rates))
 
 
 def separation_tolerance(candidate: dict[str, Any], serving: dict[str, Any], floor: float) -> float:
