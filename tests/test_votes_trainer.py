@@ -1,16 +1,21 @@
-"""The preference phase's loss is KTO's plus the liked jokes' NLL times PREFERENCE_SFT_WEIGHT
-(model.votes_trainer), read from KTO's own forward pass, plus the NLL of a batch of corpus jokes
-times PREFERENCE_CORPUS_WEIGHT: checked against a plain forward of the tiny GPT-2 on the same
-jokes."""
+"""The preference phase's trainer on the tiny GPT-2.
+
+Its loss is KTO's plus the liked jokes' NLL times PREFERENCE_SFT_WEIGHT (model.votes_trainer),
+read from KTO's own forward pass, plus the NLL of a batch of corpus jokes times
+PREFERENCE_CORPUS_WEIGHT: checked against a plain forward on the same jokes. Its epoch check
+(model.epoch_check) ends it on the last epoch whose samples held up."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 from datasets import Dataset
+from transformers import TrainerCallback
 from trl import KTOConfig
 
 from model.data import JokeCollator, encode_jokes
+from model.distributed import World
+from model.epoch_check import EpochCheck, SampleFigures
 from model.loading import load_model_and_tokenizer
 from model.lora import add_lora
 from model.preference import prompt_text
@@ -141,3 +146,78 @@ def test_training_with_the_corpus_term_keeps_the_corpus_likely(tmp_path, tiny_mo
         after[weight] = corpus_nll(loaded, CORPUS)
     assert after[1.0] < before - 0.5
     assert after[1.0] < after[0.0] - 0.5
+
+
+# ---- the epoch check ----------------------------------------------------------------------------
+
+
+def figures(distinct_2: float, one_joke_rate: float, samples: int = 48) -> SampleFigures:
+    return SampleFigures(0.0, distinct_2, one_joke_rate, 0.0, samples)
+
+
+def test_samples_hold_up_unless_much_less_varied_or_worse_beyond_the_noise():
+    start = figures(0.9, 0.9)
+    assert figures(0.9, 0.9).holds_up_against(start)
+    assert figures(0.77, 0.9).holds_up_against(start)  # 85% of the start's variety
+    assert not figures(0.76, 0.9).holds_up_against(start)
+    assert figures(0.9, 0.79).holds_up_against(start)  # 48 samples each: noise 0.12-0.15
+    assert not figures(0.9, 0.7).holds_up_against(start)
+    assert not figures(0.9, 0.84, samples=10_000).holds_up_against(figures(0.9, 0.9, 10_000))
+
+
+class ScriptedCheck(EpochCheck):
+    """The real check with scripted sample figures (start first, then one per epoch)."""
+
+    def __init__(self, model, script: list[tuple[float, float]]):
+        super().__init__(None, model, None, "cpu", World.from_env())
+        self.script = list(script)
+
+    def _measure(self, epoch: float) -> SampleFigures:
+        distinct_2, one_joke_rate = self.script.pop(0)
+        return SampleFigures(epoch, distinct_2, one_joke_rate, 0.0, 48)
+
+
+class EpochWeights(TrainerCallback):
+    """The model's weights after every epoch, before the check's decision."""
+
+    def __init__(self, model):
+        self.model, self.after = model, {}
+
+    def on_epoch_end(self, args, state, control, **kwargs):
+        self.after[round(state.epoch)] = snapshot(self.model)
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self.after[0] = snapshot(self.model)
+
+
+def snapshot(model) -> dict[str, torch.Tensor]:
+    return {name: p.detach().clone() for name, p in model.named_parameters()}
+
+
+GOOD, COPYING, RAMBLING = (0.9, 0.9), (0.5, 0.9), (0.9, 0.5)
+
+
+@pytest.mark.parametrize(
+    ("script", "kept"),
+    [
+        ([GOOD, GOOD, GOOD, GOOD], 3),
+        ([GOOD, GOOD, GOOD, COPYING], 2),
+        ([GOOD, RAMBLING, GOOD, RAMBLING], 2),  # a bad epoch in between is not the end
+        ([GOOD, COPYING, RAMBLING, COPYING], 0),  # none held up: the phase changes nothing
+    ],
+)
+def test_the_phase_ends_on_the_last_epoch_whose_samples_held_up(tmp_path, tiny_model, script, kept):
+    trainer, loaded = kto_trainer(tmp_path, tiny_model, 1.0, steps=3, rate=1e-3)  # 3 epochs
+    weights, check = EpochWeights(loaded.model), ScriptedCheck(loaded.model, script)
+    trainer.add_callback(weights)
+    trainer.add_callback(check)
+    trainer.train()
+    assert check.kept == kept and bool(check.reason) == (kept != 3)
+    assert len(weights.after) == 4
+    assert not torch.equal(weights.after[0]["transformer.h.0.mlp.c_fc.weight"],
+                           weights.after[3]["transformer.h.0.mlp.c_fc.weight"])  # fmt: skip
+    now = snapshot(loaded.model)
+    for name, value in weights.after[kept].items():
+        assert torch.equal(now[name], value), name
+    summary = check.summary()
+    assert summary["epochs_kept"] == kept and len(summary["sample_checks"]) == 4
