@@ -40,8 +40,8 @@ from typing import TYPE_CHECKING, Any
 from model.contracts.preferences import VotedJoke, is_held_out, read_preferences
 from model.contracts.training_events import VotesEvent
 from model.contracts.training_job import TrainJob
-from model.epoch_check import EpochCheck
 from model.event_writer import TrainingEvents
+from model.sample_check import SampleCheck
 from model.time_budget import TimeBudget
 
 if TYPE_CHECKING:
@@ -145,7 +145,7 @@ def train_on_votes(
         if loss == "kto":
             process_batch = max(2, process_batch)  # its KL estimate pairs examples in a batch
         weights = class_weights(announce.liked, announce.disliked)
-        check = EpochCheck(job, training.model, tokenizer, device, world)
+        check = SampleCheck(job, training.model, tokenizer, device, world)
         trainer = _kto_trainer(
             job,
             training.model,

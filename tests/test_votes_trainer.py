@@ -3,7 +3,7 @@
 Its loss is KTO's plus the liked jokes' NLL times PREFERENCE_SFT_WEIGHT (model.votes_trainer),
 read from KTO's own forward pass, plus the NLL of a batch of corpus jokes times
 PREFERENCE_CORPUS_WEIGHT: checked against a plain forward on the same jokes. Its epoch check
-(model.epoch_check) ends it on the last epoch whose samples held up."""
+(model.sample_check) ends it on the last check whose samples held up."""
 
 from __future__ import annotations
 
@@ -15,10 +15,10 @@ from trl import KTOConfig
 
 from model.data import JokeCollator, encode_jokes
 from model.distributed import World
-from model.epoch_check import EpochCheck, SampleFigures
 from model.loading import load_model_and_tokenizer
 from model.lora import add_lora
 from model.preference import prompt_text
+from model.sample_check import SampleCheck, SampleFigures
 from model.votes_trainer import AnchoredKTOTrainer
 
 JOKES = [  # (completion, liked)
@@ -148,11 +148,11 @@ def test_training_with_the_corpus_term_keeps_the_corpus_likely(tmp_path, tiny_mo
     assert after[1.0] < after[0.0] - 0.5
 
 
-# ---- the epoch check ----------------------------------------------------------------------------
+# ---- the sample check ---------------------------------------------------------------------------
 
 
 def figures(distinct_2: float, one_joke_rate: float, samples: int = 48) -> SampleFigures:
-    return SampleFigures(0.0, distinct_2, one_joke_rate, 0.0, samples)
+    return SampleFigures(0, 0.0, distinct_2, one_joke_rate, 0.0, samples)
 
 
 def test_samples_hold_up_unless_much_less_varied_or_worse_beyond_the_noise():
@@ -165,26 +165,26 @@ def test_samples_hold_up_unless_much_less_varied_or_worse_beyond_the_noise():
     assert not figures(0.9, 0.84, samples=10_000).holds_up_against(figures(0.9, 0.9, 10_000))
 
 
-class ScriptedCheck(EpochCheck):
-    """The real check with scripted sample figures (start first, then one per epoch)."""
+class ScriptedCheck(SampleCheck):
+    """The real check with scripted sample figures (start first, then one per check)."""
 
     def __init__(self, model, script: list[tuple[float, float]]):
         super().__init__(None, model, None, "cpu", World.from_env())
         self.script = list(script)
 
-    def _measure(self, epoch: float) -> SampleFigures:
+    def _measure(self, state) -> SampleFigures:
         distinct_2, one_joke_rate = self.script.pop(0)
-        return SampleFigures(epoch, distinct_2, one_joke_rate, 0.0, 48)
+        return SampleFigures(state.global_step, 0.0, distinct_2, one_joke_rate, 0.0, 48)
 
 
-class EpochWeights(TrainerCallback):
-    """The model's weights after every epoch, before the check's decision."""
+class StepWeights(TrainerCallback):
+    """The model's weights after every step, before the check's decision."""
 
     def __init__(self, model):
         self.model, self.after = model, {}
 
-    def on_epoch_end(self, args, state, control, **kwargs):
-        self.after[round(state.epoch)] = snapshot(self.model)
+    def on_step_end(self, args, state, control, **kwargs):
+        self.after[state.global_step] = snapshot(self.model)
 
     def on_train_begin(self, args, state, control, **kwargs):
         self.after[0] = snapshot(self.model)
@@ -202,13 +202,13 @@ GOOD, COPYING, RAMBLING = (0.9, 0.9), (0.5, 0.9), (0.9, 0.5)
     [
         ([GOOD, GOOD, GOOD, GOOD], 3),
         ([GOOD, GOOD, GOOD, COPYING], 2),
-        ([GOOD, RAMBLING, GOOD, RAMBLING], 2),  # a bad epoch in between is not the end
+        ([GOOD, RAMBLING, GOOD, RAMBLING], 2),  # a bad check in between is not the end
         ([GOOD, COPYING, RAMBLING, COPYING], 0),  # none held up: the phase changes nothing
     ],
 )
-def test_the_phase_ends_on_the_last_epoch_whose_samples_held_up(tmp_path, tiny_model, script, kept):
-    trainer, loaded = kto_trainer(tmp_path, tiny_model, 1.0, steps=3, rate=1e-3)  # 3 epochs
-    weights, check = EpochWeights(loaded.model), ScriptedCheck(loaded.model, script)
+def test_the_phase_ends_on_the_last_check_whose_samples_held_up(tmp_path, tiny_model, script, kept):
+    trainer, loaded = kto_trainer(tmp_path, tiny_model, 1.0, steps=3, rate=1e-3)  # a check a step
+    weights, check = StepWeights(loaded.model), ScriptedCheck(loaded.model, script)
     trainer.add_callback(weights)
     trainer.add_callback(check)
     trainer.train()
@@ -220,4 +220,4 @@ def test_the_phase_ends_on_the_last_epoch_whose_samples_held_up(tmp_path, tiny_m
     for name, value in weights.after[kept].items():
         assert torch.equal(now[name], value), name
     summary = check.summary()
-    assert summary["epochs_kept"] == kept and len(summary["sample_checks"]) == 4
+    assert summary["kept_step"] == kept and len(summary["sample_checks"]) == 4

@@ -1,12 +1,13 @@
-"""The preference phase keeps the last epoch whose jokes are still varied, well-formed jokes.
+"""The preference phase ends on the last point where its jokes were still varied, whole jokes.
 
 Pulled hard by a few liked jokes, a small model can start telling one of them again and again
 (distinct-2 falls) or drift into text that never ends (the one-joke rate falls); the gate then
-refuses the whole version and the community's votes are lost until the next retrain. So after
-every epoch the phase samples as the gate does (same count, seed, temperature and length) and
-compares with the model it started from. The phase ends on the weights of the last epoch whose
-samples held up (the start's when none did). The phase can then take a step large enough for
-the communities whose liked jokes are rare, without losing those where it goes too far.
+refuses the whole version and the community's votes are lost until the next retrain. So
+`CHECKS` times in the phase (evenly spaced, the last at its end) it samples as the gate does
+(same count, seed, temperature and length) and compares with the model it started from. The
+phase ends on the weights of the last check whose samples held up (the start's when none did).
+The phase can then take a step large enough for the communities whose liked jokes are rare,
+without losing those where the same step goes too far.
 
 Rank 0 samples and decides; every rank restores the same weights (`share_from_main`).
 """
@@ -14,6 +15,7 @@ Rank 0 samples and decides; every rank restores the same weights (`share_from_ma
 from __future__ import annotations
 
 import logging
+import math
 import time
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
@@ -34,12 +36,14 @@ log = logging.getLogger(__name__)
 # PROMOTE_MAX_ONE_JOKE_DROP's default and the sampling noise.
 MIN_VARIETY = 0.85  # distinct-2 at least this share of the starting model's
 MAX_ONE_JOKE_DROP = 0.05
+CHECKS = 6  # sample checks in a phase; each costs one gate's sampling (~7 s on 2 CPU cores)
 
 
 @dataclass
 class SampleFigures:
-    """What one epoch's samples look like."""
+    """What the samples look like at one step of the phase."""
 
+    step: int
     epoch: float
     distinct_2: float
     one_joke_rate: float
@@ -57,7 +61,7 @@ class SampleFigures:
         )
 
 
-def measure_samples(model, tokenizer, device, job: TrainJob, epoch: float) -> SampleFigures:
+def measure_samples(model, tokenizer, device, job: TrainJob, state) -> SampleFigures:
     """Distinct-2 and one-joke rate of `job.eval_samples` samples of `model` (in eval mode for
     the while), drawn as the gate draws them."""
     from model.evaluate import one_joke_rate, sample_jokes
@@ -81,7 +85,8 @@ def measure_samples(model, tokenizer, device, job: TrainJob, epoch: float) -> Sa
     finally:
         model.train(was_training)
     return SampleFigures(
-        epoch=round(epoch, 3),
+        step=state.global_step,
+        epoch=round(state.epoch or 0.0, 3),
         distinct_2=round(distinct_n([sample.text for sample in samples]), 4),
         one_joke_rate=round(one_joke_rate(samples), 4),
         seconds=round(time.monotonic() - began, 1),
@@ -89,62 +94,68 @@ def measure_samples(model, tokenizer, device, job: TrainJob, epoch: float) -> Sa
     )
 
 
-class EpochCheck(TrainerCallback):
-    """Samples at the start and after every epoch; when training ends, the weights of the last
-    epoch whose samples held up come back (the start's when none did). Training runs all its
-    epochs either way: a hard pull can spoil the samples for an epoch and mend them the next.
-    `kept`, `figures` and `reason` tell what happened."""
+class SampleCheck(TrainerCallback):
+    """Samples at the start and `CHECKS` times in the phase; when training ends, the weights of
+    the last check whose samples held up come back (the start's when none did). Training goes
+    on after a bad check: a hard pull can spoil the samples for a while and mend them later.
+    `kept` (the step), `figures` and `reason` tell what happened."""
 
     def __init__(self, job: TrainJob, model, tokenizer, device, world: World):
         self.job, self.model, self.tokenizer, self.device, self.world = (
             job, model, tokenizer, device, world,
         )  # fmt: skip
         self.figures: list[SampleFigures] = []
-        self.kept = 0.0  # the epoch whose weights the phase ends with (0: the start)
+        self.kept = 0  # the step whose weights the phase ends with (0: the start)
         self.reason = ""
-        self._good: dict[str, Any] | None = None  # the last good epoch's, when not the last
+        self._every = 1
+        self._good: dict[str, Any] | None = None  # the last good check's, when not the last
         self._last_holds = True
 
     def on_train_begin(self, args, state, control, **kwargs):
-        self.figures = [self._measure(0.0)]
+        self._every = max(1, math.ceil(state.max_steps / CHECKS))
+        self.figures = [self._measure(state)]
         self._good = self._weights()
 
-    def on_epoch_end(self, args, state, control, **kwargs):
-        from model.distributed import share_from_main
-
-        figures = self._measure(state.epoch or 0.0)
-        self.figures.append(figures)
-        self._last_holds = share_from_main(figures.holds_up_against(self.figures[0]), self.world)
-        if self._last_holds:
-            self.kept = figures.epoch
-            ending = control.should_training_stop or state.global_step >= state.max_steps
-            self._good = None if ending else self._weights()  # the model as it is, if last
+    def on_step_end(self, args, state, control, **kwargs):
+        ending = control.should_training_stop or state.global_step >= state.max_steps
+        if ending or state.global_step % self._every == 0:
+            self._check(state, ending)
         return control
 
     def on_train_end(self, args, state, control, **kwargs):
         if self._last_holds or self._good is None:
             return control
         self._restore(self._good)
-        last = self.figures[-1]
+        last, start = self.figures[-1], self.figures[0]
         self.reason = (
-            f"epoch {last.epoch:g}: distinct-2 {last.distinct_2:.2f}, one-joke "
-            f"{last.one_joke_rate:.0%} against {self.figures[0].distinct_2:.2f} and "
-            f"{self.figures[0].one_joke_rate:.0%} at the start; kept epoch {self.kept:g}"
+            f"step {last.step}: distinct-2 {last.distinct_2:.2f}, one-joke "
+            f"{last.one_joke_rate:.0%} against {start.distinct_2:.2f} and "
+            f"{start.one_joke_rate:.0%} at the start; ended on step {self.kept}'s weights"
         )
         log.info("preference phase: %s", self.reason)
         return control
 
     def summary(self) -> dict[str, Any]:
         return {
-            "epochs_kept": self.kept,
+            "kept_step": self.kept,
             "rolled_back": self.reason,
             "sample_checks": [asdict(figures) for figures in self.figures],
         }
 
-    def _measure(self, epoch: float) -> SampleFigures:
-        if not self.world.is_main:
-            return SampleFigures(epoch, 0.0, 0.0, 0.0, 0)  # rank 0's decision is the one used
-        figures = measure_samples(self.model, self.tokenizer, self.device, self.job, epoch)
+    def _check(self, state, ending: bool) -> None:
+        from model.distributed import share_from_main
+
+        figures = self._measure(state)
+        self.figures.append(figures)
+        self._last_holds = share_from_main(figures.holds_up_against(self.figures[0]), self.world)
+        if self._last_holds:
+            self.kept = state.global_step
+            self._good = None if ending else self._weights()  # the model as it is, if last
+
+    def _measure(self, state) -> SampleFigures:
+        if not self.world.is_main:  # rank 0's decision is the one used
+            return SampleFigures(state.global_step, 0.0, 0.0, 0.0, 0.0, 0)
+        figures = measure_samples(self.model, self.tokenizer, self.device, self.job, state)
         log.info("preference phase samples: %s", figures)
         return figures
 
