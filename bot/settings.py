@@ -137,7 +137,6 @@ class Settings(BaseSettings):
     preference_learning_rate: float = Field(default=7e-5, gt=0.0)
     preference_epochs: float = Field(default=3.0, gt=0.0)
     preference_sft_weight: float = Field(default=1.0, ge=0.0)
-    preference_corpus_weight: float = Field(default=0.0, ge=0.0)
     preference_loss: Literal["auto", "kto", "apo_zero_unpaired"] = "auto"
     preference_holdout: float = Field(default=0.2, gt=0.0, lt=1.0)
     preference_time_share: float = Field(default=0.3, ge=0.0, lt=1.0)

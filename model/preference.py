@@ -112,7 +112,6 @@ def train_on_votes(
     votes: Votes | None,
     training,
     tokenizer,
-    corpus: list[list[int]],
     tmp: Path,
     device,
     world: World,
@@ -120,8 +119,7 @@ def train_on_votes(
     run: RunState,
 ) -> None:
     """Run the preference phase on `training.model` (every rank) when the job asks for it;
-    what it did goes to `votes.phase` and `training.summary["preference"]`. `corpus`: the
-    corpus phase's training examples, which anchor the phase (`preference_corpus_weight`)."""
+    what it did goes to `votes.phase` and `training.summary["preference"]`."""
     from model.cancellation import cancel_check
     from model.distributed import per_process_batch, share_from_main
 
@@ -157,7 +155,6 @@ def train_on_votes(
             loss=loss,
             process_batch=process_batch,
             weights=weights,
-            corpus=corpus,
             callbacks=[progress, budget, check, cancel_check(run)],
         )
         began = time.monotonic()
@@ -236,7 +233,6 @@ def _phase_summary(
         "beta": job.preference_beta,
         "learning_rate": job.effective_preference_learning_rate,
         "sft_weight": job.preference_sft_weight,
-        "corpus_weight": job.preference_corpus_weight,
         "desirable_weight": round(desirable, 4),
         "undesirable_weight": round(undesirable, 4),
     }
@@ -272,7 +268,6 @@ def _kto_trainer(
     loss: str,
     process_batch: int,
     weights: tuple[float, float],
-    corpus: list[list[int]],
     callbacks: list,
 ):
     """TRL's KTOTrainer with the corpus phase's optimiser settings and no checkpoints."""
@@ -329,8 +324,6 @@ def _kto_trainer(
         processing_class=tokenizer,
         callbacks=callbacks,
         sft_weight=job.preference_sft_weight,
-        corpus=corpus,
-        corpus_weight=job.preference_corpus_weight,
     )
     trainer.remove_callback(PrinterCallback)
     return trainer

@@ -109,10 +109,7 @@ def run_job(
             votes = load_votes(job)  # held-out voted jokes stay out of the corpus phase too
             data = prepare_data(job, exclude=votes.held_out_keys if votes else frozenset())
             training = train(job, data, tmp, device, world, events, run)
-            corpus = data.train_set.examples  # the phase's anchor
-            train_on_votes(
-                job, votes, training, data.tokenizer, corpus, tmp, device, world, events, run
-            )
+            train_on_votes(job, votes, training, data.tokenizer, tmp, device, world, events, run)
         finally:
             distributed.stop()  # every rank has trained; rank 0 goes on alone
         if not world.is_main:

@@ -1,8 +1,7 @@
 """The preference phase's trainer on the tiny GPT-2.
 
 Its loss is KTO's plus the liked jokes' NLL times PREFERENCE_SFT_WEIGHT (model.votes_trainer),
-read from KTO's own forward pass, plus the NLL of a batch of corpus jokes times
-PREFERENCE_CORPUS_WEIGHT: checked against a plain forward on the same jokes. Its epoch check
+read from KTO's own forward pass: checked against a plain forward on the same jokes. Its epoch check
 (model.sample_check) ends it on the last check whose samples held up."""
 
 from __future__ import annotations
@@ -13,7 +12,6 @@ from datasets import Dataset
 from transformers import TrainerCallback
 from trl import KTOConfig
 
-from model.data import JokeCollator, encode_jokes
 from model.distributed import World
 from model.loading import load_model_and_tokenizer
 from model.lora import add_lora
@@ -29,12 +27,9 @@ JOKES = [  # (completion, liked)
 ]
 
 
-CORPUS = ["Why did the robot cross the road? It was programmed to.", "I told a joke to a wall."]
-
-
 def kto_trainer(
     tmp_path, model_path, sft_weight: float, jokes=JOKES, *, lora: bool = False,
-    corpus: list[str] = (), corpus_weight: float = 0.0, steps: int = 1, rate: float = 5e-5,
+    steps: int = 1, rate: float = 5e-5,
 ):  # fmt: skip
     loaded = load_model_and_tokenizer(str(model_path), device="cpu")
     tokenizer = loaded.tokenizer
@@ -51,7 +46,6 @@ def kto_trainer(
     trainer = AnchoredKTOTrainer(
         model=model, args=args, train_dataset=Dataset.from_list(rows),
         processing_class=tokenizer, sft_weight=sft_weight,
-        corpus=encode_jokes(tokenizer, corpus), corpus_weight=corpus_weight,
     )  # fmt: skip
     return trainer, loaded
 
@@ -108,44 +102,6 @@ def test_the_trained_model_leaves_without_the_hook(tmp_path, tiny_model):
     assert loaded.model._forward_hooks  # the term is read through it while training
     trainer.train()
     assert not loaded.model._forward_hooks
-
-
-def corpus_nll(loaded, texts: list[str]) -> float:
-    """The corpus phase's loss on `texts`: mean NLL per predicted token, eos included."""
-    tokenizer = loaded.tokenizer
-    batch = JokeCollator(tokenizer.pad_token_id)(
-        [{"input_ids": ids} for ids in encode_jokes(tokenizer, texts)]
-    )
-    with torch.no_grad():
-        return float(loaded.model(**batch).loss)
-
-
-@pytest.mark.parametrize("corpus_weight", [0.5, 2.0])
-def test_the_loss_adds_a_corpus_batchs_nll_times_the_weight(tmp_path, tiny_model, corpus_weight):
-    """A one-joke corpus: every draw is that joke (the batch is never bigger than the corpus)."""
-    plain, loaded = kto_loss(tmp_path / "plain", tiny_model, 0.0)
-    mixed, _ = kto_loss(
-        tmp_path / "mixed", tiny_model, 0.0, corpus=CORPUS[:1], corpus_weight=corpus_weight
-    )
-    nll = corpus_nll(loaded, CORPUS[:1])
-    assert nll > 1.0
-    assert mixed - plain == pytest.approx(corpus_weight * nll, rel=1e-3)
-
-
-def test_training_with_the_corpus_term_keeps_the_corpus_likely(tmp_path, tiny_model):
-    """Same votes, same steps: with the term the corpus jokes end up likelier than without it
-    (and likelier than before), so the term's gradient reaches the model."""
-    before = corpus_nll(load_model_and_tokenizer(str(tiny_model), device="cpu"), CORPUS)
-    after = {}
-    for weight in (0.0, 1.0):
-        trainer, loaded = kto_trainer(
-            tmp_path / str(weight), tiny_model, 0.0, corpus=CORPUS, corpus_weight=weight,
-            steps=8, rate=1e-3,
-        )  # fmt: skip
-        trainer.train()
-        after[weight] = corpus_nll(loaded, CORPUS)
-    assert after[1.0] < before - 0.5
-    assert after[1.0] < after[0.0] - 0.5
 
 
 # ---- the sample check ---------------------------------------------------------------------------

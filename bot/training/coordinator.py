@@ -266,7 +266,6 @@ class TrainingCoordinator:
             "preference_learning_rate": s.preference_learning_rate,
             "preference_epochs": s.preference_epochs,
             "preference_sft_weight": s.preference_sft_weight,
-            "preference_corpus_weight": s.preference_corpus_weight,
             "preference_loss": s.preference_loss,
             "preference_holdout": s.preference_holdout,
             "preference_time_share": s.preference_time_share,

@@ -102,8 +102,6 @@ class TrainJob(BaseModel):
     preference_epochs: float = 3.0
     # the liked jokes' own NLL in the loss, times this (model.votes_trainer); 0 = plain KTO
     preference_sft_weight: float = 1.0
-    # approved corpus jokes' NLL in the loss, times this (model.votes_trainer); 0 = none
-    preference_corpus_weight: float = 0.0
     preference_loss: str = "auto"  # auto | kto | apo_zero_unpaired (see model.preference)
     preference_holdout: float = 0.2  # share of voted jokes held out for the gate
     preference_time_share: float = 0.3  # of max_minutes, kept for the phase when it runs
@@ -142,8 +140,8 @@ class TrainJob(BaseModel):
             raise ValueError("preference_holdout must be in (0, 1), its time share in [0, 1)")
         if min(self.preference_beta, self.preference_learning_rate, self.preference_epochs) <= 0:
             raise ValueError("preference_beta, _learning_rate and _epochs must be above 0")
-        if min(self.preference_sft_weight, self.preference_corpus_weight) < 0:
-            raise ValueError("preference_sft_weight and _corpus_weight must not be negative")
+        if self.preference_sft_weight < 0:
+            raise ValueError("preference_sft_weight must not be negative")
         if self.preference_loss not in PREFERENCE_LOSSES:
             raise ValueError(f"preference_loss must be one of {', '.join(PREFERENCE_LOSSES)}")
         return self
