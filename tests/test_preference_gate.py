@@ -8,7 +8,7 @@ import pytest
 from bot.training.coordinator import TrainingOutcome
 from bot.training.gate import GatePolicy, decide, separation_tolerance
 from bot.training.progress import TrainingProgress, describe
-from bot.training.wording import training_result, votes_learned
+from bot.training.wording import training_result, votes_learned, votes_rolled_back
 from model.contracts.preferences import VotedJoke
 from model.contracts.training_events import parse_event
 from model.contracts.training_job import JobError, TrainJob
@@ -71,6 +71,24 @@ def test_the_announcement_and_versions_say_what_the_version_learned():
     assert "Votes: v3 learned from 50 votes (👍 30 / 👎 20)" in text
     assert "separates 85% of held-out 👍/👎 pairs" in text
     assert votes_learned({"nll": 3.0}) == ""
+    assert "Note:" not in text  # the phase kept its last step
+
+
+def test_the_announcement_says_when_the_votes_phase_ended_on_earlier_weights():
+    checks = [
+        {"step": 0, "epoch": 0.0, "distinct_2": 0.93, "one_joke_rate": 0.94},
+        {"step": 15, "epoch": 1.0, "distinct_2": 0.9, "one_joke_rate": 0.92},
+        {"step": 45, "epoch": 3.0, "distinct_2": 0.61, "one_joke_rate": 0.81},
+    ]
+    phase = {"ran": True, "kept_step": 15, "rolled_back": "step 45: …", "sample_checks": checks}
+    metrics = {"serving": SERVING, "candidate": candidate(preference=phase)}
+    outcome = TrainingOutcome(7, "promoted", "better: …", version=3, serving="v3", metrics=metrics)
+    assert (
+        "Note: the votes phase ended on step 15 of 45: later its jokes were less varied or less "
+        "often whole (distinct-2 0.61, one-joke rate 81%; 0.93 and 94% when it began)."
+    ) in training_result(outcome)
+    nothing = {**phase, "kept_step": 0}
+    assert "ended where it began (nothing learned)" in votes_rolled_back({"preference": nothing})
 
 
 def test_separation_counts_pairs_and_ties_half():

@@ -40,6 +40,23 @@ def votes_learned(metrics: dict[str, Any] | None) -> str:
     return ", ".join(parts)
 
 
+def votes_rolled_back(metrics: dict[str, Any] | None) -> str:
+    """When the votes phase ended on earlier weights (model.sample_check): which step, and how
+    its later samples looked; '' when it kept its last step."""
+    phase = (metrics or {}).get("preference") or {}
+    checks = phase.get("sample_checks") or []
+    if not phase.get("rolled_back") or len(checks) < 2:
+        return ""
+    start, last = checks[0], checks[-1]
+    kept = phase.get("kept_step", 0)
+    where = f"on step {kept} of {last['step']}" if kept else "where it began (nothing learned)"
+    return (
+        f"the votes phase ended {where}: later its jokes were less varied or less often whole "
+        f"(distinct-2 {last['distinct_2']:.2f}, one-joke rate {last['one_joke_rate']:.0%}; "
+        f"{start['distinct_2']:.2f} and {start['one_joke_rate']:.0%} when it began)"
+    )
+
+
 def training_result(outcome: TrainingOutcome) -> str:
     """The final message of a training run: verdict, metrics before and after, one sample each."""
     headline = _HEADLINES[outcome.status].format(version=outcome.version, serving=outcome.serving)
@@ -51,6 +68,9 @@ def training_result(outcome: TrainingOutcome) -> str:
         taste = votes_learned(outcome.metrics["candidate"])
         if taste:
             lines.append(f"Votes: v{outcome.version} {taste}.")
+        rolled_back = votes_rolled_back(outcome.metrics["candidate"])
+        if rolled_back:
+            lines.append(f"Note: {rolled_back}.")
     for label, key in (("Sample before", "serving"), ("Sample after", "candidate")):
         sample = (outcome.samples or {}).get(key)
         if sample:
