@@ -232,6 +232,7 @@ class RunResult:
     train_seconds: float
     preference_seconds: float
     preference_steps: int
+    kept_step: int  # the votes phase's weights at the end: this step's (model.sample_check)
     votes_learned: int
     joined_corpus: int
     nll: float
@@ -298,6 +299,7 @@ async def retrain_and_tell(
         train_seconds=float(training.get("train_seconds", 0.0)),
         preference_seconds=float(phase.get("seconds", 0.0)),
         preference_steps=int(phase.get("steps", 0)),
+        kept_step=int(phase.get("kept_step", phase.get("steps", 0))),
         votes_learned=int(candidate.get("votes_up", 0)) + int(candidate.get("votes_down", 0)),
         joined_corpus=int(joined[0]),
         nll=float(candidate["nll"]),
@@ -472,6 +474,12 @@ def print_rule(results: list[RunResult], rule: Rule, max_minutes: float) -> None
         console.print(f"  {label}: {MECHANISM_NAMES[mechanism]}")
     for refusal in refusals:
         console.print(f"  default gate on {refusal}")
+    for r in results:
+        if r.rule == rule.name and r.kept_step < r.preference_steps:
+            console.print(
+                f"  seed {r.seed} {r.community}: the votes phase ended on step {r.kept_step} "
+                f"of {r.preference_steps} (later samples less varied or less often whole)"
+            )
     print_targets(results, rule, max_minutes)
 
 

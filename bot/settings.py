@@ -134,7 +134,7 @@ class Settings(BaseSettings):
     preference_training: Literal["auto", "off"] = "auto"
     preference_min_votes: int = Field(default=50, ge=1)
     preference_beta: float = Field(default=1.0, gt=0.0)
-    preference_learning_rate: float = Field(default=7e-5, gt=0.0)
+    preference_learning_rate: float = Field(default=1e-4, gt=0.0)
     preference_epochs: float = Field(default=3.0, gt=0.0)
     preference_sft_weight: float = Field(default=1.0, ge=0.0)
     preference_loss: Literal["auto", "kto", "apo_zero_unpaired"] = "auto"
