@@ -78,6 +78,8 @@ def test_the_phase_learns_the_rule_and_the_gate_measures_it(tmp_path, tiny_model
     done = run_job(preference_job(tmp_path / "b", tiny_model), events)
     kinds = [e["event"] for e in events.events]
     assert kinds.count("votes") == 1
+    checks = done["metrics"]["candidate"]["preference"]["sample_checks"]
+    assert len(checks) >= 4 and all(c["samples"] == 4 for c in checks)  # the gate's eval_samples
     votes_at = kinds.index("votes")
     assert "start" in kinds[:votes_at]
     after = [e for e in events.events[votes_at:] if e["event"] == "progress"]
@@ -177,5 +179,8 @@ def test_two_processes_learn_from_votes_and_write_one_version(tmp_path, tiny_mod
     assert kinds.count("votes") == 1 and kinds[-1] == "done"
     phase = events[-1]["metrics"]["candidate"]["preference"]
     assert phase["ran"] and phase["steps"] > 0
+    checks = phase["sample_checks"]  # rank 0 samples and decides for both ranks
+    assert checks[0]["step"] == 0 and checks[-1]["step"] == phase["steps"]
+    assert all(check["samples"] == 2 for check in checks)
     assert events[-1]["metrics"]["candidate"]["vote_separation"] > 0.7
     assert [p.name for p in (tmp_path / "models").iterdir()] == ["v1"]
