@@ -19,6 +19,9 @@ held out for the gate (`model.preference_eval`), and kept out of the corpus phas
   one-joke and diversity checks bound the drift), and is half the compute.
 - Imbalance: the smaller class is weighted up so that weighted liked : disliked = 1 (KTO
   paper, eq. 8, asks for 1 to 4/3).
+- Loss terms: KTO's (or APO-zero's) plus the liked jokes' own NLL (`model.votes_trainer`).
+- Sample checks (`model.sample_check`): six times in the phase it samples as the gate does and
+  ends on the weights of the last check whose jokes were still varied and whole.
 - Time: the phase gets what the corpus phase left of `max_minutes` (the corpus phase ran with
   `preference_time_share` less); out of time it stops and keeps its weights, as the corpus
   phase does. Cancelling (SIGTERM) and SIGKILL leave no version, as ever (`model.cancellation`).

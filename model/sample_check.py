@@ -48,7 +48,6 @@ class SampleFigures:
     distinct_2: float
     one_joke_rate: float
     seconds: float
-
     samples: int
 
     def holds_up_against(self, start: SampleFigures) -> bool:
