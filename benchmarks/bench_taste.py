@@ -62,6 +62,7 @@ from benchmarks.common import add_data_dir_argument  # noqa: E402
 
 console = Console(width=160)
 IN_FLIGHT = 16  # /joke requests at once: the runner's batch
+TRIES = 3  # a /joke that came up empty (or all refused) is asked again, as a member would
 MECHANISMS = {"corpus": "off", "votes": "auto"}  # name -> PREFERENCE_TRAINING
 MECHANISM_LABELS = {"corpus": "(a) corpus", "votes": "(b) + votes"}
 MECHANISM_NAMES = {
@@ -123,6 +124,7 @@ class Options:
     keep: bool
     json: Path | None = None
     mechanisms: tuple[str, ...] = tuple(MECHANISMS)
+    first_seed: int = 1
 
 
 def bench_settings(data_dir: Path, base: Path, seed: int, mechanism: str, options: Options):
@@ -162,19 +164,24 @@ def default_gate():
 
 async def tell_jokes(services, n: int) -> list[Any]:
     """`n` jokes told exactly as /joke tells them (ToldJoke), `IN_FLIGHT` at a time."""
-    from bot.runners.joke_teller import tell_joke
+    from bot.runners.joke_teller import EmptyJoke, NoCleanJoke, tell_joke
 
     gate = asyncio.Semaphore(IN_FLIGHT)
 
     async def one():
         async with gate:
-            return await tell_joke(
-                services.runner,
-                services.settings,
-                "",
-                examples=services.examples,
-                accept=lambda joke: services.content_policy.flags(joke) is None,
-            )
+            for attempt in range(1, TRIES + 1):  # as a member presses /joke again
+                try:
+                    return await tell_joke(
+                        services.runner,
+                        services.settings,
+                        "",
+                        examples=services.examples,
+                        accept=lambda joke: services.content_policy.flags(joke) is None,
+                    )
+                except (EmptyJoke, NoCleanJoke):
+                    if attempt == TRIES:
+                        raise
 
     return list(await asyncio.gather(*(one() for _ in range(n))))
 
@@ -338,7 +345,7 @@ async def run_benchmark(options: Options, base: Path) -> tuple[list[RunResult], 
     )
     with Progress(*columns, console=console) as progress:
         task = progress.add_task("starting", total=options.seeds * (1 + len(runs)))
-        for seed in range(1, options.seeds + 1):
+        for seed in range(options.first_seed, options.first_seed + options.seeds):
             seed_dir = options.work_dir / f"seed-{seed}"
             install = seed_dir / "shown"
             shutil.rmtree(install, ignore_errors=True)
@@ -536,6 +543,7 @@ def parse_args(argv: list[str] | None = None) -> Options:
     parser.add_argument("--follow", type=float, default=0.85, help="share of votes by the rule")
     parser.add_argument("--fresh", type=int, default=96, help="jokes told after the retrain")
     parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--first-seed", type=int, default=1, help="e.g. to go on after a stop")
     parser.add_argument("--rules", default=DEFAULT_RULES, help=f"of {', '.join(RULES)}")
     parser.add_argument("--min-steps", type=int, help="TRAIN_MIN_STEPS (default: jokebot's)")
     parser.add_argument("--quick", action="store_true", help="one rule, one seed, 96 jokes")
@@ -558,7 +566,7 @@ def parse_args(argv: list[str] | None = None) -> Options:
     work = args.work_dir or Path(tempfile.mkdtemp(prefix="jokebot-taste-"))
     options = Options(
         args.data_dir, work, args.jokes, args.voters, args.follow, args.fresh, args.seeds,
-        rules, args.min_steps, args.keep, args.json, mechanisms,
+        rules, args.min_steps, args.keep, args.json, mechanisms, args.first_seed,
     )  # fmt: skip
     return options
 
