@@ -122,7 +122,7 @@ class SampleCheck(TrainerCallback):
         return control
 
     def on_train_end(self, args, state, control, **kwargs):
-        if self._last_holds or self._good is None:
+        if self._last_holds or self._good is None:  # kept its last step (or never began)
             return control
         self._restore(self._good)
         last, start = self.figures[-1], self.figures[0]
